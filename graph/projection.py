@@ -1,0 +1,252 @@
+"""Project the stored tables once into sparse matrices, mapping ids to indices at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from graph.config import GraphConfig
+from loaders.errors import NotFoundError
+from loaders.schema import Tables
+
+__all__ = ["Projection", "project", "walk_matrix"]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The graph as sparse matrices over integer indices.
+
+    Users are indexed ``0..n_users-1`` in :attr:`user_ids` order; shared identifiers
+    (identifiers used by at least two users) ``0..n_idents-1`` in :attr:`ident_keys` order.
+
+    Attributes
+    ----------
+    user_ids : ndarray of str
+        Index to user id.
+    ident_keys : ndarray of str
+        Index to ``"kind:pseudonym"`` of each shared identifier.
+    ident_kind : ndarray of int
+        Code of each identifier's kind in :attr:`ident_kinds`.
+    ident_kinds : tuple of str
+    ident_degree : ndarray of int
+        Number of users sharing each identifier.
+    incidence : csr_matrix, shape (n_users, n_idents)
+        Link weights (kind weight x link weight x time decay) of user-identifier pairs.
+    relations_walk : csr_matrix, shape (n_users, n_users)
+        Positive relations as risk flows along them (direction per kind applied), weighted.
+    relations_pos, relations_neg : csr_matrix, shape (n_users, n_users)
+        Transformed ``|weight|`` of positive and negative relations, stored ``src -> dst``.
+    relations_count : dict of str to csr_matrix
+        Number of relations per kind, ``src -> dst`` (self-relations left out).
+    n_self_relations : int
+        Relations from a user to itself, kept in the store but not projected.
+    """
+
+    user_ids: np.ndarray
+    ident_keys: np.ndarray
+    ident_kind: np.ndarray
+    ident_kinds: tuple[str, ...]
+    ident_degree: np.ndarray
+    incidence: sp.csr_matrix
+    relations_walk: sp.csr_matrix
+    relations_pos: sp.csr_matrix
+    relations_neg: sp.csr_matrix
+    relations_count: dict[str, sp.csr_matrix]
+    n_self_relations: int
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_idents(self) -> int:
+        return len(self.ident_keys)
+
+    @cached_property
+    def user_index(self) -> pd.Index:
+        return pd.Index(self.user_ids)
+
+    def index_of(self, user_ids: object) -> np.ndarray:
+        """Indices of user ids; raises :class:`NotFoundError` naming the first unknown one."""
+        ids = pd.Index(np.atleast_1d(np.asarray(user_ids, dtype=object)).astype(str))
+        idx = self.user_index.get_indexer(ids)
+        if (idx < 0).any():
+            missing = ids[int(np.flatnonzero(idx < 0)[0])]
+            raise NotFoundError(f"unknown user {missing!r}: not in the loaded graph")
+        return idx
+
+    def nbytes(self) -> int:
+        """Memory held by the sparse matrices."""
+        mats = [self.incidence, self.relations_walk, self.relations_pos, self.relations_neg, *self.relations_count.values()]
+        return int(sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in mats))
+
+
+def project(tables: Tables, config: GraphConfig | None = None) -> Projection:
+    """Build the sparse projection of the canonical tables.
+
+    Parameters
+    ----------
+    tables : Tables
+        Canonical tables from a store.
+    config : GraphConfig, optional
+        Weights, directions, hub limit and time decay.
+
+    Returns
+    -------
+    Projection
+    """
+    config = config or GraphConfig()
+    user_ids = tables.all_user_ids().to_numpy(dtype=object).astype(str)
+    index = pd.Index(user_ids)
+    n = len(user_ids)
+    as_of = _newest_time(tables)
+
+    # -- identifiers: keep those shared by >= 2 users, below the hub limit ----------------------
+    links = tables.links
+    if len(links):
+        ukey = links["kind"].astype(str).str.cat(links["ident"].astype(str), sep=":")
+        codes, keys = pd.factorize(ukey, sort=False)
+        rows = index.get_indexer(links["user_id"].astype(str))
+        degree_all = np.bincount(codes, minlength=len(keys))
+        keep_ident = degree_all >= 2
+        if config.hub_max_degree is not None:
+            keep_ident &= degree_all <= config.hub_max_degree
+        new_code = np.full(len(keys), -1, dtype=np.int64)
+        new_code[keep_ident] = np.arange(int(keep_ident.sum()))
+        cols = new_code[codes]
+        mask = cols >= 0
+        kinds_all = links["kind"].astype(str).to_numpy()
+        kind_codes, kind_names = pd.factorize(kinds_all)
+        kind_w = np.array([config.link_weight(k) for k in kind_names], dtype=np.float64)
+        w = kind_w[kind_codes] * links["weight"].fillna(1.0).to_numpy(dtype=np.float64)
+        w *= _decay(links["last_seen"], as_of, config.half_life_days)
+        n_idents = int(keep_ident.sum())
+        incidence = sp.csr_matrix((w[mask], (rows[mask], cols[mask])), shape=(n, n_idents))
+        incidence.sum_duplicates()
+        ident_keys = np.asarray(keys)[keep_ident].astype(str)
+        first_kind = np.zeros(len(keys), dtype=np.int64)
+        first_kind[codes[::-1]] = kind_codes[::-1]
+        ident_kind = first_kind[keep_ident]
+        ident_degree = np.diff(incidence.tocsc().indptr).astype(np.int64)
+        ident_kinds = tuple(str(k) for k in kind_names)
+    else:
+        incidence = sp.csr_matrix((n, 0))
+        ident_keys = np.zeros(0, dtype=str)
+        ident_kind = np.zeros(0, dtype=np.int64)
+        ident_degree = np.zeros(0, dtype=np.int64)
+        ident_kinds = ()
+
+    # -- relations --------------------------------------------------------------------------
+    rel = tables.relations
+    src = index.get_indexer(rel["src"].astype(str))
+    dst = index.get_indexer(rel["dst"].astype(str))
+    not_self = src != dst
+    n_self = int((~not_self).sum())
+    weight = rel["weight"].fillna(1.0).to_numpy(dtype=np.float64)
+    magnitude = _transform(np.abs(weight), config.weight_transform)
+    decay = _decay(rel["ts"], as_of, config.half_life_days)
+    kinds = rel["kind"].astype(str).to_numpy()
+    kind_codes, kind_names = pd.factorize(kinds)
+    kind_mult = np.array([config.relation(k).weight for k in kind_names], dtype=np.float64)
+    pos = not_self & (weight > 0)
+    neg = not_self & (weight < 0)
+
+    def mat(mask: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
+        m = sp.csr_matrix((values[mask], (src[mask], dst[mask])), shape=(n, n))
+        m.sum_duplicates()
+        return m
+
+    relations_pos = mat(pos, magnitude * decay)
+    relations_neg = mat(neg, magnitude * decay)
+    walk_values = magnitude * decay * kind_mult[kind_codes]
+    walk = sp.csr_matrix((n, n))
+    counts: dict[str, sp.csr_matrix] = {}
+    for code, kind in enumerate(kind_names):
+        of_kind = kind_codes == code
+        counts[str(kind)] = mat(not_self & of_kind, np.ones(len(rel)))
+        forward = mat(pos & of_kind, walk_values)
+        direction = config.relation(str(kind)).direction
+        if direction == "forward":
+            walk = walk + forward
+        elif direction == "backward":
+            walk = walk + forward.T
+        else:
+            walk = walk + forward + forward.T
+    walk = sp.csr_matrix(walk)
+    walk.eliminate_zeros()
+
+    return Projection(
+        user_ids=user_ids,
+        ident_keys=ident_keys,
+        ident_kind=ident_kind,
+        ident_kinds=ident_kinds,
+        ident_degree=ident_degree,
+        incidence=incidence,
+        relations_walk=walk,
+        relations_pos=relations_pos,
+        relations_neg=relations_neg,
+        relations_count=counts,
+        n_self_relations=n_self,
+    )
+
+
+def walk_matrix(
+    projection: Projection,
+    *,
+    hub_exponent: float = 1.0,
+    links: bool = True,
+    relations: bool = True,
+) -> sp.csr_matrix:
+    """Weighted adjacency over users then identifiers, ready for a random walk.
+
+    Node ``i < n_users`` is user ``i``; node ``n_users + j`` is shared identifier ``j``.
+    A user steps to identifier ``j`` with weight ``w * degree_j ** -hub_exponent`` and the
+    identifier steps back to each of its users with weight ``w``, so a walk crossing a hub
+    is both unlikely and spread thin.
+
+    Parameters
+    ----------
+    projection : Projection
+    hub_exponent : float
+        Damping exponent for identifier degree (0 = none).
+    links, relations : bool
+        Which layers to include: shared identifiers, user-to-user relations.
+
+    Returns
+    -------
+    csr_matrix, shape (n_users + n_idents, n_users + n_idents)
+    """
+    n, m = projection.n_users, projection.n_idents
+    blocks_top = []
+    rel = projection.relations_walk if relations else sp.csr_matrix((n, n))
+    if links and m:
+        damp = np.power(np.maximum(projection.ident_degree, 1).astype(np.float64), -hub_exponent)
+        to_ident = sp.csr_matrix(projection.incidence @ sp.diags(damp))
+        blocks_top = [[rel, to_ident], [projection.incidence.T, None]]
+        return sp.csr_matrix(sp.bmat(blocks_top, format="csr"))
+    return sp.csr_matrix(sp.bmat([[rel, None], [None, sp.csr_matrix((m, m))]], format="csr")) if m else sp.csr_matrix(rel)
+
+
+def _newest_time(tables: Tables) -> pd.Timestamp | None:
+    times = [tables.relations["ts"].max(), tables.links["last_seen"].max()]
+    times = [t for t in times if t is not None and not pd.isna(t)]
+    return max(times) if times else None
+
+
+def _decay(times: pd.Series, as_of: pd.Timestamp | None, half_life_days: float | None) -> np.ndarray:
+    if half_life_days is None or as_of is None or not len(times):
+        return np.ones(len(times), dtype=np.float64)
+    age = (as_of - times).dt.total_seconds().to_numpy(dtype=np.float64, na_value=0.0) / 86400.0
+    return np.power(0.5, np.maximum(age, 0.0) / half_life_days)
+
+
+def _transform(magnitude: np.ndarray, how: str) -> np.ndarray:
+    if how == "log1p":
+        return np.log1p(magnitude)
+    if how == "unit":
+        return np.ones_like(magnitude)
+    return magnitude

@@ -1,0 +1,272 @@
+"""The embedded store: canonical tables and results as Parquet files in a workspace directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loaders.errors import ConfigError, NotFoundError, StoreError
+from loaders.load import WriteCounts
+from loaders.schema import TABLE_NAMES, Tables, empty_tables
+from graph.store.base import GraphStore
+
+__all__ = ["EmbeddedStore", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_RESULT_NAME = __import__("re").compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+class EmbeddedStore(GraphStore):
+    """Graph store kept as Parquet plus JSON metadata under ``workspace``.
+
+    Layout::
+
+        workspace/
+          meta.json               format version, counts, snapshot, key fingerprint
+          graph/<table>.parquet   canonical users, links, relations, flags
+          results/<name>.parquet  computed results, with results/<name>.json provenance
+
+    Every file is written to a temporary name and renamed into place, so a crash leaves the
+    previous version readable.
+
+    Parameters
+    ----------
+    workspace : path
+        Directory to use; created on first write.
+    """
+
+    def __init__(self, workspace: str | Path) -> None:
+        self.workspace = Path(workspace)
+        self._tables: Tables | None = None
+        meta_path = self.workspace / "meta.json"
+        if meta_path.exists():
+            meta = self._read_meta()
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise StoreError(
+                    f"{meta_path}: workspace format {meta.get('format_version')!r}, this version of socialrisk "
+                    f"reads format {FORMAT_VERSION}; load the data into a new workspace"
+                )
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def _read_meta(self) -> dict[str, Any]:
+        path = self.workspace / "meta.json"
+        if not path.exists():
+            return {"format_version": FORMAT_VERSION, "snapshot": 0, "counts": {n: 0 for n in TABLE_NAMES}}
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{path}: unreadable workspace metadata ({exc}); the workspace is damaged") from exc
+
+    def metadata(self) -> dict[str, Any]:
+        return self._read_meta()
+
+    def bind_key(self, fingerprint: str) -> None:
+        meta = self._read_meta()
+        bound = meta.get("key_fingerprint")
+        if bound is None:
+            meta["key_fingerprint"] = fingerprint
+            self._write_meta(meta)
+        elif bound != fingerprint:
+            raise ConfigError(
+                f"{self.workspace}: this workspace was loaded with a different pseudonymisation key "
+                "(fingerprint mismatch). Use the same SOCIALRISK_PSEUDONYM_KEY, or load into a new workspace."
+            )
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        _atomic_write_bytes(self.workspace / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())
+
+    # -- tables -----------------------------------------------------------------------------
+
+    def known_user_ids(self) -> pd.Index:
+        if not (self.workspace / "graph").exists():
+            return pd.Index([], dtype="string")
+        return self.read_tables().all_user_ids()
+
+    def read_tables(self) -> Tables:
+        if self._tables is not None:
+            return self._tables
+        base = empty_tables()
+        parts = {}
+        for name, empty in base:
+            path = self.workspace / "graph" / f"{name}.parquet"
+            if path.exists():
+                try:
+                    frame = pd.read_parquet(path)
+                except Exception as exc:  # pyarrow raises several types for damaged files
+                    raise StoreError(f"{path}: cannot be read ({exc}); the workspace is damaged") from exc
+            else:
+                frame = empty
+            parts[name] = frame
+        self._tables = Tables(**parts)
+        return self._tables
+
+    def _read_stored(self) -> dict[str, pd.DataFrame]:
+        out = {}
+        for name in TABLE_NAMES:
+            path = self.workspace / "graph" / f"{name}.parquet"
+            out[name] = pd.read_parquet(path) if path.exists() else None
+        return out
+
+    def write_tables(self, tables: Tables) -> dict[str, WriteCounts]:
+        stored = self._read_stored()
+        counts: dict[str, WriteCounts] = {}
+        merged: dict[str, pd.DataFrame] = {}
+        for name, new in tables:
+            old = stored[name]
+            if name == "users":
+                frame, count = _merge_users(old, new)
+            elif name == "links":
+                frame, count = _merge_links(old, new)
+            else:
+                frame, count = _merge_events(old, new)
+            counts[name] = count
+            if count.added or old is None:
+                merged[name] = frame
+        for name, frame in merged.items():
+            _atomic_write_parquet(self.workspace / "graph" / f"{name}.parquet", frame)
+        meta = self._read_meta()
+        if any(c.added for c in counts.values()):
+            meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
+            meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for name in TABLE_NAMES:
+            if name in merged:
+                meta.setdefault("counts", {})[name] = len(merged[name])
+            elif stored[name] is not None:
+                meta.setdefault("counts", {})[name] = len(stored[name])
+            else:
+                meta.setdefault("counts", {})[name] = 0
+        meta["format_version"] = FORMAT_VERSION
+        self._write_meta(meta)
+        self._tables = None
+        return counts
+
+    # -- results ----------------------------------------------------------------------------
+
+    def write_result(self, name: str, frame: pd.DataFrame, *, meta: dict[str, Any]) -> None:
+        _check_result_name(name)
+        _atomic_write_parquet(self.workspace / "results" / f"{name}.parquet", frame)
+        full = dict(meta)
+        full.setdefault("snapshot", self._read_meta().get("snapshot", 0))
+        full.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        _atomic_write_bytes(self.workspace / "results" / f"{name}.json", json.dumps(full, indent=2, default=str).encode())
+
+    def read_result(self, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+        _check_result_name(name)
+        path = self.workspace / "results" / f"{name}.parquet"
+        if not path.exists():
+            raise NotFoundError(f"{self.workspace}: no '{name}' result yet; run the step that computes it first")
+        meta_path = path.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        return pd.read_parquet(path), meta
+
+    def has_result(self, name: str) -> bool:
+        _check_result_name(name)
+        return (self.workspace / "results" / f"{name}.parquet").exists()
+
+
+# -- merging ----------------------------------------------------------------------------------
+
+
+def _row_hash(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    if not len(frame):
+        return np.zeros(0, dtype=np.uint64)
+    part = frame[columns].copy()
+    for column in columns:
+        if isinstance(part[column].dtype, pd.DatetimeTZDtype):
+            part[column] = part[column].astype("int64")
+    return pd.util.hash_pandas_object(part, index=False).to_numpy()
+
+
+def _merge_events(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, WriteCounts]:
+    """Relations and flags: a row is identified by its content and its occurrence number."""
+    columns = sorted(c for c in new.columns if not c.startswith("_"))
+    new = new.copy()
+    new["_key"] = _row_hash(new, columns)
+    new["_occ"] = new.groupby("_key").cumcount().astype("int64")
+    if old is None or not len(old):
+        return new.reset_index(drop=True), WriteCounts(added=len(new), unchanged=0)
+    seen = pd.MultiIndex.from_arrays([old["_key"], old["_occ"]])
+    present = pd.MultiIndex.from_arrays([new["_key"], new["_occ"]]).isin(seen)
+    fresh = new.loc[~present]
+    frame = pd.concat([old, fresh], ignore_index=True) if len(fresh) else old
+    return frame, WriteCounts(added=len(fresh), unchanged=int(present.sum()))
+
+
+def _merge_users(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, WriteCounts]:
+    """Users: upsert by id; a present value in the new load replaces the stored one."""
+    new = new.drop_duplicates("user_id", keep="last")
+    if old is None or not len(old):
+        return new.reset_index(drop=True), WriteCounts(added=len(new), unchanged=0)
+    old_i = old.set_index("user_id")
+    new_i = new.set_index("user_id")
+    merged = new_i.combine_first(old_i)
+    merged = merged[[c for c in old_i.columns] + [c for c in new_i.columns if c not in old_i.columns]]
+    # a new user's row, or a stored row whose values change, counts as added
+    common = new_i.index.intersection(old_i.index)
+    cols = list(merged.columns)
+    before = old_i.reindex(index=common, columns=cols)
+    after = merged.loc[common, cols]
+    same = np.ones(len(common), dtype=bool)
+    for c in cols:
+        a, b = before[c], after[c]
+        same &= ((a == b).fillna(False) | (a.isna() & b.isna())).to_numpy(dtype=bool)
+    unchanged = int(same.sum())
+    added = len(new_i) - unchanged
+    return merged.reset_index(), WriteCounts(added=added, unchanged=unchanged)
+
+
+def _merge_links(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, WriteCounts]:
+    """Links: one row per (user, kind, identifier); times widen to the union of sightings."""
+    keys = ["user_id", "kind", "ident"]
+    n_new = len(new)
+    combined = new if old is None else pd.concat([old, new], ignore_index=True)
+    if not len(combined):
+        return combined, WriteCounts(0, 0)
+    grouped = combined.groupby(keys, sort=False, dropna=False)
+    merged = grouped.agg(first_seen=("first_seen", "min"), last_seen=("last_seen", "max"), weight=("weight", "last")).reset_index()
+    merged["weight"] = merged["weight"].astype("float64")
+    if old is None or not len(old):
+        n_unique_new = len(merged)
+        return merged, WriteCounts(added=n_unique_new, unchanged=n_new - n_unique_new)
+    cols = keys + ["first_seen", "last_seen", "weight"]
+    changed = int((~np.isin(_row_hash(merged, cols), _row_hash(old, cols))).sum())
+    return merged, WriteCounts(added=min(changed, n_new), unchanged=n_new - min(changed, n_new))
+
+
+def _check_result_name(name: str) -> None:
+    if not _RESULT_NAME.match(name):
+        raise ValueError(f"result name {name!r} must be a lowercase word of letters, digits, '_', '.', '-'")
+
+
+def _atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

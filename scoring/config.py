@@ -1,0 +1,186 @@
+"""Scoring settings: which input columns feed which dimension, weights, thresholds, model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from loaders.errors import ParameterError
+
+__all__ = ["DIMENSIONS", "GRAPH_DIMENSIONS", "DIMENSION_LABELS", "ColumnSpec", "ScoringConfig"]
+
+#: The six dimensions of the consumer credit scores socialrisk serves, in report order.
+DIMENSIONS: tuple[str, ...] = (
+    "transaction_history",
+    "repayment",
+    "linked_accounts",
+    "social_network",
+    "identity",
+    "consumption",
+)
+GRAPH_DIMENSIONS: tuple[str, ...] = ("linked_accounts", "social_network")
+#: Unmapped numeric user columns: used by the learned model, explained as "profile".
+PROFILE = "profile"
+DIMENSION_LABELS: Mapping[str, str] = MappingProxyType(
+    {
+        "transaction_history": "transaction history",
+        "repayment": "repayment behaviour",
+        "linked_accounts": "linked-account risk",
+        "social_network": "social network",
+        "identity": "identity verification",
+        "consumption": "consumption behaviour",
+        PROFILE: "other account attributes",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One input column feeding a dimension.
+
+    Attributes
+    ----------
+    column : str
+        Column of the ``users`` table.
+    higher_is_riskier : bool
+        Orientation: ``True`` when a larger value is worse (late repayments), ``False`` when
+        better (tenure, verified identity).
+    denominator : str or None
+        When set, the dimension uses ``column / denominator`` (e.g. late / total repayments).
+    reason : str or None
+        Words for a reason code, formatted with ``{value}``, ``{denominator}`` and ``{pct}``
+        (the share of users doing better, in percent), e.g. ``"{value:.0f} of {denominator:.0f}
+        repayments late"``. When absent, a generic sentence names the column.
+    """
+
+    column: str
+    higher_is_riskier: bool = True
+    denominator: str | None = None
+    reason: str | None = None
+
+
+def _default_columns() -> Mapping[str, tuple[ColumnSpec, ...]]:
+    return MappingProxyType(
+        {
+            "transaction_history": (
+                ColumnSpec("chargebacks_90d", True, reason="{value:.0f} chargebacks in the last 90 days"),
+                ColumnSpec("txn_count_90d", False, reason="few transactions in the last 90 days ({value:.0f})"),
+            ),
+            "repayment": (
+                ColumnSpec(
+                    "repayments_late", True, denominator="repayments_total", reason="{value:.0f} of {denominator:.0f} repayments late"
+                ),
+            ),
+            "identity": (
+                ColumnSpec("id_verified", False, reason="identity not verified"),
+                ColumnSpec("tenure_days", False, reason="account opened only {value:.0f} days ago"),
+            ),
+            "consumption": (
+                ColumnSpec("night_spend_share", True, reason="{value:.0%} of spending at night, more than {pct:.0f}% of users"),
+                ColumnSpec("spend_volatility", True, reason="spending more erratic than for {pct:.0f}% of users"),
+            ),
+        }
+    )
+
+
+def _default_weights() -> Mapping[str, float]:
+    return MappingProxyType(
+        {
+            "transaction_history": 0.3,
+            "repayment": 0.4,
+            "linked_accounts": 0.6,
+            "social_network": 0.5,
+            "identity": 0.3,
+            "consumption": 0.2,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How dimensions are computed and combined into a score and a decision.
+
+    Attributes
+    ----------
+    columns : mapping of dimension to ColumnSpec tuple
+        Input columns per non-graph dimension. Columns absent from the data are skipped; a
+        dimension with no column present is neutral.
+    scorecard_weights : mapping
+        Weight in [0, 1] of each dimension in the transparent scorecard, used when there are
+        too few labels to learn: ``risk = 1 - prod(1 - w_d * s_d)``.
+    min_labels_per_class : int
+        Fewest fraud and fewest benign flags needed to learn the combination.
+    alpha : float
+        Probability of continuing the walk in personalized PageRank.
+    tol : float
+        Convergence tolerance (L1) of the propagation.
+    crossfit_folds : int
+        Folds for cross-fitting label-based graph features of labelled users.
+    model : {"boosting", "logistic"}
+        Learned combination: gradient boosting (default) or logistic regression.
+    boosting_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization
+        Gradient-boosting settings (scikit-learn ``HistGradientBoostingClassifier``).
+    approve_at, review_at : int
+        Credit score thresholds: ``approve`` at or above ``approve_at``, ``review`` at or above
+        ``review_at``, ``reject`` below.
+    min_reason_share : float
+        A dimension becomes a reason when removing its evidence would lower ``risk`` by at
+        least this much (learned model), or when ``w_d * s_d`` reaches it (scorecard).
+    max_reasons : int
+        Reason codes per user, most important first.
+    prior_fraud_rate : float or None
+        Share of fraud expected in the scored population. Flags come from investigations, so
+        the labelled sample over-represents fraud (half of it, often); the learned model's
+        odds are shifted from the labelled share to this rate (Saerens et al., 2002), so that
+        ``risk`` reads as a probability for the population. Ranking metrics do not change.
+        ``None`` keeps the labelled share.
+    seed : int
+        For cross-fitting folds and the model.
+    """
+
+    columns: Mapping[str, tuple[ColumnSpec, ...]] = field(default_factory=_default_columns)
+    scorecard_weights: Mapping[str, float] = field(default_factory=_default_weights)
+    min_labels_per_class: int = 20
+    alpha: float = 0.85
+    tol: float = 1e-8
+    crossfit_folds: int = 5
+    model: str = "boosting"
+    boosting_iter: int = 300
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 15
+    min_samples_leaf: int = 20
+    l2_regularization: float = 1.0
+    approve_at: int = 650
+    review_at: int = 550
+    min_reason_share: float = 0.02
+    max_reasons: int = 4
+    prior_fraud_rate: float | None = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.columns) - set(DIMENSIONS) - {PROFILE})
+        if unknown:
+            raise ParameterError(f"Unknown dimension(s) {', '.join(unknown)} in 'columns'; expected any of {', '.join(DIMENSIONS)}.")
+        for dim in GRAPH_DIMENSIONS:
+            if self.columns.get(dim):
+                raise ParameterError(f"The '{dim}' dimension is computed from the graph; it takes no input columns.")
+        for dim, w in self.scorecard_weights.items():
+            if dim not in DIMENSIONS:
+                raise ParameterError(f"Unknown dimension {dim!r} in 'scorecard_weights'; expected any of {', '.join(DIMENSIONS)}.")
+            if not 0.0 <= w <= 1.0:
+                raise ParameterError(f"The scorecard weight of {dim!r} must be in [0, 1]. Got {w!r} instead.")
+        if not 0.0 < self.alpha < 1.0:
+            raise ParameterError(f"The 'alpha' parameter must be in (0, 1). Got {self.alpha!r} instead.")
+        if self.crossfit_folds < 2:
+            raise ParameterError(f"The 'crossfit_folds' parameter must be >= 2. Got {self.crossfit_folds!r} instead.")
+        if self.model not in ("boosting", "logistic"):
+            raise ParameterError(f"The 'model' parameter must be one of boosting, logistic. Got {self.model!r} instead.")
+        if not 350 <= self.review_at <= self.approve_at <= 950:
+            raise ParameterError(
+                f"Thresholds must satisfy 350 <= review_at <= approve_at <= 950. Got review_at={self.review_at}, approve_at={self.approve_at}."
+            )
+        if self.prior_fraud_rate is not None and not 0.0 < self.prior_fraud_rate < 1.0:
+            raise ParameterError(f"The 'prior_fraud_rate' parameter must be in (0, 1) or None. Got {self.prior_fraud_rate!r} instead.")
+        if self.min_labels_per_class < 2:
+            raise ParameterError(f"The 'min_labels_per_class' parameter must be >= 2. Got {self.min_labels_per_class!r} instead.")

@@ -1,0 +1,140 @@
+"""The evaluation protocol of the contract: hide labels, score with the rest, measure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.model_selection import StratifiedShuffleSplit
+
+from loaders.errors import DataError, ParameterError
+from scoring.features import FlagVectors
+from scoring.pipeline import Scorer
+
+__all__ = ["EvaluationReport", "labelled_rows", "recall_at_k", "evaluate"]
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Per-repeat and summary metrics on the hidden users."""
+
+    runs: pd.DataFrame
+    train_frac: float
+    repeats: int
+    seed: int
+    n_labelled: int
+    n_fraud: int
+    combination: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean and standard deviation of each metric over repeats."""
+        out = {}
+        for metric in ("auroc", "auprc", "rec_at_k"):
+            values = self.runs[metric].to_numpy(dtype=np.float64)
+            out[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "protocol": {"train_frac": self.train_frac, "repeats": self.repeats, "seed": self.seed},
+            "labelled": self.n_labelled,
+            "fraud": self.n_fraud,
+            "combination": self.combination,
+            "metrics": self.summary(),
+            "runs": self.runs.to_dict(orient="records"),
+            **self.meta,
+        }
+
+
+def labelled_rows(flags: pd.DataFrame) -> pd.DataFrame:
+    """The labelled users in file order, one row each (a user's latest flag decides its label)."""
+    if not len(flags):
+        return flags.iloc[0:0]
+    first = flags.drop_duplicates("user_id", keep="first")[["user_id"]]
+    ordered = flags.assign(_order=np.arange(len(flags))).sort_values(["ts", "_order"], na_position="first", kind="stable")
+    latest = ordered.drop_duplicates("user_id", keep="last").set_index("user_id")
+    out = first.join(latest[["label", "severity"]], on="user_id")
+    return out.reset_index(drop=True)
+
+
+def recall_at_k(y_true: np.ndarray, score: np.ndarray, k: int) -> float:
+    """Share of positives among the ``k`` highest scores' positives (k = number of positives)."""
+    if k <= 0:
+        return float("nan")
+    top = np.argsort(-score, kind="stable")[:k]
+    return float(y_true[top].sum() / y_true.sum())
+
+
+def evaluate(
+    scorer: Scorer,
+    *,
+    train_frac: float = 0.4,
+    repeats: int = 5,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationReport:
+    """Hide a stratified share of the labelled users, score with the rest, measure on the hidden.
+
+    The split is ``StratifiedShuffleSplit(n_splits=repeats, train_size=train_frac,
+    random_state=seed)`` over the labelled rows in file order, as the contract fixes.
+
+    Raises
+    ------
+    ParameterError
+        ``train_frac`` outside (0, 1) or ``repeats`` < 1.
+    DataError
+        Fewer than two users of each label.
+    """
+    if not 0.0 < train_frac < 1.0:
+        raise ParameterError(f"The 'train_frac' parameter of evaluate must be in (0, 1). Got {train_frac!r} instead.")
+    if repeats < 1:
+        raise ParameterError(f"The 'repeats' parameter of evaluate must be >= 1. Got {repeats!r} instead.")
+    rows = labelled_rows(scorer.tables.flags)
+    y = (rows["label"] == "fraud").to_numpy(dtype=np.int64)
+    if len(rows) == 0 or y.sum() < 2 or (1 - y).sum() < 2:
+        raise DataError(
+            f"evaluate needs at least 2 users flagged fraud and 2 flagged benign; got {int(y.sum())} fraud and {int((1 - y).sum())} benign"
+        )
+    idx = scorer.projection.index_of(rows["user_id"].to_numpy())
+    severity = rows["severity"].fillna(1.0).to_numpy(dtype=np.float64)
+    splitter = StratifiedShuffleSplit(n_splits=repeats, train_size=train_frac, random_state=seed)
+    n = scorer.projection.n_users
+    records = []
+    combination = ""
+    for r, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        fraud = np.zeros(n)
+        benign = np.zeros(n)
+        tr_f = train[y[train] == 1]
+        tr_b = train[y[train] == 0]
+        fraud[idx[tr_f]] = np.maximum(severity[tr_f], 1e-6)
+        benign[idx[tr_b]] = np.maximum(severity[tr_b], 1e-6)
+        result = scorer.score(FlagVectors(fraud=fraud, benign=benign))
+        combination = result.combination
+        risk = result.scores["risk"].to_numpy()[idx[test]]
+        yt = y[test]
+        records.append(
+            {
+                "repeat": r,
+                "auroc": float(roc_auc_score(yt, risk)),
+                "auprc": float(average_precision_score(yt, risk)),
+                "rec_at_k": recall_at_k(yt, risk, int(yt.sum())),
+                "hidden": int(len(test)),
+                "hidden_fraud": int(yt.sum()),
+            }
+        )
+        if progress:
+            progress(r + 1, repeats)
+    return EvaluationReport(
+        runs=pd.DataFrame(records),
+        train_frac=train_frac,
+        repeats=repeats,
+        seed=seed,
+        n_labelled=len(rows),
+        n_fraud=int(y.sum()),
+        combination=combination,
+    )

@@ -1,0 +1,279 @@
+"""Per-user features for the combination: profile columns, graph structure, neighbour
+aggregates, and label-based graph features that are cross-fitted for labelled users.
+
+Column prefixes say which dimension a feature belongs to: ``lnk_`` (shared identifiers,
+linked-account risk), ``rel_`` (relations, social network) and ``usr_`` (the input columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.model_selection import StratifiedKFold
+
+from graph.projection import Projection, walk_matrix
+from graph.propagation import personalized_pagerank, transition_transpose
+from loaders.schema import Tables
+
+__all__ = [
+    "FlagVectors",
+    "Walks",
+    "flag_vectors",
+    "crossfit_folds",
+    "user_columns",
+    "structural_features",
+    "neighbour_means",
+    "label_features",
+]
+
+
+@dataclass(frozen=True)
+class FlagVectors:
+    """Effective flags as dense vectors over users: seed weight (severity), 0 when absent."""
+
+    fraud: np.ndarray
+    benign: np.ndarray
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return (self.fraud > 0) | (self.benign > 0)
+
+    @property
+    def y(self) -> np.ndarray:
+        """1 for fraud, 0 for benign, -1 for unlabelled."""
+        y = np.full(len(self.fraud), -1, dtype=np.int64)
+        y[self.benign > 0] = 0
+        y[self.fraud > 0] = 1
+        return y
+
+
+def flag_vectors(flags: pd.DataFrame, projection: Projection) -> FlagVectors:
+    """Each user's latest flag (by ``ts``, then load order) as seed weights.
+
+    A user flagged ``fraud`` and later cleared as ``benign`` counts as benign, and the reverse.
+    """
+    n = projection.n_users
+    fraud = np.zeros(n)
+    benign = np.zeros(n)
+    if len(flags):
+        ordered = flags.assign(_order=np.arange(len(flags))).sort_values(["ts", "_order"], na_position="first", kind="stable")
+        latest = ordered.drop_duplicates("user_id", keep="last")
+        idx = projection.index_of(latest["user_id"].to_numpy())
+        sev = latest["severity"].fillna(1.0).to_numpy(dtype=np.float64)
+        is_fraud = (latest["label"] == "fraud").to_numpy(dtype=bool)
+        fraud[idx[is_fraud]] = np.maximum(sev[is_fraud], 1e-6)
+        benign[idx[~is_fraud]] = np.maximum(sev[~is_fraud], 1e-6)
+    return FlagVectors(fraud=fraud, benign=benign)
+
+
+def crossfit_folds(flags: FlagVectors, *, n_folds: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) of each labelled user, -1 for the others; stratified by label."""
+    y = flags.y
+    labelled = np.flatnonzero(y >= 0)
+    folds = np.full(len(y), -1, dtype=np.int64)
+    if len(labelled) == 0:
+        return folds
+    counts = np.bincount(y[labelled], minlength=2)
+    k = int(min(n_folds, counts[counts > 0].min())) if (counts > 0).all() else 0
+    if k < 2:
+        # one class only (or a single member): a plain split still keeps each user out of its own seeds
+        rng = np.random.default_rng(seed)
+        folds[labelled] = rng.permutation(len(labelled)) % max(2, min(n_folds, len(labelled)))
+        return folds
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for fold, (_, test) in enumerate(splitter.split(labelled, y[labelled])):
+        folds[labelled[test]] = fold
+    return folds
+
+
+def user_columns(tables: Tables, projection: Projection) -> pd.DataFrame:
+    """Numeric input columns of ``users`` aligned to the projection (NaN when missing)."""
+    users = tables.users.drop_duplicates("user_id", keep="last").set_index("user_id")
+    numeric = [c for c in users.columns if pd.api.types.is_numeric_dtype(users[c]) and not str(c).startswith("_")]
+    out = users[numeric].reindex(projection.user_ids).astype("float64")
+    out.index = pd.RangeIndex(projection.n_users)
+    return out
+
+
+def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
+    """Label-free structure: identifier sharing and relation activity of each user."""
+    n = projection.n_users
+    cols: dict[str, np.ndarray] = {}
+    # identifiers
+    links = tables.links
+    idx = projection.index_of(links["user_id"].to_numpy()) if len(links) else np.zeros(0, dtype=np.int64)
+    cols["lnk_n_links"] = np.bincount(idx, minlength=n).astype(np.float64)
+    B = (projection.incidence > 0).astype(np.float64)
+    deg = projection.ident_degree.astype(np.float64)
+    cols["lnk_n_shared"] = np.asarray(B.sum(axis=1)).ravel()
+    cols["lnk_co_users"] = B @ np.maximum(deg - 1, 0)
+    cols["lnk_max_ident_degree"] = _row_max(sp.csr_matrix(B @ sp.diags(deg)), n)
+    for code, kind in enumerate(projection.ident_kinds):
+        mask = (projection.ident_kind == code).astype(np.float64)
+        cols[f"lnk_shared_{kind}"] = B @ mask
+    # relations (raw weights, all kinds; self-relations included as activity)
+    rel = tables.relations
+    if len(rel):
+        src = projection.index_of(rel["src"].to_numpy())
+        dst = projection.index_of(rel["dst"].to_numpy())
+        w = rel["weight"].to_numpy(dtype=np.float64)
+        negative = (w < 0).astype(np.float64)
+        for side, ids in (("out", src), ("in", dst)):
+            count = np.bincount(ids, minlength=n).astype(np.float64)
+            cols[f"rel_{side}_count"] = count
+            cols[f"rel_{side}_weight_sum"] = np.bincount(ids, weights=w, minlength=n)
+            cols[f"rel_{side}_weight_mean"] = _safe_div(cols[f"rel_{side}_weight_sum"], count)
+            cols[f"rel_{side}_negative"] = np.bincount(ids, weights=negative, minlength=n)
+            cols[f"rel_{side}_negative_share"] = _safe_div(cols[f"rel_{side}_negative"], count + 1.0)
+            extra = [c for c in rel.columns if c not in ("src", "dst", "kind", "weight", "ts") and not c.startswith("_") and pd.api.types.is_numeric_dtype(rel[c])]
+            for c in extra:
+                v = rel[c].to_numpy(dtype=np.float64)
+                ok = ~np.isnan(v)
+                s = np.bincount(ids[ok], weights=v[ok], minlength=n)
+                cols[f"rel_{side}_{c}_mean"] = _safe_div(s, np.bincount(ids[ok], minlength=n).astype(np.float64))
+        counts = sum(projection.relations_count.values(), sp.csr_matrix((n, n)))
+        binary = (counts > 0).astype(np.float64)
+        cols["rel_out_partners"] = np.asarray(binary.sum(axis=1)).ravel()
+        cols["rel_in_partners"] = np.asarray(binary.sum(axis=0)).ravel()
+        cols["rel_reciprocal"] = np.asarray(binary.multiply(binary.T).sum(axis=1)).ravel()
+    return pd.DataFrame(cols, index=pd.RangeIndex(n))
+
+
+def neighbour_means(features: pd.DataFrame, projection: Projection) -> pd.DataFrame:
+    """Means of the input columns over relation neighbours (1 and 2 hops) and co-users."""
+    n = projection.n_users
+    if features.shape[1] == 0:
+        return pd.DataFrame(index=pd.RangeIndex(n))
+    X = features.to_numpy(dtype=np.float64)
+    present = ~np.isnan(X)
+    Xf = np.where(present, X, 0.0)
+    P = present.astype(np.float64)
+    out: dict[str, np.ndarray] = {}
+    counts = sum(projection.relations_count.values(), sp.csr_matrix((n, n)))
+    A = ((counts + counts.T) > 0).astype(np.float64)
+    if A.nnz:
+        m1 = _mean_over(A, Xf, P)
+        m1_present = ~np.isnan(m1)
+        m2 = _mean_over(A, np.where(m1_present, m1, 0.0), m1_present.astype(np.float64))
+        for j, c in enumerate(features.columns):
+            out[f"rel_nbr1_{c}"] = m1[:, j]
+            out[f"rel_nbr2_{c}"] = m2[:, j]
+    if projection.n_idents:
+        B = sp.csr_matrix((projection.incidence > 0).astype(np.float64))
+        num = B @ (B.T @ Xf) - Xf * np.asarray(B.sum(axis=1))
+        den = B @ (B.T @ P) - P * np.asarray(B.sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        for j, c in enumerate(features.columns):
+            out[f"lnk_nbr_{c}"] = m[:, j]
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
+
+
+class Walks:
+    """Random-walk operators of the two graph layers, prepared once per projection.
+
+    ``links``: users and shared identifiers (hub-damped); ``relations``: user-to-user relations.
+    Each carries its transition matrix and the global PageRank (restart uniform over users),
+    the baseline that turns a personalized score into a lift.
+    """
+
+    def __init__(self, projection: Projection, *, hub_exponent: float, alpha: float, tol: float) -> None:
+        self.projection = projection
+        self.alpha = alpha
+        self.tol = tol
+        self.layers: dict[str, tuple[int, tuple[sp.csr_matrix, np.ndarray], np.ndarray]] = {}
+        n = projection.n_users
+        for name, links, relations in (("lnk", True, False), ("rel", False, True)):
+            A = walk_matrix(projection, hub_exponent=hub_exponent, links=links, relations=relations)
+            if A.nnz == 0:
+                continue
+            transition = transition_transpose(A)
+            uniform = np.zeros(A.shape[0])
+            uniform[:n] = 1.0
+            base = personalized_pagerank(A, uniform, alpha=alpha, tol=tol, transition=transition).scores[:n]
+            self.layers[name] = (A.shape[0], transition, base)
+
+    def lifts(self, name: str, seeds: np.ndarray) -> np.ndarray:
+        """PPR from each seed column divided by the global PageRank (1 = average exposure)."""
+        size, transition, base = self.layers[name]
+        n = self.projection.n_users
+        out = np.zeros((n, seeds.shape[1]))
+        mass = seeds.sum(axis=0)
+        live = np.flatnonzero(mass > 0)
+        if len(live):
+            S = np.zeros((size, len(live)))
+            S[:n] = seeds[:, live]
+            scores = personalized_pagerank(
+                transition[0], S, alpha=self.alpha, tol=self.tol, transition=transition
+            ).scores[:n]
+            out[:, live] = scores / base[:, None]
+        return out
+
+
+def label_features(walks: Walks, flags: FlagVectors, folds: np.ndarray) -> pd.DataFrame:
+    """Graph features that depend on the flags, cross-fitted for labelled users.
+
+    A user in fold ``k`` gets features computed from the flags outside fold ``k``, so its own
+    label never seeds its own score; every other user gets features from all flags.
+    """
+    projection = walks.projection
+    n = projection.n_users
+    k = int(folds.max()) + 1 if (folds >= 0).any() else 0
+    F = np.repeat(flags.fraud[:, None], k + 1, axis=1)
+    Bn = np.repeat(flags.benign[:, None], k + 1, axis=1)
+    for fold in range(k):
+        F[folds == fold, fold + 1] = 0.0
+        Bn[folds == fold, fold + 1] = 0.0
+    column = np.where(folds >= 0, folds + 1, 0)
+    rows = np.arange(n)
+
+    def pick(M: np.ndarray) -> np.ndarray:
+        return M[rows, column]
+
+    out: dict[str, np.ndarray] = {}
+    for layer in ("lnk", "rel"):
+        if layer not in walks.layers:
+            continue
+        lf = pick(walks.lifts(layer, F))
+        lb = pick(walks.lifts(layer, Bn))
+        out[f"{layer}_lift_fraud"] = lf
+        out[f"{layer}_lift_benign"] = lb
+        out[f"{layer}_fraud_share"] = lf / (lf + lb + 1.0)
+    if projection.n_idents:
+        B = sp.csr_matrix((projection.incidence > 0).astype(np.float64))
+        for name, M in (("fraud", F), ("benign", Bn)):
+            direct = B @ (B.T @ (M > 0).astype(np.float64)) - (M > 0) * np.asarray(B.sum(axis=1))
+            out[f"lnk_{name}_co_users"] = pick(direct)
+    if projection.relations_count:
+        counts = sum(projection.relations_count.values(), sp.csr_matrix((n, n)))
+        binary = sp.csr_matrix((counts > 0).astype(np.float64))
+        pos, neg = projection.relations_pos, projection.relations_neg
+        for name, M in (("fraud", F), ("benign", Bn)):
+            ind = (M > 0).astype(np.float64)
+            out[f"rel_{name}_in"] = pick(binary.T @ ind)
+            out[f"rel_{name}_out"] = pick(binary @ ind)
+            out[f"rel_pos_from_{name}"] = pick(pos.T @ ind)
+            out[f"rel_neg_from_{name}"] = pick(neg.T @ ind)
+        out["rel_neg_share_from_benign"] = out["rel_neg_from_benign"] / (out["rel_neg_from_benign"] + out["rel_pos_from_benign"] + 1.0)
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
+
+
+def _mean_over(A: sp.csr_matrix, X: np.ndarray, P: np.ndarray) -> np.ndarray:
+    num = A @ X
+    den = A @ P
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
+
+
+def _row_max(M: sp.csr_matrix, n: int) -> np.ndarray:
+    if M.nnz == 0:
+        return np.zeros(n)
+    return M.max(axis=1).toarray().ravel().astype(np.float64)

@@ -1,0 +1,318 @@
+"""Combine graph risk and the other dimensions into risk, credit score, decision and reasons."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from graph.config import GraphConfig
+from graph.projection import Projection
+from loaders.schema import Tables
+from scoring.config import DIMENSIONS, GRAPH_DIMENSIONS, ScoringConfig
+from scoring.credit import credit_score, decide
+from scoring.dimensions import column_dimensions, column_standings, feature_dimension, graph_dimension
+from scoring.features import (
+    FlagVectors,
+    Walks,
+    crossfit_folds,
+    flag_vectors,
+    label_features,
+    neighbour_means,
+    structural_features,
+    user_columns,
+)
+from scoring.reasons import Reason, column_reason, linked_account_reasons, social_reasons
+
+__all__ = ["MODEL_VERSION", "ScoreResult", "Scorer", "score_tables"]
+
+MODEL_VERSION = "socialrisk-0.1"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Scores of every user and how they were made.
+
+    Attributes
+    ----------
+    scores : DataFrame
+        One row per user: ``user_id``, ``risk``, ``graph_risk``, ``credit_score``, ``decision``,
+        ``reasons``, plus ``reason_codes``, ``flag`` and one ``dim_<dimension>`` column each.
+    features : DataFrame
+        The model's input features (same row order).
+    combination : str
+        ``boosting``, ``logistic`` or ``scorecard``.
+    contributions : DataFrame
+        Per user and dimension: how much ``risk`` would fall without that dimension's evidence.
+    meta : dict
+        Model version, label counts, propagation convergence.
+    """
+
+    scores: pd.DataFrame
+    features: pd.DataFrame
+    combination: str
+    contributions: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Scorer:
+    """Prepares the label-free parts once, then scores for any set of flags.
+
+    Parameters
+    ----------
+    tables : Tables
+    projection : Projection
+    graph_config : GraphConfig
+    config : ScoringConfig
+    """
+
+    def __init__(
+        self,
+        tables: Tables,
+        projection: Projection,
+        *,
+        graph_config: GraphConfig | None = None,
+        config: ScoringConfig | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.tables = tables
+        self.projection = projection
+        self.graph_config = graph_config or GraphConfig()
+        self.config = config or ScoringConfig()
+        say = progress or (lambda _m: None)
+        n = projection.n_users
+        say("user features")
+        self.user_frame = user_columns(tables, projection)
+        self.standings = column_standings(self.user_frame, self.config)
+        self.column_dims = column_dimensions(self.standings, n)
+        say("graph structure features")
+        self.structure = structural_features(tables, projection)
+        say("neighbour aggregates")
+        self.neighbours = neighbour_means(self.user_frame, projection)
+        say("random-walk operators")
+        self.walks = Walks(projection, hub_exponent=self.graph_config.hub_exponent, alpha=self.config.alpha, tol=self.config.tol)
+        usr = self.user_frame.add_prefix("usr_")
+        self.base = pd.concat([usr, self.structure, self.neighbours], axis=1)
+
+    def flags_from(self, flags: pd.DataFrame) -> FlagVectors:
+        return flag_vectors(flags, self.projection)
+
+    def score(self, flags: FlagVectors, *, progress: Progress | None = None) -> ScoreResult:
+        """Score every user given the known flags."""
+        cfg = self.config
+        say = progress or (lambda _m: None)
+        n = self.projection.n_users
+        folds = crossfit_folds(flags, n_folds=cfg.crossfit_folds, seed=cfg.seed)
+        say("propagating risk from flags (cross-fitted)")
+        labels = label_features(self.walks, flags, folds)
+        X = pd.concat([self.base, labels], axis=1)
+
+        dims = pd.DataFrame(index=pd.RangeIndex(n))
+        for dim in DIMENSIONS:
+            dims[dim] = self.column_dims[dim] if dim in self.column_dims else np.nan
+        if "lnk_lift_fraud" in labels:
+            dims["linked_accounts"] = graph_dimension(labels["lnk_lift_fraud"].to_numpy(), labels["lnk_lift_benign"].to_numpy())
+        social = np.zeros(n)
+        if "rel_lift_fraud" in labels:
+            social = graph_dimension(labels["rel_lift_fraud"].to_numpy(), labels["rel_lift_benign"].to_numpy())
+        if "rel_in_negative_share" in self.structure:
+            social = 1.0 - (1.0 - social) * (1.0 - self.structure["rel_in_negative_share"].to_numpy())
+        if "rel_lift_fraud" in labels or "rel_in_negative_share" in self.structure:
+            dims["social_network"] = social
+
+        y = flags.y
+        labelled = y >= 0
+        n_fraud, n_benign = int((y == 1).sum()), int((y == 0).sum())
+        learned = n_fraud >= cfg.min_labels_per_class and n_benign >= cfg.min_labels_per_class
+        groups = _feature_groups(list(X.columns), cfg)
+        if learned:
+            say(f"learning the combination ({cfg.model}, {n_fraud} fraud / {n_benign} benign labels)")
+            model = _fit(X.loc[labelled], y[labelled], cfg)
+            shift = 0.0
+            if cfg.prior_fraud_rate is not None:
+                train_rate = n_fraud / (n_fraud + n_benign)
+                shift = _logit(cfg.prior_fraud_rate) - _logit(train_rate)
+            Xa = X.to_numpy(dtype=np.float64)
+
+            def predict(data: np.ndarray) -> np.ndarray:
+                return _shift(_predict(model, data), shift)
+
+            risk = predict(Xa)
+            reference = _good_standing(Xa, y)
+            contrib = {}
+            for dim, cols in groups.items():
+                contrib[dim] = risk - predict(_occlude(Xa, cols, reference))
+            graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
+            without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
+            combination = cfg.model
+        else:
+            say(f"too few labels to learn ({n_fraud} fraud / {n_benign} benign): transparent scorecard")
+            model = None
+            terms = {d: cfg.scorecard_weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
+            risk = 1.0 - np.prod([1.0 - t for t in terms.values()], axis=0)
+            contrib = {}
+            for d, t in terms.items():
+                rest = 1.0 - np.prod([1.0 - terms[o] for o in DIMENSIONS if o != d], axis=0)
+                contrib[d] = risk - rest
+            without_graph = 1.0 - np.prod([1.0 - terms[d] for d in DIMENSIONS if d not in GRAPH_DIMENSIONS], axis=0)
+            combination = "scorecard"
+        graph_risk = np.clip(risk - without_graph, 0.0, 1.0)
+        contributions = pd.DataFrame(contrib, index=pd.RangeIndex(n))
+
+        # the user's own confirmed label dominates its score
+        own_fraud = flags.fraud > 0
+        risk = np.where(own_fraud, np.maximum(risk, flags.fraud), risk)
+        risk = np.clip(risk, 0.0, 1.0)
+
+        say("reason codes")
+        reasons = self._reasons(contributions, dims, flags)
+        scores = credit_score(risk)
+        frame = pd.DataFrame(
+            {
+                "user_id": self.projection.user_ids,
+                "risk": risk,
+                "graph_risk": graph_risk,
+                "credit_score": scores,
+                "decision": decide(scores, approve_at=cfg.approve_at, review_at=cfg.review_at),
+                "reasons": [";".join(r.text for r in rs) for rs in reasons],
+                "reason_codes": [";".join(r.code for r in rs) for rs in reasons],
+                "flag": np.where(own_fraud, "fraud", np.where(flags.benign > 0, "benign", "")),
+            }
+        )
+        for dim in DIMENSIONS:
+            frame[f"dim_{dim}"] = dims[dim].to_numpy()
+        meta = {
+            "model_version": MODEL_VERSION,
+            "combination": combination,
+            "labels": {"fraud": n_fraud, "benign": n_benign},
+            "users": n,
+            "features": int(X.shape[1]),
+        }
+        return ScoreResult(scores=frame, features=X, combination=combination, contributions=contributions, meta=meta)
+
+    def _reasons(self, contributions: pd.DataFrame, dims: pd.DataFrame, flags: FlagVectors) -> list[list[Reason]]:
+        cfg = self.config
+        n = self.projection.n_users
+        C = contributions.reindex(columns=list(DIMENSIONS) + ["profile"]).fillna(0.0)
+        out: list[list[Reason]] = [[] for _ in range(n)]
+        order = np.argsort(-C.to_numpy(), axis=1, kind="stable")
+        values = C.to_numpy()
+        names = list(C.columns)
+        # dimension reasons, most important first
+        wanted: dict[str, list[int]] = {}
+        ranked: list[list[str]] = []
+        for i in range(n):
+            chosen = [names[j] for j in order[i] if values[i, j] >= cfg.min_reason_share][: cfg.max_reasons]
+            ranked.append(chosen)
+            for d in chosen:
+                wanted.setdefault(d, []).append(i)
+        texts: dict[tuple[str, int], list[Reason]] = {}
+        if "linked_accounts" in wanted:
+            rows = np.asarray(wanted["linked_accounts"])
+            near = dims["linked_accounts"].fillna(0.0).to_numpy()
+            for r, rs in zip(rows, linked_account_reasons(self.projection, rows, flags.fraud, near)):
+                texts[("linked_accounts", int(r))] = rs
+        if "social_network" in wanted:
+            rows = np.asarray(wanted["social_network"])
+            neg = self.structure.get("rel_in_negative", pd.Series(np.zeros(n))).to_numpy()
+            cnt = self.structure.get("rel_in_count", pd.Series(np.zeros(n))).to_numpy()
+            near = dims["social_network"].fillna(0.0).to_numpy()
+            for r, rs in zip(rows, social_reasons(self.projection, rows, flags.fraud, neg, cnt, near)):
+                texts[("social_network", int(r))] = rs
+        for i in range(n):
+            if flags.fraud[i] > 0:
+                out[i].append(Reason("CONFIRMED_FRAUD", "account confirmed as fraud"))
+            for d in ranked[i]:
+                if (d, i) in texts:
+                    out[i].extend(texts[(d, i)][:2])
+                elif d in self.standings:
+                    out[i].append(column_reason(d, self.standings[d], i))
+                elif d == "profile":
+                    out[i].append(Reason("PROFILE", "account attributes unlike those of most users in good standing"))
+            out[i] = out[i][: cfg.max_reasons]
+        return out
+
+
+def score_tables(
+    tables: Tables,
+    projection: Projection,
+    *,
+    graph_config: GraphConfig | None = None,
+    config: ScoringConfig | None = None,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """Score every user of the tables with all their flags (the ``score`` command)."""
+    scorer = Scorer(tables, projection, graph_config=graph_config, config=config, progress=progress)
+    return scorer.score(scorer.flags_from(tables.flags), progress=progress)
+
+
+def _feature_groups(columns: list[str], config: ScoringConfig) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for j, c in enumerate(columns):
+        groups.setdefault(feature_dimension(c, config), []).append(j)
+    return groups
+
+
+def _fit(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig) -> Any:
+    if config.model == "logistic":
+        model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    else:
+        model = HistGradientBoostingClassifier(
+            max_iter=config.boosting_iter,
+            learning_rate=config.learning_rate,
+            max_leaf_nodes=config.max_leaf_nodes,
+            min_samples_leaf=config.min_samples_leaf,
+            l2_regularization=config.l2_regularization,
+            early_stopping=False,
+            random_state=config.seed,
+        )
+    Xa = X.to_numpy(dtype=np.float64)
+    Xa = np.where(np.isfinite(Xa), Xa, np.nan)
+    model.fit(Xa, y)
+    return model
+
+
+def _predict(model: Any, X: np.ndarray) -> np.ndarray:
+    X = np.where(np.isfinite(X), X, np.nan)
+    return np.asarray(model.predict_proba(X)[:, 1], dtype=np.float64)
+
+
+def _good_standing(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Feature values of the typical user in good standing: the median over benign-labelled
+    users (all users when none). A dimension's contribution is how much risk would fall if the
+    user looked like that on this dimension, the "points below the best" of adverse-action
+    reasons; the population median would explain nothing where the typical user looks risky."""
+    rows = X[y == 0] if (y == 0).sum() >= 5 else X
+    finite = np.where(np.isfinite(rows), rows, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = np.nanmedian(finite, axis=0)
+    return np.where(np.isnan(reference), 0.0, reference)
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+def _shift(p: np.ndarray, shift: float) -> np.ndarray:
+    """Move probabilities by ``shift`` on the log-odds scale."""
+    if shift == 0.0:
+        return p
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    return 1.0 / (1.0 + np.exp(-(np.log(q / (1 - q)) + shift)))
+
+
+def _occlude(X: np.ndarray, cols: list[int], reference: np.ndarray) -> np.ndarray:
+    Y = X.copy()
+    Y[:, cols] = reference[cols]
+    return Y

@@ -1,0 +1,147 @@
+"""Reason codes: what lowered a user's score, in words the user can understand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from graph.projection import Projection
+from scoring.dimensions import ColumnStanding
+
+__all__ = ["Reason", "linked_account_reasons", "social_reasons", "column_reason", "plural"]
+
+_KIND_NOUN = {
+    "device": "a device",
+    "phone": "a phone number",
+    "card": "a bank card",
+    "ip": "an IP address",
+    "account": "a bound account",
+    "email": "an email address",
+    "address": "an address",
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One reason: a stable ``code`` for systems and ``text`` for people."""
+
+    code: str
+    text: str
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _distinct_partners(M: sp.csr_matrix, rows: np.ndarray, fraud: np.ndarray) -> np.ndarray:
+    """Per row in ``rows``: number of distinct fraud users reached by one step of ``M``."""
+    cols = np.flatnonzero(fraud > 0)
+    if not len(cols) or not len(rows):
+        return np.zeros(len(rows), dtype=np.int64)
+    sub = sp.csr_matrix(M[rows][:, cols])
+    sub.data[:] = 1
+    sub.sum_duplicates()
+    # a user does not count as its own partner
+    own = np.isin(rows, cols)
+    counts = np.diff(sub.indptr).astype(np.int64)
+    if own.any():
+        pos = {c: i for i, c in enumerate(cols)}
+        for r, i in zip(np.flatnonzero(own), rows[own]):
+            row = sub.indices[sub.indptr[r] : sub.indptr[r + 1]]
+            counts[r] -= int((row == pos[i]).any())
+    return counts
+
+
+def linked_account_reasons(
+    projection: Projection, rows: np.ndarray, fraud: np.ndarray, near_fraud: np.ndarray | None = None
+) -> list[list[Reason]]:
+    """For each user in ``rows``: identifiers shared with accounts confirmed as fraud, per kind."""
+    out: list[list[Reason]] = [[] for _ in rows]
+    B = sp.csr_matrix((projection.incidence > 0).astype(np.float64))
+    for code, kind in enumerate(projection.ident_kinds):
+        mask = projection.ident_kind == code
+        if not mask.any():
+            continue
+        Bk = sp.csr_matrix(B[:, np.flatnonzero(mask)])
+        co = sp.csr_matrix(Bk @ Bk.T)
+        counts = _distinct_partners(co, rows, fraud)
+        noun = _KIND_NOUN.get(kind, f"a {kind}")
+        for i, c in enumerate(counts):
+            if c > 0:
+                out[i].append(
+                    Reason(f"LINKED_FRAUD_{kind.upper()}", f"shares {noun} with {plural(int(c), 'account')} confirmed as fraud")
+                )
+    for i, reasons in enumerate(out):
+        if reasons:
+            continue
+        if near_fraud is not None and near_fraud[rows[i]] > 0:
+            reasons.append(Reason("LINKED_NEAR_FRAUD", "linked through shared devices, phones or cards to accounts close to confirmed fraud"))
+        else:
+            reasons.append(Reason("LINKED_FEW_TRUSTED", "shares few devices, phones or cards with accounts in good standing"))
+    return out
+
+
+#: How a relation kind reads in a reason, received and sent; ``{n}`` is "2 accounts".
+_RELATION_WORDS = {
+    "transfer": ("received transfers from {n} confirmed as fraud", "sent transfers to {n} confirmed as fraud"),
+    "contact": ("is a contact of {n} confirmed as fraud", "has {n} confirmed as fraud among its contacts"),
+    "rating": ("was rated by {n} confirmed as fraud", "rated {n} confirmed as fraud"),
+    "guarantee": ("is guaranteed by {n} confirmed as fraud", "guarantees {n} confirmed as fraud"),
+}
+
+
+def _relation_text(kind: str, n: int, received: bool) -> str:
+    accounts = plural(n, "account")
+    if kind in _RELATION_WORDS:
+        return _RELATION_WORDS[kind][0 if received else 1].format(n=accounts)
+    return f"has {kind} relations with {accounts} confirmed as fraud"
+
+
+def social_reasons(
+    projection: Projection,
+    rows: np.ndarray,
+    fraud: np.ndarray,
+    negative_in: np.ndarray,
+    count_in: np.ndarray,
+    near_fraud: np.ndarray | None = None,
+) -> list[list[Reason]]:
+    """For each user in ``rows``: relations with accounts confirmed as fraud, and distrust received."""
+    out: list[list[Reason]] = [[] for _ in rows]
+    for kind, M in projection.relations_count.items():
+        received = _distinct_partners(sp.csr_matrix(M.T), rows, fraud)
+        sent = _distinct_partners(M, rows, fraud)
+        for i in range(len(rows)):
+            if received[i] > 0:
+                out[i].append(Reason(f"SOCIAL_FRAUD_{kind.upper()}_IN", _relation_text(kind, int(received[i]), True)))
+            if sent[i] > 0:
+                out[i].append(Reason(f"SOCIAL_FRAUD_{kind.upper()}_OUT", _relation_text(kind, int(sent[i]), False)))
+    for i, r in enumerate(rows):
+        neg = int(negative_in[r])
+        if neg > 0:
+            out[i].append(Reason("SOCIAL_DISTRUST", f"received {plural(neg, 'negative rating')} out of {int(count_in[r])}"))
+    for i, reasons in enumerate(out):
+        if reasons:
+            continue
+        if near_fraud is not None and near_fraud[rows[i]] > 0:
+            reasons.append(Reason("SOCIAL_NEAR_FRAUD", "close to accounts confirmed as fraud through transfers, contacts or ratings"))
+        else:
+            reasons.append(Reason("SOCIAL_FEW_TRUSTED", "few transfers, contacts or ratings with accounts in good standing"))
+    return out
+
+
+def column_reason(dimension: str, standings: list[ColumnStanding], row: int) -> Reason:
+    """The worst mapped column of a dimension for one user, in words."""
+    worst = max(standings, key=lambda s: -1.0 if np.isnan(s.worse[row]) else s.worse[row])
+    pct = 100.0 * float(np.nan_to_num(worst.worse[row]))
+    value = float(worst.value[row])
+    denom = float(worst.denominator[row]) if worst.denominator is not None else float("nan")
+    if worst.spec.reason:
+        try:
+            text = worst.spec.reason.format(value=value, denominator=denom, pct=pct)
+        except (ValueError, KeyError, IndexError):
+            text = f"{worst.spec.column} worse than for {pct:.0f}% of users"
+    else:
+        text = f"{worst.spec.column} worse than for {pct:.0f}% of users"
+    return Reason(f"{dimension.upper()}_{worst.spec.column.upper()}", text)

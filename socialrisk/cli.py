@@ -1,0 +1,336 @@
+"""The ``socialrisk`` command line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from loaders.errors import SocialRiskError
+from loaders.load import LoadReport
+from socialrisk import workflow
+from socialrisk.settings import DEFAULT_WORKSPACE, ENV_WORKSPACE, Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="socialrisk",
+    help="Graph-based social risk analysis: load, propagate, score, explain, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False)
+
+WorkspaceOpt = Annotated[
+    Path,
+    typer.Option("--workspace", "-w", envvar=ENV_WORKSPACE, help="Workspace directory of the embedded store."),
+]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
+StoreOpt = Annotated[str, typer.Option("--store", help="Graph store: embedded (default, no server) or neo4j.")]
+
+
+def _default_workspace() -> Path:
+    return Path(os.environ.get(ENV_WORKSPACE, DEFAULT_WORKSPACE))
+
+
+@contextlib.contextmanager
+def _steps(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with the current step and elapsed time, on stderr."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(title, total=None)
+
+        def update(message: str) -> None:
+            bar.update(task, description=f"{title}: {message}")
+
+        yield update
+
+
+def _settings(config: Optional[Path]) -> Settings:
+    return load_settings(config)
+
+
+def _notice(message: str) -> None:
+    err.print(f"[yellow]note:[/yellow] {message}")
+
+
+def _run(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except SocialRiskError as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+
+
+def _print_load(report: LoadReport) -> None:
+    table = Table(title="load", show_edge=False)
+    for col in ("table", "source", "read", "added", "already present", "rejected"):
+        table.add_column(col, justify="right" if col not in ("table", "source") else "left")
+    for name in report.read:
+        table.add_row(
+            name,
+            report.sources.get(name, ""),
+            f"{report.read[name]:,}",
+            f"{report.added[name]:,}",
+            f"{report.unchanged[name]:,}",
+            f"{report.rejected[name]:,}",
+        )
+    out.print(table)
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the tables to.")],
+    users: Annotated[int, typer.Option("--users", "-n", min=10, help="Number of users.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="parquet, csv or csv.gz.")] = "parquet",
+) -> None:
+    """Write a synthetic payments-app population in the contract format (plus truth labels)."""
+
+    def body() -> None:
+        from loaders.synthetic import generate as make, write_tables
+
+        with _steps("generate") as step:
+            step(f"{users:,} users")
+            tables = make(n_users=users, seed=seed)
+            step("writing")
+            paths = write_tables(tables, out_dir, fmt=fmt)
+        for name, path in paths.items():
+            out.print(f"{name:10s} {len(tables[name]):>12,} rows  {path}")
+
+    _run(body)
+
+
+@app.command("load")
+def load_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Directory with users/links/relations/flags tables.")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+) -> None:
+    """Validate, pseudonymise and load a data directory into the store (idempotent)."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st, _steps("load") as step:
+            report = workflow.load_into(st, data_dir, settings, workspace, progress=step, notice=_notice)
+        _print_load(report)
+
+    _run(body)
+
+
+@app.command("propagate")
+def propagate_cmd(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    top: Annotated[int, typer.Option(help="How many of the most exposed users to list.")] = 10,
+) -> None:
+    """Spread risk from the flags through the graph and store each user's exposure."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st, _steps("propagate") as step:
+            summary = workflow.propagate(st, settings, progress=step)
+        frame = summary.frame
+        out.print(
+            f"propagated over {summary.meta['users']:,} users and {summary.meta['shared_identifiers']:,} shared identifiers "
+            f"(layers: {', '.join(summary.meta['layers']) or 'none'})"
+        )
+        cols = [c for c in frame.columns if c.endswith("_exposure")]
+        if cols:
+            frame = frame.assign(exposure=frame[cols].max(axis=1)).nlargest(top, "exposure")
+            table = Table(title=f"{top} most exposed users", show_edge=False)
+            table.add_column("user_id")
+            for c in cols:
+                table.add_column(c, justify="right")
+            for _, r in frame.iterrows():
+                table.add_row(str(r["user_id"]), *[f"{r[c]:.3f}" for c in cols])
+            out.print(table)
+
+    _run(body)
+
+
+@app.command("score")
+def score_cmd(
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Data directory to load first; omit to score the workspace as loaded.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="CSV file for the scores.")] = None,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+) -> None:
+    """Load DATA_DIR (if given), propagate, combine the dimensions and write one row per user."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st:
+            if data_dir is not None:
+                with _steps("load") as step:
+                    report = workflow.load_into(st, data_dir, settings, workspace, progress=step, notice=_notice)
+                _print_load(report)
+            with _steps("score") as step:
+                result = workflow.score(st, settings, progress=step)
+        frame = result.scores
+        if out_path is not None:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(out_path, index=False, float_format="%.6g")
+        counts = frame["decision"].value_counts()
+        out.print(
+            f"scored {len(frame):,} users with the {result.combination} combination "
+            f"(model {result.meta['model_version']}, config {result.meta['config_hash']}, snapshot {result.meta['snapshot']}): "
+            + ", ".join(f"{counts.get(d, 0):,} {d}" for d in ("approve", "review", "reject"))
+            + (f"; written to {out_path}" if out_path else "")
+        )
+
+    _run(body)
+
+
+@app.command("explain")
+def explain_cmd(
+    user: Annotated[str, typer.Argument(help="The user id to explain.")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    top: Annotated[int, typer.Option(help="Flagged accounts to show.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Why a user has its score: reasons, dimensions, and the flagged accounts and paths behind its graph risk."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st:
+            row, explanation, meta = workflow.explain(st, settings, user, top=top)
+        dims = {c[4:]: (None if pd.isna(row[c]) else float(row[c])) for c in row.index if c.startswith("dim_")}
+        if as_json:
+            payload = {
+                "user_id": user,
+                "risk": float(row["risk"]),
+                "graph_risk": float(row["graph_risk"]),
+                "credit_score": int(row["credit_score"]),
+                "decision": row["decision"],
+                "reasons": [r for r in str(row["reasons"]).split(";") if r],
+                "reason_codes": [r for r in str(row["reason_codes"]).split(";") if r],
+                "dimensions": dims,
+                "contributions": [
+                    {
+                        "seed": c.seed,
+                        "share": c.share,
+                        "flagged_on": c.flagged_on,
+                        "sentence": c.sentence(user),
+                        "path": [vars(s) for s in c.path],
+                    }
+                    for c in explanation.contributions
+                ],
+                "provenance": {k: meta.get(k) for k in ("model_version", "config_hash", "snapshot", "written_at")},
+            }
+            out.print_json(json.dumps(payload, default=str))
+            return
+        out.print(
+            f"{user}: credit score {int(row['credit_score'])}, decision {row['decision']}, "
+            f"risk {float(row['risk']):.3f} (graph {float(row['graph_risk']):.3f})"
+        )
+        reasons = [r for r in str(row["reasons"]).split(";") if r]
+        out.print("reasons:" if reasons else "reasons: nothing lowers this score")
+        for r in reasons:
+            out.print(f"  - {r}")
+        table = Table(title="dimensions (0 = nothing wrong, 1 = worst)", show_edge=False)
+        table.add_column("dimension")
+        table.add_column("score", justify="right")
+        for d, v in dims.items():
+            table.add_row(d, "n/a (no data: neutral)" if v is None else f"{v:.3f}")
+        out.print(table)
+        if explanation.contributions:
+            out.print("graph risk comes from:")
+            for c in explanation.contributions:
+                out.print(f"  {c.share:6.1%}  {c.sentence(user)}")
+        else:
+            out.print("no flagged account reaches this user through the graph")
+
+    _run(body)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Data directory with flags of both labels.")],
+    train_frac: Annotated[float, typer.Option("--train-frac", help="Share of labelled users whose labels are kept.")] = 0.4,
+    repeats: Annotated[int, typer.Option(help="Number of random splits.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Hide a stratified share of the labels, score with the rest, report AUROC, AUPRC and Rec@K."""
+
+    def body() -> None:
+        settings = _settings(config)
+        t0 = time.perf_counter()
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+            console=err, transient=True,
+        ) as bar:
+            task = bar.add_task("evaluate: preparing", total=repeats)
+
+            def step(message: str) -> None:
+                bar.update(task, description=f"evaluate: {message}")
+
+            def done(i: int, n: int) -> None:
+                bar.update(task, completed=i, description="evaluate: repeats")
+
+            report = workflow.evaluate_dir(data_dir, settings, train_frac=train_frac, repeats=repeats, seed=seed, progress=step, repeat_progress=done)
+        summary = report.summary()
+        if as_json:
+            payload = report.to_dict()
+            payload["data"] = str(data_dir)
+            payload["seconds"] = round(time.perf_counter() - t0, 2)
+            out.print_json(json.dumps(payload))
+            return
+        table = Table(title=f"{data_dir}: {report.n_labelled:,} labelled ({report.n_fraud:,} fraud), {report.combination}", show_edge=False)
+        table.add_column("metric")
+        table.add_column("mean", justify="right")
+        table.add_column("std", justify="right")
+        for name, label in (("auroc", "AUROC"), ("auprc", "AUPRC"), ("rec_at_k", "Rec@K")):
+            table.add_row(label, f"{summary[name]['mean']:.4f}", f"{summary[name]['std']:.4f}")
+        out.print(table)
+        out.print(f"train_frac {train_frac}, {repeats} repeats, seed {seed}; {time.perf_counter() - t0:.1f} s")
+
+    _run(body)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's data, workspace, scores and report.")] = Path("demo"),
+    users: Annotated[int, typer.Option("--users", "-n", min=100, help="Users to generate.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated population.")] = 7,
+) -> None:
+    """Generate a population, load it, score it, evaluate it, and write an HTML report."""
+
+    def body() -> None:
+        from socialrisk.demo import run_demo
+
+        with _steps("demo") as step:
+            summary = run_demo(out_dir, users=users, seed=seed, progress=step, notice=_notice)
+        for line in summary.lines:
+            out.print(line)
+
+    _run(body)
+
+
+def main() -> None:
+    """Entry point of the ``socialrisk`` script."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,210 @@
+"""Application settings: a TOML file plus the environment, resolved once at the edge."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from graph.config import GraphConfig, RelationKind
+from loaders.errors import ConfigError, ParameterError
+from loaders.pseudonym import key_fingerprint, new_key, parse_key
+from loaders.validate import DEFAULT_LABEL_MAP
+from scoring.config import ColumnSpec, ScoringConfig
+
+__all__ = ["Settings", "load_settings", "resolve_key", "ENV_KEY", "ENV_WORKSPACE", "DEFAULT_WORKSPACE"]
+
+ENV_KEY = "SOCIALRISK_PSEUDONYM_KEY"
+ENV_WORKSPACE = "SOCIALRISK_WORKSPACE"
+DEFAULT_WORKSPACE = ".socialrisk"
+KEY_FILE = "pseudonym.key"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RelationKindModel(_Strict):
+    weight: float = Field(1.0, ge=0)
+    direction: Literal["both", "forward", "backward"] = "both"
+
+
+class _GraphModel(_Strict):
+    link_weights: dict[str, float] | None = None
+    default_link_weight: float | None = Field(None, ge=0)
+    relation_kinds: dict[str, _RelationKindModel] | None = None
+    weight_transform: Literal["log1p", "linear", "unit"] | None = None
+    hub_exponent: float | None = Field(None, ge=0)
+    hub_max_degree: int | None = Field(None, ge=2)
+    half_life_days: float | None = Field(None, gt=0)
+
+
+class _ColumnModel(_Strict):
+    column: str
+    higher_is_riskier: bool = True
+    denominator: str | None = None
+    reason: str | None = None
+
+
+class _ScoringModel(_Strict):
+    columns: dict[str, list[_ColumnModel]] | None = None
+    scorecard_weights: dict[str, float] | None = None
+    min_labels_per_class: int | None = None
+    alpha: float | None = None
+    tol: float | None = None
+    crossfit_folds: int | None = None
+    model: Literal["boosting", "logistic"] | None = None
+    boosting_iter: int | None = None
+    learning_rate: float | None = None
+    max_leaf_nodes: int | None = None
+    min_samples_leaf: int | None = None
+    l2_regularization: float | None = None
+    approve_at: int | None = None
+    review_at: int | None = None
+    min_reason_share: float | None = None
+    max_reasons: int | None = None
+    seed: int | None = None
+
+
+class _FileModel(_Strict):
+    pseudonym_key: str | None = None
+    labels: dict[str, Literal["fraud", "benign"]] | None = None
+    graph: _GraphModel = _GraphModel()
+    scoring: _ScoringModel = _ScoringModel()
+
+
+class Settings:
+    """Resolved configuration: graph and scoring settings, label map, key source.
+
+    Attributes
+    ----------
+    graph : GraphConfig
+    scoring : ScoringConfig
+    label_map : dict
+    config_key : str or None
+        Pseudonymisation key from the config file (the environment takes precedence).
+    source : Path or None
+        The file the settings came from.
+    """
+
+    def __init__(
+        self,
+        *,
+        graph: GraphConfig | None = None,
+        scoring: ScoringConfig | None = None,
+        label_map: dict[str, str] | None = None,
+        config_key: str | None = None,
+        source: Path | None = None,
+    ) -> None:
+        self.graph = graph or GraphConfig()
+        self.scoring = scoring or ScoringConfig()
+        self.label_map = dict(label_map or DEFAULT_LABEL_MAP)
+        self.config_key = config_key
+        self.source = source
+
+    def config_hash(self) -> str:
+        """A stable hash of everything that changes scores (not the key)."""
+        payload = {
+            "graph": _jsonable(self.graph),
+            "scoring": _jsonable(self.scoring),
+            "labels": self.label_map,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read a TOML config file (every key optional); without one, the defaults.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, unknown keys (typos are not ignored), or values out of range.
+    """
+    if path is None:
+        return Settings()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
+    try:
+        model = _FileModel.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: [{where}] {first['msg']} (got {first.get('input')!r})") from exc
+    try:
+        graph_kwargs: dict[str, Any] = {}
+        g = model.graph
+        if g.link_weights is not None:
+            graph_kwargs["link_weights"] = {**GraphConfig().link_weights, **g.link_weights}
+        if g.relation_kinds is not None:
+            kinds = dict(GraphConfig().relation_kinds)
+            kinds.update({k: RelationKind(v.weight, v.direction) for k, v in g.relation_kinds.items()})
+            graph_kwargs["relation_kinds"] = kinds
+        for name in ("default_link_weight", "weight_transform", "hub_exponent", "half_life_days"):
+            if getattr(g, name) is not None:
+                graph_kwargs[name] = getattr(g, name)
+        if "hub_max_degree" in g.model_fields_set:
+            graph_kwargs["hub_max_degree"] = g.hub_max_degree
+        graph = GraphConfig(**graph_kwargs)
+        s = model.scoring
+        scoring_kwargs: dict[str, Any] = {
+            k: v for k, v in s.model_dump(exclude={"columns", "scorecard_weights"}).items() if v is not None
+        }
+        if s.columns is not None:
+            scoring_kwargs["columns"] = {
+                dim: tuple(ColumnSpec(c.column, c.higher_is_riskier, c.denominator, c.reason) for c in cols)
+                for dim, cols in s.columns.items()
+            }
+        if s.scorecard_weights is not None:
+            scoring_kwargs["scorecard_weights"] = {**ScoringConfig().scorecard_weights, **s.scorecard_weights}
+        scoring = ScoringConfig(**scoring_kwargs)
+    except ParameterError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    labels = {**DEFAULT_LABEL_MAP, **(model.labels or {})}
+    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path)
+
+
+def resolve_key(settings: Settings, workspace: str | Path) -> tuple[bytes, str | None]:
+    """The pseudonymisation key, and a notice when one was generated.
+
+    Order: ``SOCIALRISK_PSEUDONYM_KEY``, then ``pseudonym_key`` in the config, then the
+    workspace's own key file, created (readable by the owner only) on first use.
+    """
+    env = os.environ.get(ENV_KEY)
+    if env:
+        return parse_key(env), None
+    if settings.config_key:
+        return parse_key(settings.config_key), None
+    path = Path(workspace) / KEY_FILE
+    if path.exists():
+        return parse_key(path.read_text()), None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = new_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    notice = (
+        f"No pseudonymisation key was configured: generated one in {path} (fingerprint "
+        f"{key_fingerprint(key.encode())}). Keep it secret and back it up; set {ENV_KEY} to use your own."
+    )
+    return parse_key(key), notice
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _jsonable(v) for k, v in dict(value).items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {f: _jsonable(getattr(value, f)) for f in value.__dataclass_fields__}
+    return value
