@@ -115,8 +115,9 @@ def read_frame(name: str, frame: pd.DataFrame) -> RawTable:
     for column in frame.columns:
         series = frame[column].reset_index(drop=True)
         if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series)):
-            series = series.astype(object).where(series.notna())
-            series = series.map(lambda v: v if v is None or isinstance(v, str) else str(v)).astype("string")
+            missing = series.isna().to_numpy()
+            text = [None if miss else (v if isinstance(v, str) else str(v)) for v, miss in zip(series.to_numpy(dtype=object), missing)]
+            series = pd.Series(text, dtype="string")
         out[str(column).strip()] = series
     return RawTable(name=name, frame=pd.DataFrame(out, index=pd.RangeIndex(len(frame))), source=f"DataFrame '{name}'")
 

@@ -149,9 +149,15 @@ class Scorer:
 
             risk = predict(Xa)
             reference = _good_standing(Xa, y)
+            # A contribution is at most the risk itself, so users below the reason threshold
+            # can have no reason: occlude only the others (a few percent of a population).
+            need = np.flatnonzero(risk >= cfg.min_reason_share)
             contrib = {}
             for dim, cols in groups.items():
-                contrib[dim] = risk - predict(_occlude(Xa, cols, reference))
+                values = np.zeros(n)
+                if len(need):
+                    values[need] = risk[need] - predict(_occlude(Xa[need], cols, reference))
+                contrib[dim] = values
             graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
             without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
             combination = cfg.model

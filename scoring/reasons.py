@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from graph.projection import Projection
@@ -35,22 +36,28 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _distinct_partners(M: sp.csr_matrix, rows: np.ndarray, fraud: np.ndarray) -> np.ndarray:
-    """Per row in ``rows``: number of distinct fraud users reached by one step of ``M``."""
+def _distinct_partners(M: sp.csr_matrix, rows: np.ndarray, fraud: np.ndarray, *, via: sp.csr_matrix | None = None) -> np.ndarray:
+    """Per row in ``rows``: distinct fraud users (other than the row's own user) one step away.
+
+    One step is ``M`` (users x users), or, with ``via`` (users x identifiers), sharing an
+    identifier: ``via[rows] @ via[fraud].T``. Only the rows asked for and the fraud columns are
+    multiplied, so a hub shared by 10,000 users never becomes a 10,000 x 10,000 block.
+    """
     cols = np.flatnonzero(fraud > 0)
     if not len(cols) or not len(rows):
         return np.zeros(len(rows), dtype=np.int64)
-    sub = sp.csr_matrix(M[rows][:, cols])
+    if via is not None:
+        sub = sp.csr_matrix(via[rows] @ sp.csr_matrix(via[cols]).T)
+    else:
+        sub = sp.csr_matrix(M[rows][:, cols])
     sub.data[:] = 1
-    sub.sum_duplicates()
-    # a user does not count as its own partner
-    own = np.isin(rows, cols)
+    sub.eliminate_zeros()
     counts = np.diff(sub.indptr).astype(np.int64)
-    if own.any():
-        pos = {c: i for i, c in enumerate(cols)}
-        for r, i in zip(np.flatnonzero(own), rows[own]):
-            row = sub.indices[sub.indptr[r] : sub.indptr[r + 1]]
-            counts[r] -= int((row == pos[i]).any())
+    # a user does not count as its own partner
+    own_col = pd.Index(cols).get_indexer(rows)
+    for r in np.flatnonzero(own_col >= 0):
+        row = sub.indices[sub.indptr[r] : sub.indptr[r + 1]]
+        counts[r] -= int((row == own_col[r]).any())
     return counts
 
 
@@ -65,8 +72,7 @@ def linked_account_reasons(
         if not mask.any():
             continue
         Bk = sp.csr_matrix(B[:, np.flatnonzero(mask)])
-        co = sp.csr_matrix(Bk @ Bk.T)
-        counts = _distinct_partners(co, rows, fraud)
+        counts = _distinct_partners(Bk, rows, fraud, via=Bk)
         noun = _KIND_NOUN.get(kind, f"a {kind}")
         for i, c in enumerate(counts):
             if c > 0:

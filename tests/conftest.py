@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny graph whose answers can be worked out by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+KEY = b"test-key-0123456789abcdef"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tiny_frames() -> dict[str, pd.DataFrame]:
+    """Six users.
+
+    - f1 is confirmed fraud; f1 and a share device DEV-1; a also uses private phone P-A.
+    - b sends a transfer to a; c rates a negatively; g is benign and isolated but for a contact with c.
+    - hub IP 10.0.0.1 is shared by f1, b, c and g.
+    """
+    users = pd.DataFrame(
+        {
+            "user_id": ["f1", "a", "b", "c", "g", "z"],
+            "repayments_total": [5, 5, 4, 0, 6, 2],
+            "repayments_late": [4, 3, 0, 0, 0, 1],
+            "chargebacks_90d": [3, 0, 0, 1, 0, 0],
+        }
+    )
+    links = pd.DataFrame(
+        {
+            "user_id": ["f1", "a", "a", "f1", "b", "c", "g"],
+            "kind": ["device", "device", "phone", "ip", "ip", "ip", "ip"],
+            "value": ["DEV-1", "DEV-1", "P-A", "10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.1"],
+            "first_seen": ["2026-01-01", "2026-02-01", "2026-01-05", "2026-01-01", "2026-01-01", "2026-01-01", "2026-01-01"],
+            "last_seen": ["2026-03-01", "2026-03-01", "2026-03-05", "2026-03-01", "2026-03-01", "2026-03-01", "2026-03-01"],
+        }
+    )
+    relations = pd.DataFrame(
+        {
+            "src": ["b", "c", "g"],
+            "dst": ["a", "a", "c"],
+            "kind": ["transfer", "rating", "contact"],
+            "weight": [120.0, -5.0, 1.0],
+            "ts": ["2026-02-10T10:00:00Z", "2026-02-11T10:00:00Z", "2026-02-12T10:00:00Z"],
+        }
+    )
+    flags = pd.DataFrame(
+        {"user_id": ["f1", "g"], "label": ["fraud", "benign"], "severity": [1.0, 1.0], "ts": ["2026-03-01", "2026-03-02"]}
+    )
+    return {"users": users, "links": links, "relations": relations, "flags": flags}
+
+
+def write_dir(frames: dict[str, pd.DataFrame], path: Path, fmt: str = "csv") -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        if fmt == "parquet":
+            frame.to_parquet(path / f"{name}.parquet", index=False)
+        elif fmt == "csv.gz":
+            frame.to_csv(path / f"{name}.csv.gz", index=False, compression="gzip")
+        else:
+            frame.to_csv(path / f"{name}.csv", index=False)
+    return path
+
+
+@pytest.fixture
+def key() -> bytes:
+    return KEY
+
+
+@pytest.fixture
+def tiny() -> dict[str, pd.DataFrame]:
+    return tiny_frames()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    return write_dir(tiny_frames(), tmp_path / "tiny")

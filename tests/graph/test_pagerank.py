@@ -1,0 +1,144 @@
+"""Personalized PageRank: hand-computed cases, networkx, the dict reference, and the contract
+every propagation algorithm must meet."""
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from graph.propagation import personalized_pagerank
+from graph.propagation.pagerank import _personalized_pagerank_python
+from loaders import ParameterError
+
+
+def path3() -> sp.csr_matrix:
+    return sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=float))
+
+
+def test_hand_computed_path() -> None:
+    # x0 = 1/2 + x1/4, x1 = (x0 + x2)/2, x2 = x1/4  =>  x = (7, 4, 1) / 12
+    r = personalized_pagerank(path3(), np.array([1.0, 0, 0]), alpha=0.5, tol=1e-14)
+    assert r.converged
+    assert r.scores == pytest.approx([7 / 12, 4 / 12, 1 / 12], abs=1e-12)
+
+
+def test_dangling_walkers_restart_at_the_seeds() -> None:
+    A = sp.csr_matrix(np.array([[0, 1], [0, 0]], dtype=float))  # 0 -> 1, 1 dangles
+    r = personalized_pagerank(A, np.array([1.0, 0.0]), alpha=0.5, tol=1e-14)
+    # x1 = alpha x0, x0 = (1 - alpha) + alpha x1  =>  x0 = 1/(1 + alpha) = 2/3
+    assert r.scores == pytest.approx([2 / 3, 1 / 3], abs=1e-12)
+
+
+def random_graph(seed: int, n: int = 40, p: float = 0.08) -> tuple[nx.DiGraph, sp.csr_matrix]:
+    rng = np.random.default_rng(seed)
+    G = nx.gnp_random_graph(n, p, seed=seed, directed=True)
+    for u, v in G.edges:
+        G[u][v]["weight"] = float(rng.uniform(0.1, 3.0))
+    A = sp.csr_matrix(nx.to_scipy_sparse_array(G, nodelist=range(n), weight="weight"))
+    return G, A
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("alpha", [0.5, 0.85])
+def test_agrees_with_networkx(seed: int, alpha: float) -> None:
+    G, A = random_graph(seed)
+    seeds = {0: 1.0, 5: 0.5, 7: 2.0}
+    s = np.zeros(A.shape[0])
+    for k, v in seeds.items():
+        s[k] = v
+    ours = personalized_pagerank(A, s, alpha=alpha, tol=1e-13, max_iter=2000)
+    ref = nx.pagerank(G, alpha=alpha, personalization=seeds, weight="weight", tol=1e-14, max_iter=5000)
+    assert ours.converged
+    assert ours.scores == pytest.approx([ref[i] for i in range(A.shape[0])], abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_agrees_with_the_reference_implementation(seed: int) -> None:
+    G, A = random_graph(seed, n=25, p=0.15)
+    edges = {u: {v: d["weight"] for v, d in G[u].items()} for u in G}
+    seeds = {1: 1.0, 2: 3.0}
+    s = np.zeros(25)
+    s[1], s[2] = 1.0, 3.0
+    ours = personalized_pagerank(A, s, alpha=0.85, tol=1e-13, max_iter=2000).scores
+    assert ours == pytest.approx(_personalized_pagerank_python(edges, 25, seeds, alpha=0.85), abs=1e-9)
+
+
+def test_several_seed_vectors_at_once_equal_one_at_a_time() -> None:
+    _, A = random_graph(6)
+    S = np.zeros((A.shape[0], 3))
+    S[0, 0] = 1
+    S[[3, 4], 1] = 1
+    S[:, 2] = 1
+    together = personalized_pagerank(A, S, tol=1e-12).scores
+    for k in range(3):
+        alone = personalized_pagerank(A, S[:, k], tol=1e-12).scores
+        assert together[:, k] == pytest.approx(alone, abs=1e-11)
+
+
+def test_reports_non_convergence() -> None:
+    _, A = random_graph(7)
+    s = np.zeros(A.shape[0])
+    s[0] = 1
+    r = personalized_pagerank(A, s, alpha=0.99, max_iter=3)
+    assert not r.converged and r.n_iter == 3 and r.residual > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha": 1.5}, "must be in \\(0, 1\\). Got 1.5 instead"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"tol": 0.0}, "tol"),
+        ({"max_iter": 0}, "max_iter"),
+    ],
+)
+def test_parameter_errors(kwargs: dict[str, float], match: str) -> None:
+    with pytest.raises(ParameterError, match=match):
+        personalized_pagerank(path3(), np.array([1.0, 0, 0]), **kwargs)
+
+
+def test_seed_errors() -> None:
+    with pytest.raises(ParameterError, match="no seed"):
+        personalized_pagerank(path3(), np.zeros(3))
+    with pytest.raises(ParameterError, match="3 rows"):
+        personalized_pagerank(path3(), np.ones(4))
+    with pytest.raises(ParameterError, match="finite"):
+        personalized_pagerank(path3(), np.array([np.nan, 1, 0]))
+    with pytest.raises(ParameterError, match="square"):
+        personalized_pagerank(sp.csr_matrix((3, 2)), np.ones(3))
+
+
+# -- the contract every propagation algorithm must meet ----------------------------------------
+
+ALGORITHMS = {"personalized_pagerank": lambda A, s: personalized_pagerank(A, s, tol=1e-12).scores}
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_contract_shape_range_seeds_isolated(name: str) -> None:
+    algo = ALGORITHMS[name]
+    G = nx.karate_club_graph()
+    A = sp.csr_matrix(nx.to_scipy_sparse_array(G, nodelist=range(34)))
+    A = sp.bmat([[A, None], [None, sp.csr_matrix((2, 2))]], format="csr")  # two isolated nodes
+    s = np.zeros(36)
+    s[[0, 33]] = 1.0
+    x = algo(A, s)
+    assert x.shape == (36,)
+    assert np.all(np.isfinite(x)) and np.all(x >= 0) and np.all(x <= 1)
+    strangers = np.setdiff1d(np.arange(36), [0, 33])
+    assert x[[0, 33]].min() > x[strangers].max()
+    assert x[34] == 0 and x[35] == 0
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_contract_invariant_to_node_order(name: str) -> None:
+    algo = ALGORITHMS[name]
+    _, A = random_graph(8)
+    s = np.zeros(A.shape[0])
+    s[[2, 9]] = [1.0, 0.3]
+    perm = np.random.default_rng(0).permutation(A.shape[0])
+    Ap = A[perm][:, perm]
+    x = algo(A, s)
+    xp = algo(Ap, s[perm])
+    assert xp == pytest.approx(x[perm], abs=1e-10)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from graph import GraphConfig, RelationKind, project, walk_matrix
+from loaders import read_tables
+from tests.conftest import KEY, tiny_frames
+
+
+def _proj(config: GraphConfig | None = None, frames: dict[str, pd.DataFrame] | None = None):  # type: ignore[no-untyped-def]
+    return project(read_tables(frames or tiny_frames(), key=KEY), config or GraphConfig())
+
+
+def test_only_shared_identifiers_become_nodes() -> None:
+    p = _proj()
+    # DEV-1 (f1, a) and the IP (f1, b, c, g) are shared; a's phone is private
+    assert p.n_idents == 2
+    assert sorted(p.ident_degree.tolist()) == [2, 4]
+    kinds = sorted(p.ident_kinds[k] for k in p.ident_kind)
+    assert kinds == ["device", "ip"]
+
+
+def test_hub_limit_drops_identifiers_shared_by_too_many() -> None:
+    p = _proj(GraphConfig(hub_max_degree=3))
+    assert p.n_idents == 1 and p.ident_degree.tolist() == [2]
+
+
+def test_link_weights_by_kind() -> None:
+    p = _proj()
+    a, f1 = p.index_of(["a", "f1"])
+    dev = int(np.flatnonzero(np.array([p.ident_kinds[k] for k in p.ident_kind]) == "device")[0])
+    assert p.incidence[a, dev] == 1.0  # device weight 1
+    ip = 1 - dev
+    assert p.incidence[f1, ip] == 0.5  # ip weight 0.5
+
+
+def test_relations_signs_and_directions() -> None:
+    p = _proj()
+    a, b, c, g = p.index_of(["a", "b", "c", "g"])
+    assert p.relations_pos[b, a] == np.log1p(120.0)
+    assert p.relations_neg[c, a] == np.log1p(5.0)
+    # a negative rating is evidence, not a path: it is not in the walk
+    assert p.relations_walk[c, a] == 0 and p.relations_walk[a, c] == 0
+    # transfer flows both ways by default, contact too (weight 0.5)
+    assert p.relations_walk[b, a] == p.relations_walk[a, b] == np.log1p(120.0)
+    assert p.relations_walk[g, c] == 0.5 * np.log1p(1.0)
+    forward = _proj(GraphConfig(relation_kinds={"transfer": RelationKind(2.0, "forward")}))
+    assert forward.relations_walk[b, a] == 2.0 * np.log1p(120.0) and forward.relations_walk[a, b] == 0
+
+
+def test_self_relations_are_kept_out_of_the_walk() -> None:
+    frames = tiny_frames()
+    frames["relations"] = pd.concat([frames["relations"], pd.DataFrame({"src": ["a"], "dst": ["a"], "kind": ["transfer"], "weight": [9.0]})])
+    p = _proj(frames=frames)
+    a = p.index_of(["a"])[0]
+    assert p.n_self_relations == 1 and p.relations_walk[a, a] == 0
+
+
+def test_time_decay_halves_weight_per_half_life() -> None:
+    frames = tiny_frames()
+    frames["relations"]["ts"] = ["2026-01-01", "2026-01-01", "2026-01-31"]
+    del frames["links"]  # the newest time in the data (the decay reference) is then 2026-01-31
+    p = _proj(GraphConfig(half_life_days=30.0, weight_transform="unit"), frames)
+    a, b, c, g = p.index_of(["a", "b", "c", "g"])
+    assert np.isclose(p.relations_walk[b, a], 0.5)
+    assert np.isclose(p.relations_walk[g, c], 0.5)  # contact weight 0.5, no decay: newest
+
+
+def test_walk_matrix_hub_damping() -> None:
+    p = _proj()
+    n = p.n_users
+    A = walk_matrix(p, hub_exponent=1.0)
+    f1 = p.index_of(["f1"])[0]
+    degrees = dict(zip(range(p.n_idents), p.ident_degree))
+    for j, d in degrees.items():
+        weight = p.incidence[f1, j]
+        assert np.isclose(A[f1, n + j], weight / d)  # user -> identifier damped by degree
+        assert np.isclose(A[n + j, f1], weight)  # identifier -> user not damped
+    undamped = walk_matrix(p, hub_exponent=0.0)
+    assert np.allclose(undamped[:n, n:].toarray(), p.incidence.toarray())

@@ -1,0 +1,118 @@
+"""The command line as other programs use it (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from socialrisk.cli import app
+from tests.conftest import tiny_frames, write_dir
+
+runner = CliRunner()
+CONTRACT_COLUMNS = ["user_id", "risk", "graph_risk", "credit_score", "decision", "reasons"]
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOCIALRISK_PSEUDONYM_KEY", "cli-test-key-0123456789")
+
+
+def invoke(*args: str) -> object:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_every_command_has_help() -> None:
+    for command in ("generate", "load", "propagate", "score", "explain", "evaluate", "demo"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0, command  # type: ignore[attr-defined]
+
+
+def test_score_writes_the_contract_table(tmp_path: Path, tiny_dir: Path) -> None:
+    out = tmp_path / "scores.csv"
+    result = invoke("score", str(tiny_dir), "--out", str(out), "--workspace", str(tmp_path / "ws"))
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    scores = pd.read_csv(out, keep_default_na=False)
+    assert list(scores.columns[:6]) == CONTRACT_COLUMNS
+    assert sorted(scores["user_id"]) == sorted(["f1", "a", "b", "c", "g", "z"])
+    assert scores["credit_score"].between(350, 950).all()
+    a = scores.set_index("user_id").loc["a"]
+    assert "shares a device with 1 account confirmed as fraud" in a["reasons"].split(";")
+
+
+def test_steps_run_as_separate_commands(tmp_path: Path, tiny_dir: Path) -> None:
+    ws = str(tmp_path / "ws")
+    assert invoke("load", str(tiny_dir), "--workspace", ws).exit_code == 0  # type: ignore[attr-defined]
+    again = invoke("load", str(tiny_dir), "--workspace", ws)
+    assert "already present" in again.output  # type: ignore[attr-defined]
+    prop = invoke("propagate", "--workspace", ws)
+    assert prop.exit_code == 0 and "most exposed" in prop.output  # type: ignore[attr-defined]
+    assert invoke("score", "--workspace", ws).exit_code == 0  # type: ignore[attr-defined]
+    text = invoke("explain", "a", "--workspace", ws)
+    assert text.exit_code == 0  # type: ignore[attr-defined]
+    assert "shares device d-" in text.output and "account f1, confirmed fraud on 2026-03-01" in text.output  # type: ignore[attr-defined]
+    as_json = json.loads(invoke("explain", "a", "--workspace", ws, "--json").output)  # type: ignore[attr-defined]
+    assert as_json["contributions"][0]["seed"] == "f1" and as_json["provenance"]["model_version"]
+
+
+def test_explain_before_score_and_unknown_user(tmp_path: Path, tiny_dir: Path) -> None:
+    ws = str(tmp_path / "ws")
+    invoke("load", str(tiny_dir), "--workspace", ws)
+    early = invoke("explain", "a", "--workspace", ws)
+    assert early.exit_code == 4 and "no 'scores' result" in early.output  # type: ignore[attr-defined]
+    invoke("score", "--workspace", ws)
+    unknown = invoke("explain", "ghost", "--workspace", ws)
+    assert unknown.exit_code == 4 and "unknown user 'ghost'" in unknown.output  # type: ignore[attr-defined]
+
+
+def test_bad_input_exits_non_zero_with_a_one_line_error(tmp_path: Path) -> None:
+    frames = tiny_frames()
+    frames["relations"] = frames["relations"].astype(object)
+    frames["relations"].loc[2, "weight"] = "lots"
+    data = write_dir(frames, tmp_path / "bad")
+    result = invoke("score", str(data), "--out", str(tmp_path / "s.csv"), "--workspace", str(tmp_path / "ws"))
+    assert result.exit_code == 3  # type: ignore[attr-defined]
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]  # type: ignore[attr-defined]
+    assert len(lines) == 1
+    assert "relations.csv" in lines[0] and "row 3" in lines[0] and "'weight'" in lines[0] and "'lots'" in lines[0]
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_neo4j_store_is_refused_clearly(tmp_path: Path, tiny_dir: Path) -> None:
+    result = invoke("score", str(tiny_dir), "--store", "neo4j", "--workspace", str(tmp_path / "ws"))
+    assert result.exit_code == 2 and "not available" in result.output  # type: ignore[attr-defined]
+
+
+def test_generate_then_evaluate_json(tmp_path: Path) -> None:
+    data = tmp_path / "gen"
+    assert invoke("generate", "--users", "2000", "--seed", "3", "--out", str(data), "--format", "csv").exit_code == 0  # type: ignore[attr-defined]
+    result = invoke("evaluate", str(data), "--repeats", "2", "--json")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    payload = json.loads(result.output)  # type: ignore[attr-defined]
+    assert payload["protocol"] == {"train_frac": 0.4, "repeats": 2, "seed": 0}
+    for metric in ("auroc", "auprc", "rec_at_k"):
+        assert 0.0 <= payload["metrics"][metric]["mean"] <= 1.0
+    assert len(payload["runs"]) == 2
+
+
+def test_demo_writes_scores_and_report(tmp_path: Path) -> None:
+    result = invoke("demo", "--users", "1500", "--out", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert "AUROC" in result.output  # type: ignore[attr-defined]
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "<h2>Evaluation on hidden labels" in report
+    assert list(pd.read_csv(tmp_path / "demo" / "scores.csv").columns[:6]) == CONTRACT_COLUMNS
+
+
+def test_installed_entry_point(tmp_path: Path, tiny_dir: Path) -> None:
+    exe = Path(sys.executable).with_name("socialrisk")
+    assert exe.exists(), "run the README's set-up command: the CLI is .venv/bin/socialrisk"
+    done = subprocess.run([str(exe), "score", str(tiny_dir), "--out", str(tmp_path / "s.csv"), "--workspace", str(tmp_path / "ws")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    missing = subprocess.run([str(exe), "score", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.csv")], capture_output=True, text=True, cwd=tmp_path)
+    assert missing.returncode == 3 and "not a directory" in missing.stderr

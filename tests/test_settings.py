@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loaders import ConfigError
+from socialrisk.settings import ENV_KEY, Settings, load_settings, resolve_key
+
+
+def test_defaults_and_hash_is_stable() -> None:
+    assert Settings().config_hash() == Settings().config_hash()
+
+
+def test_toml_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        """
+[labels]
+chargeback = "fraud"
+[graph]
+hub_exponent = 0.5
+half_life_days = 90
+[graph.relation_kinds.transfer]
+weight = 2.0
+direction = "forward"
+[scoring]
+approve_at = 700
+[scoring.columns]
+repayment = [{column = "late", denominator = "total", reason = "{value:.0f} of {denominator:.0f} late"}]
+"""
+    )
+    s = load_settings(path)
+    assert s.graph.hub_exponent == 0.5 and s.graph.half_life_days == 90
+    assert s.graph.relation("transfer").direction == "forward" and s.graph.relation("contact").weight == 0.5
+    assert s.scoring.approve_at == 700 and s.scoring.columns["repayment"][0].denominator == "total"
+    assert s.label_map["chargeback"] == "fraud" and s.label_map["fraud"] == "fraud"
+    assert s.config_hash() != Settings().config_hash()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[graph]\nhub_exponnent = 1\n", "hub_exponnent"),
+        ("[graph]\nhub_exponent = -1\n", "hub_exponent"),
+        ("[scoring]\napprove_at = 400\nreview_at = 600\n", "review_at"),
+        ("not toml at all [", "not a readable TOML"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_settings(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_key_comes_from_env_then_config_then_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    key, notice = resolve_key(Settings(), tmp_path)
+    assert notice is not None and "generated" in notice and str(tmp_path) in notice
+    assert (tmp_path / "pseudonym.key").stat().st_mode & 0o077 == 0  # owner only
+    again, notice2 = resolve_key(Settings(), tmp_path)
+    assert again == key and notice2 is None  # said once
+    assert resolve_key(Settings(config_key="config-key-0123456789"), tmp_path)[0] == b"config-key-0123456789"
+    monkeypatch.setenv(ENV_KEY, "env-key-0123456789abcdef")
+    assert resolve_key(Settings(config_key="config-key-0123456789"), tmp_path)[0] == b"env-key-0123456789abcdef"
+    monkeypatch.setenv(ENV_KEY, "short")
+    with pytest.raises(ConfigError, match="at least 16"):
+        resolve_key(Settings(), tmp_path)
