@@ -72,7 +72,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print()
-    print(f"| step | wall time | peak memory |\n|---|---:|---:|")
+    print("| step | wall time | peak memory |\n|---|---:|---:|")
     for s in steps:
         print(f"| {s['step']} | {s['wall_s']} s | {s['peak_rss_gib']} GiB |")
     print(f"\n{counts['users']:,} users, {counts['links']:,} links, {counts['relations']:,} relations, {counts['flags']:,} flags; written {out}")

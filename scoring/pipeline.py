@@ -167,7 +167,7 @@ class Scorer:
             terms = {d: cfg.scorecard_weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
             risk = 1.0 - np.prod([1.0 - t for t in terms.values()], axis=0)
             contrib = {}
-            for d, t in terms.items():
+            for d in terms:
                 rest = 1.0 - np.prod([1.0 - terms[o] for o in DIMENSIONS if o != d], axis=0)
                 contrib[d] = risk - rest
             without_graph = 1.0 - np.prod([1.0 - terms[d] for d in DIMENSIONS if d not in GRAPH_DIMENSIONS], axis=0)

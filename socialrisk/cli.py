@@ -5,13 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
-import numpy as np
 import pandas as pd
 import typer
 from rich.console import Console

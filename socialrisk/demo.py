@@ -108,7 +108,7 @@ def run_demo(
             f"good users who share a device with a fraudster (family): {int(fam['approve'])} approved, "
             f"{int(fam['review'])} in review, {int(fam['reject'])} rejected: the cases an appeal must clear"
         )
-    for row, explanation in examples:
+    for row, _ in examples:
         summary.lines.append(f"example {row['user_id']} ({row['role']}): score {int(row['credit_score'])}, {row['decision']}: {row['reasons'] or 'no reasons'}")
     report_path = out / "report.html"
     report_path.write_text(
