@@ -46,6 +46,8 @@ class LoadReport:
     unchanged: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    #: Every user that appears in the loaded tables.
+    user_ids: pd.Index = field(default_factory=lambda: pd.Index([], dtype="string"))
 
     def loaded(self, table: str) -> int:
         return self.added.get(table, 0) + self.unchanged.get(table, 0)
@@ -129,7 +131,7 @@ def load(
     if progress:
         progress("writing to the store")
     counts = sink.write_tables(tables)
-    report = LoadReport(sources=dict(tables.sources))
+    report = LoadReport(sources=dict(tables.sources), user_ids=tables.all_user_ids())
     for name in tables.sources:
         report.read[name] = len(getattr(tables, name))
         report.added[name] = counts[name].added

@@ -13,6 +13,7 @@ from typing import Annotated, Callable, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -62,14 +63,14 @@ def _settings(config: Optional[Path]) -> Settings:
 
 
 def _notice(message: str) -> None:
-    err.print(f"[yellow]note:[/yellow] {message}")
+    err.print(f"[yellow]note:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def _run(fn: Callable[[], None]) -> None:
     try:
         fn()
     except SocialRiskError as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 
@@ -174,6 +175,7 @@ def score_cmd(
 
     def body() -> None:
         settings = _settings(config)
+        report = None
         with workflow.open_store(store, workspace) as st:
             if data_dir is not None:
                 with _steps("load") as step:
@@ -182,6 +184,16 @@ def score_cmd(
             with _steps("score") as step:
                 result = workflow.score(st, settings, progress=step)
         frame = result.scores
+        if report is not None:
+            # SCORES.csv holds DATA_DIR's users; earlier loads into the workspace still shape the graph
+            mine = frame["user_id"].isin(report.user_ids)
+            others = int((~mine).sum())
+            if others:
+                _notice(
+                    f"the workspace {workspace} also holds {others:,} users from earlier loads: they are part of the "
+                    f"graph but not of {out_path or 'the output'}. Use a fresh --workspace to score {data_dir} alone."
+                )
+            frame = frame.loc[mine]
         if out_path is not None:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             frame.to_csv(out_path, index=False, float_format="%.6g")

@@ -45,6 +45,16 @@ def test_score_writes_the_contract_table(tmp_path: Path, tiny_dir: Path) -> None
     assert "shares a device with 1 account confirmed as fraud" in a["reasons"].split(";")
 
 
+def test_scores_file_holds_the_data_dirs_users(tmp_path: Path, tiny_dir: Path) -> None:
+    ws = str(tmp_path / "ws")
+    other = write_dir({"relations": pd.DataFrame({"src": ["o1"], "dst": ["o2"], "kind": ["transfer"]})}, tmp_path / "other")
+    invoke("load", str(other), "--workspace", ws)
+    result = invoke("score", str(tiny_dir), "--out", str(tmp_path / "s.csv"), "--workspace", ws)
+    assert result.exit_code == 0
+    assert "also holds 2 users from earlier loads" in result.output  # type: ignore[attr-defined]
+    assert sorted(pd.read_csv(tmp_path / "s.csv")["user_id"]) == sorted(["f1", "a", "b", "c", "g", "z"])
+
+
 def test_steps_run_as_separate_commands(tmp_path: Path, tiny_dir: Path) -> None:
     ws = str(tmp_path / "ws")
     assert invoke("load", str(tiny_dir), "--workspace", ws).exit_code == 0  # type: ignore[attr-defined]
