@@ -337,6 +337,53 @@ def demo(
     _run(body)
 
 
+neo4j_app = typer.Typer(help="Run a local Neo4j server (provisioned from Maven Central on first use).", no_args_is_help=True)
+app.add_typer(neo4j_app, name="neo4j")
+
+
+@neo4j_app.command("start")
+def neo4j_start() -> None:
+    """Provision (first time), start on loopback with auth on, and wait until Bolt answers."""
+
+    def body() -> None:
+        from socialrisk import neo4j_server
+
+        settings = neo4j_server.server_settings()
+        with _steps("neo4j") as step:
+            state = neo4j_server.start(settings, log=step)
+        out.print(f"Neo4j {neo4j_server.NEO4J_VERSION} running on {state['bolt']} (pid {state['pid']}, home {state['home']})")
+
+    _run(body)
+
+
+@neo4j_app.command("stop")
+def neo4j_stop() -> None:
+    """Stop the server started by 'socialrisk neo4j start'."""
+
+    def body() -> None:
+        from socialrisk import neo4j_server
+
+        stopped = neo4j_server.stop(neo4j_server.server_settings())
+        out.print("Neo4j stopped" if stopped else "Neo4j was not running")
+
+    _run(body)
+
+
+@neo4j_app.command("status")
+def neo4j_status() -> None:
+    """Whether the server runs, its Bolt address and home; exit 1 when it is not running."""
+
+    def body() -> None:
+        from socialrisk import neo4j_server
+
+        state = neo4j_server.status(neo4j_server.server_settings())
+        out.print(" ".join(f"{k}={v}" for k, v in state.items()))
+        if not state["running"]:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
 def main() -> None:
     """Entry point of the ``socialrisk`` script."""
     app()

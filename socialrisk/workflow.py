@@ -44,11 +44,21 @@ def open_store(kind: str, workspace: str | Path) -> GraphStore:
     if kind == "embedded":
         return EmbeddedStore(workspace)
     if kind == "neo4j":
-        raise ConfigError(
-            "The neo4j store is not available in this version of socialrisk; use --store embedded "
-            "(the default), which needs no server."
-        )
+        return open_neo4j()
     raise ConfigError(f"Unknown store {kind!r}; expected one of {', '.join(STORES)}.")
+
+
+def open_neo4j(**kwargs: Any) -> GraphStore:
+    """The Neo4j store named by the environment (``SOCIALRISK_NEO4J_URI``, ``_USER``, ``_PASSWORD``)."""
+    import os
+
+    from graph.store.neo4j import Neo4jStore
+
+    password = os.environ.get("SOCIALRISK_NEO4J_PASSWORD")
+    if not password:
+        raise ConfigError("Set SOCIALRISK_NEO4J_PASSWORD (and SOCIALRISK_NEO4J_URI if the server is not on bolt://127.0.0.1:7687) to use --store neo4j.")
+    uri = os.environ.get("SOCIALRISK_NEO4J_URI", f"bolt://127.0.0.1:{os.environ.get('SOCIALRISK_NEO4J_PORT', '7687')}")
+    return Neo4jStore(uri, user=os.environ.get("SOCIALRISK_NEO4J_USER", "neo4j"), password=password, **kwargs)
 
 
 def load_into(

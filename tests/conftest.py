@@ -75,3 +75,33 @@ def tiny() -> dict[str, pd.DataFrame]:
 @pytest.fixture
 def tiny_dir(tmp_path: Path) -> Path:
     return write_dir(tiny_frames(), tmp_path / "tiny")
+
+
+def _neo4j_unavailable(reason: str) -> None:
+    """Outside CI a missing server skips the Neo4j tests; in CI it fails them (.ci/run starts one)."""
+    import os
+
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"Neo4j tests must run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def neo4j_store():  # type: ignore[no-untyped-def]
+    """An empty Neo4j store on the server named by SOCIALRISK_NEO4J_* (started by .ci/run)."""
+    import os
+
+    from loaders.errors import SocialRiskError
+
+    if not os.environ.get("SOCIALRISK_NEO4J_PASSWORD"):
+        _neo4j_unavailable("SOCIALRISK_NEO4J_PASSWORD is not set; start a server with 'socialrisk neo4j start'")
+    from socialrisk.workflow import open_neo4j
+
+    try:
+        store = open_neo4j()
+    except SocialRiskError as exc:
+        _neo4j_unavailable(str(exc))
+    store.clear()
+    yield store
+    store.clear()
+    store.close()

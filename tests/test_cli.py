@@ -93,9 +93,23 @@ def test_bad_input_exits_non_zero_with_a_one_line_error(tmp_path: Path) -> None:
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_neo4j_store_is_refused_clearly(tmp_path: Path, tiny_dir: Path) -> None:
-    result = invoke("score", str(tiny_dir), "--store", "neo4j", "--workspace", str(tmp_path / "ws"))
-    assert result.exit_code == 2 and "not available" in result.output  # type: ignore[attr-defined]
+def test_neo4j_store_needs_its_password(tmp_path: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOCIALRISK_NEO4J_PASSWORD", raising=False)
+    result = invoke("score", str(tiny_dir), "--store", "neo4j", "--out", str(tmp_path / "s.csv"))
+    assert result.exit_code == 2 and "SOCIALRISK_NEO4J_PASSWORD" in result.output  # type: ignore[attr-defined]
+
+
+@pytest.mark.neo4j
+def test_score_through_neo4j_equals_embedded(tmp_path: Path, tiny_dir: Path, neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    embedded = invoke("score", str(tiny_dir), "--out", str(tmp_path / "e.csv"), "--workspace", str(tmp_path / "ws"))
+    assert embedded.exit_code == 0  # type: ignore[attr-defined]
+    through = invoke("score", str(tiny_dir), "--store", "neo4j", "--out", str(tmp_path / "n.csv"), "--workspace", str(tmp_path / "ws2"))
+    assert through.exit_code == 0, through.output  # type: ignore[attr-defined]
+    for step in (("propagate", "--store", "neo4j"), ("explain", "a", "--store", "neo4j")):
+        assert invoke(*step).exit_code == 0, step
+    a = pd.read_csv(tmp_path / "e.csv", keep_default_na=False)
+    b = pd.read_csv(tmp_path / "n.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(a, b)
 
 
 def test_generate_then_evaluate_json(tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from loaders.errors import ConfigError, NotFoundError, StoreError
 from loaders.load import WriteCounts
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 from graph.store.base import GraphStore
+from graph.store.merge import merge_table
 
 __all__ = ["EmbeddedStore", "FORMAT_VERSION"]
 
@@ -121,12 +121,7 @@ class EmbeddedStore(GraphStore):
         merged: dict[str, pd.DataFrame] = {}
         for name, new in tables:
             old = stored[name]
-            if name == "users":
-                frame, count = _merge_users(old, new)
-            elif name == "links":
-                frame, count = _merge_links(old, new)
-            else:
-                frame, count = _merge_events(old, new)
+            frame, count = merge_table(name, old, new)
             counts[name] = count
             if count.added or old is None:
                 merged[name] = frame
@@ -170,75 +165,6 @@ class EmbeddedStore(GraphStore):
     def has_result(self, name: str) -> bool:
         _check_result_name(name)
         return (self.workspace / "results" / f"{name}.parquet").exists()
-
-
-# -- merging ----------------------------------------------------------------------------------
-
-
-def _row_hash(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    if not len(frame):
-        return np.zeros(0, dtype=np.uint64)
-    part = frame[columns].copy()
-    for column in columns:
-        if isinstance(part[column].dtype, pd.DatetimeTZDtype):
-            part[column] = part[column].astype("int64")
-    return pd.util.hash_pandas_object(part, index=False).to_numpy()
-
-
-def _merge_events(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, WriteCounts]:
-    """Relations and flags: a row is identified by its content and its occurrence number."""
-    columns = sorted(c for c in new.columns if not c.startswith("_"))
-    new = new.copy()
-    new["_key"] = _row_hash(new, columns)
-    new["_occ"] = new.groupby("_key").cumcount().astype("int64")
-    if old is None or not len(old):
-        return new.reset_index(drop=True), WriteCounts(added=len(new), unchanged=0)
-    seen = pd.MultiIndex.from_arrays([old["_key"], old["_occ"]])
-    present = pd.MultiIndex.from_arrays([new["_key"], new["_occ"]]).isin(seen)
-    fresh = new.loc[~present]
-    frame = pd.concat([old, fresh], ignore_index=True) if len(fresh) else old
-    return frame, WriteCounts(added=len(fresh), unchanged=int(present.sum()))
-
-
-def _merge_users(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, WriteCounts]:
-    """Users: upsert by id; a present value in the new load replaces the stored one."""
-    new = new.drop_duplicates("user_id", keep="last")
-    if old is None or not len(old):
-        return new.reset_index(drop=True), WriteCounts(added=len(new), unchanged=0)
-    old_i = old.set_index("user_id")
-    new_i = new.set_index("user_id")
-    merged = new_i.combine_first(old_i)
-    merged = merged[[c for c in old_i.columns] + [c for c in new_i.columns if c not in old_i.columns]]
-    # a new user's row, or a stored row whose values change, counts as added
-    common = new_i.index.intersection(old_i.index)
-    cols = list(merged.columns)
-    before = old_i.reindex(index=common, columns=cols)
-    after = merged.loc[common, cols]
-    same = np.ones(len(common), dtype=bool)
-    for c in cols:
-        a, b = before[c], after[c]
-        same &= ((a == b).fillna(False) | (a.isna() & b.isna())).to_numpy(dtype=bool)
-    unchanged = int(same.sum())
-    added = len(new_i) - unchanged
-    return merged.reset_index(), WriteCounts(added=added, unchanged=unchanged)
-
-
-def _merge_links(old: pd.DataFrame | None, new: pd.DataFrame) -> tuple[pd.DataFrame, WriteCounts]:
-    """Links: one row per (user, kind, identifier); times widen to the union of sightings."""
-    keys = ["user_id", "kind", "ident"]
-    n_new = len(new)
-    combined = new if old is None else pd.concat([old, new], ignore_index=True)
-    if not len(combined):
-        return combined, WriteCounts(0, 0)
-    grouped = combined.groupby(keys, sort=False, dropna=False)
-    merged = grouped.agg(first_seen=("first_seen", "min"), last_seen=("last_seen", "max"), weight=("weight", "last")).reset_index()
-    merged["weight"] = merged["weight"].astype("float64")
-    if old is None or not len(old):
-        n_unique_new = len(merged)
-        return merged, WriteCounts(added=n_unique_new, unchanged=n_new - n_unique_new)
-    cols = keys + ["first_seen", "last_seen", "weight"]
-    changed = int((~np.isin(_row_hash(merged, cols), _row_hash(old, cols))).sum())
-    return merged, WriteCounts(added=min(changed, n_new), unchanged=n_new - min(changed, n_new))
 
 
 def _check_result_name(name: str) -> None:

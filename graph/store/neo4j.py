@@ -1,0 +1,539 @@
+"""The Neo4j store: the graph in a Neo4j database, through the official driver.
+
+Graph model
+-----------
+- ``(:User {id, _seq, <feature columns>})``, with the latest scores as properties (``risk``,
+  ``credit_score``, ``decision``, ``reasons``...) so analysts can query them in Cypher.
+- ``(:Identifier:<Kind> {key, kind, ident})``: one node per pseudonymised identifier, with a
+  second label from a fixed vocabulary (``Device``, ``Phone``, ``Card``, ``IP``, ``Account``,
+  ``Email``, ``Address``; other kinds carry only ``Identifier`` and their ``kind``).
+- ``(:User)-[:USES {first_seen, last_seen, weight, _seq}]->(:Identifier)``.
+- ``(:User)-[:RELATES {kind, weight, ts, _key, _occ, _seq, ...}]->(:User)``: one relationship
+  type with ``kind`` as a property rather than one type per kind, because relation kinds are free
+  text in the input: types would have to be made from data, and a fixed set of types keeps every
+  query a constant.
+- ``(:User)-[:HAS_FLAG]->(:Flag {label, severity, source, ts, _key, _occ, _seq})``: flags are
+  nodes, so their provenance (source, time) stays with them and a user's history is kept.
+- ``(:SocialRiskMeta {id: 'meta'})`` holds the snapshot counter, the key fingerprint and the
+  column lists; ``(:Result {name})`` the provenance of each result written back.
+
+Every query is a module constant with ``$parameters``; labels come from the fixed vocabulary.
+Writes are batched ``UNWIND ... MERGE`` in managed transactions (``execute_write``), which the
+driver retries on transient errors; ``MERGE`` makes a retried batch harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from graph.store.base import GraphStore
+from graph.store.merge import merge_table
+from loaders.errors import ConfigError, NotFoundError, StoreError, TransientStoreError
+from loaders.load import WriteCounts
+from loaders.schema import TABLE_NAMES, Tables, empty_tables
+
+__all__ = ["Neo4jStore", "IDENTIFIER_LABELS", "RESERVED_USER_PROPERTIES"]
+
+FORMAT_VERSION = 1
+BATCH = 5_000
+#: Identifier kind -> second label. The only labels socialrisk ever writes besides
+#: User, Identifier, Flag, SocialRiskMeta and Result.
+IDENTIFIER_LABELS: dict[str, str] = {
+    "device": "Device",
+    "phone": "Phone",
+    "card": "Card",
+    "ip": "IP",
+    "account": "Account",
+    "email": "Email",
+    "address": "Address",
+}
+RESERVED_USER_PROPERTIES = frozenset({"id", "_seq"})
+_INTERNAL_REL = frozenset({"src", "dst", "kind", "weight", "ts", "_key", "_occ", "_seq"})
+
+SCHEMA = (
+    "CREATE CONSTRAINT socialrisk_user_id IF NOT EXISTS FOR (u:User) REQUIRE u.id IS UNIQUE",
+    "CREATE CONSTRAINT socialrisk_identifier_key IF NOT EXISTS FOR (i:Identifier) REQUIRE i.key IS UNIQUE",
+    "CREATE CONSTRAINT socialrisk_flag_key IF NOT EXISTS FOR (f:Flag) REQUIRE f.key IS UNIQUE",
+    "CREATE CONSTRAINT socialrisk_result_name IF NOT EXISTS FOR (r:Result) REQUIRE r.name IS UNIQUE",
+    # No index on RELATES(_key): with one, the planner seeks it for MERGE instead of expanding
+    # between the two (already bound) users, and relation loading falls from ~20,000 to ~2,000 rows/s.
+    "DROP INDEX socialrisk_relates_key IF EXISTS",
+)
+
+MERGE_USERS = """
+UNWIND $rows AS row
+MERGE (u:User {id: row.id})
+SET u += row.props, u._seq = row.seq
+"""
+REMOVE_USER_PROPS = """
+UNWIND $rows AS row
+MATCH (u:User {id: row.id})
+FOREACH (k IN row.drop | SET u[k] = null)
+"""
+_MERGE_LINKS_TEMPLATE = """
+UNWIND $rows AS row
+MERGE (u:User {id: row.user_id})
+MERGE (i:Identifier {key: row.key})
+  ON CREATE SET i.kind = row.kind, i.ident = row.ident, i:%s
+MERGE (u)-[r:USES]->(i)
+SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime({epochMillis: row.first_seen}) END,
+    r.last_seen = CASE WHEN row.last_seen IS NULL THEN null ELSE datetime({epochMillis: row.last_seen}) END,
+    r.weight = row.weight, r._seq = row.seq
+"""
+MERGE_LINKS_PLAIN = """
+UNWIND $rows AS row
+MERGE (u:User {id: row.user_id})
+MERGE (i:Identifier {key: row.key})
+  ON CREATE SET i.kind = row.kind, i.ident = row.ident
+MERGE (u)-[r:USES]->(i)
+SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime({epochMillis: row.first_seen}) END,
+    r.last_seen = CASE WHEN row.last_seen IS NULL THEN null ELSE datetime({epochMillis: row.last_seen}) END,
+    r.weight = row.weight, r._seq = row.seq
+"""
+#: One constant per vocabulary label (Cypher cannot take a label as a parameter).
+MERGE_LINKS: dict[str, str] = {label: _MERGE_LINKS_TEMPLATE % label for label in IDENTIFIER_LABELS.values()}
+MERGE_RELATIONS = """
+UNWIND $rows AS row
+MERGE (a:User {id: row.src})
+MERGE (b:User {id: row.dst})
+MERGE (a)-[r:RELATES {_key: row.key, _occ: row.occ}]->(b)
+SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
+    r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime({epochMillis: row.ts}) END,
+    r += row.attrs
+"""
+MERGE_FLAGS = """
+UNWIND $rows AS row
+MERGE (u:User {id: row.user_id})
+MERGE (f:Flag {key: row.fkey})
+SET f.label = row.label, f.severity = row.severity, f.source = row.source, f._key = row.key, f._occ = row.occ,
+    f._seq = row.seq, f.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime({epochMillis: row.ts}) END
+MERGE (u)-[:HAS_FLAG]->(f)
+"""
+READ_USERS = "MATCH (u:User) RETURN u.id AS user_id, u._seq AS seq, [c IN $columns | u[c]] AS values ORDER BY u._seq"
+READ_LINKS = """
+MATCH (u:User)-[r:USES]->(i:Identifier)
+RETURN u.id AS user_id, i.kind AS kind, i.ident AS ident, r.first_seen.epochMillis AS first_seen,
+       r.last_seen.epochMillis AS last_seen, r.weight AS weight
+ORDER BY r._seq
+"""
+READ_RELATIONS = """
+MATCH (a:User)-[r:RELATES]->(b:User)
+RETURN a.id AS src, b.id AS dst, r.kind AS kind, r.weight AS weight, r.ts.epochMillis AS ts,
+       r._key AS _key, r._occ AS _occ, [c IN $columns | r[c]] AS values
+ORDER BY r._seq
+"""
+READ_FLAGS = """
+MATCH (u:User)-[:HAS_FLAG]->(f:Flag)
+RETURN u.id AS user_id, f.label AS label, f.severity AS severity, f.source AS source, f.ts.epochMillis AS ts,
+       f._key AS _key, f._occ AS _occ
+ORDER BY f._seq
+"""
+READ_META = "MATCH (m:SocialRiskMeta {id: 'meta'}) RETURN properties(m) AS meta"
+WRITE_META = "MERGE (m:SocialRiskMeta {id: 'meta'}) SET m += $props"
+WRITE_RESULT_ROWS = """
+UNWIND $rows AS row
+MATCH (u:User {id: row.id})
+SET u += row.props
+"""
+WRITE_RESULT_META = "MERGE (r:Result {name: $name}) SET r.meta = $meta, r.columns = $columns, r.properties = $properties"
+READ_RESULT_META = "MATCH (r:Result {name: $name}) RETURN r.meta AS meta, r.columns AS columns, r.properties AS properties"
+READ_RESULT_ROWS = """
+MATCH (u:User) WHERE u[$probe] IS NOT NULL
+RETURN u.id AS user_id, [c IN $properties | u[c]] AS values ORDER BY u._seq
+"""
+COUNT_USERS = "MATCH (u:User) RETURN u.id AS id ORDER BY u._seq"
+CLEAR_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+
+
+class Neo4jStore(GraphStore):
+    """Graph store in a Neo4j database (5.x).
+
+    Parameters
+    ----------
+    uri : str
+        Bolt URI, e.g. ``bolt://127.0.0.1:7687``.
+    user, password : str
+        Credentials.
+    database : str
+        Database name (``neo4j`` on Community edition).
+    batch_size : int
+        Rows per write transaction.
+    progress : callable, optional
+        Called with ``(table, rows_done, rows_total)`` while writing.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        user: str = "neo4j",
+        password: str,
+        database: str = "neo4j",
+        batch_size: int = BATCH,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        from neo4j import GraphDatabase
+
+        self.uri = uri
+        self.database = database
+        self.batch_size = batch_size
+        self.progress = progress
+        # "label does not exist" notices on an empty database are not problems worth logging
+        self._driver = GraphDatabase.driver(uri, auth=(user, password), notifications_min_severity="OFF")
+        self._tables: Tables | None = None
+        self._call(lambda: self._driver.verify_connectivity())
+        for statement in SCHEMA:
+            self._call(lambda s=statement: self._driver.execute_query(s, database_=self.database))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        from neo4j.exceptions import AuthError, ClientError, ServiceUnavailable, SessionExpired, TransientError
+
+        try:
+            return fn()
+        except AuthError as exc:
+            raise ConfigError(f"Neo4j at {self.uri} refused the credentials (set SOCIALRISK_NEO4J_PASSWORD)") from exc
+        except (ServiceUnavailable, SessionExpired, TransientError) as exc:
+            raise TransientStoreError(
+                f"cannot reach Neo4j at {self.uri} ({exc.__class__.__name__}); start it with 'socialrisk neo4j start' or check SOCIALRISK_NEO4J_URI"
+            ) from exc
+        except ClientError as exc:
+            raise StoreError(f"Neo4j at {self.uri} rejected a query: {exc.message}") from exc
+
+    def _read(self, query: str, **params: Any) -> list[Any]:
+        def work(tx: Any) -> list[Any]:
+            return list(tx.run(query, **params))
+
+        def run() -> list[Any]:
+            with self._driver.session(database=self.database, fetch_size=50_000) as session:
+                return session.execute_read(work)
+
+        return self._call(run)
+
+    def _write_batches(self, table: str, query: str, rows: list[dict[str, Any]]) -> None:
+        def work(tx: Any, batch: list[dict[str, Any]]) -> None:
+            tx.run(query, rows=batch).consume()
+
+        def run() -> None:
+            with self._driver.session(database=self.database) as session:
+                for start in range(0, len(rows), self.batch_size):
+                    session.execute_write(work, rows[start : start + self.batch_size])
+                    if self.progress:
+                        self.progress(table, min(start + self.batch_size, len(rows)), len(rows))
+
+        if rows:
+            self._call(run)
+
+    def close(self) -> None:
+        self._driver.close()
+
+    def clear(self) -> None:
+        """Delete every node and relationship in the database (tests and benchmarks)."""
+        def run() -> None:
+            with self._driver.session(database=self.database) as session:
+                session.run(CLEAR_ALL).consume()
+
+        self._call(run)
+        self._tables = None
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def _meta(self) -> dict[str, Any]:
+        records = self._read(READ_META)
+        if not records:
+            return {"format_version": FORMAT_VERSION, "snapshot": 0}
+        meta = dict(records[0]["meta"])
+        meta.pop("id", None)
+        for key in ("counts", "user_columns", "relation_columns"):
+            if isinstance(meta.get(key), str):
+                meta[key] = json.loads(meta[key])
+        return meta
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        props = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in meta.items()}
+        self._call(lambda: self._driver.execute_query(WRITE_META, props=props, database_=self.database))
+
+    def metadata(self) -> dict[str, Any]:
+        return self._meta()
+
+    def bind_key(self, fingerprint: str) -> None:
+        meta = self._meta()
+        bound = meta.get("key_fingerprint")
+        if bound is None:
+            self._write_meta({"key_fingerprint": fingerprint, "format_version": FORMAT_VERSION})
+        elif bound != fingerprint:
+            raise ConfigError(
+                f"{self.uri}: this database was loaded with a different pseudonymisation key (fingerprint mismatch). "
+                "Use the same SOCIALRISK_PSEUDONYM_KEY, or load into an empty database."
+            )
+
+    # -- tables -----------------------------------------------------------------------------
+
+    def known_user_ids(self) -> pd.Index:
+        return pd.Index([r["id"] for r in self._read(COUNT_USERS)], dtype="string")
+
+    def read_tables(self) -> Tables:
+        if self._tables is not None:
+            return self._tables
+        meta = self._meta()
+        base = empty_tables()
+        user_columns: dict[str, str] = meta.get("user_columns", {})
+        relation_columns: dict[str, str] = meta.get("relation_columns", {})
+
+        recs = self._read(READ_USERS, columns=list(user_columns))
+        users = pd.DataFrame({"user_id": pd.Series([r["user_id"] for r in recs], dtype="string")})
+        for j, (col, kind) in enumerate(user_columns.items()):
+            values = [r["values"][j] for r in recs]
+            users[col] = pd.Series(values, dtype="float64") if kind == "number" else pd.Series(values, dtype="string")
+
+        recs = self._read(READ_LINKS)
+        links = pd.DataFrame(
+            {
+                "user_id": pd.Series([r["user_id"] for r in recs], dtype="string"),
+                "kind": pd.Series([r["kind"] for r in recs], dtype="string"),
+                "ident": pd.Series([r["ident"] for r in recs], dtype="string"),
+                "first_seen": _times([r["first_seen"] for r in recs]),
+                "last_seen": _times([r["last_seen"] for r in recs]),
+                "weight": pd.Series([r["weight"] for r in recs], dtype="float64"),
+            }
+        ) if recs else base.links
+
+        recs = self._read(READ_RELATIONS, columns=list(relation_columns))
+        if recs:
+            relations = pd.DataFrame(
+                {
+                    "src": pd.Series([r["src"] for r in recs], dtype="string"),
+                    "dst": pd.Series([r["dst"] for r in recs], dtype="string"),
+                    "kind": pd.Series([r["kind"] for r in recs], dtype="string"),
+                    "weight": pd.Series([r["weight"] for r in recs], dtype="float64"),
+                    "ts": _times([r["ts"] for r in recs]),
+                }
+            )
+            for j, (col, kind) in enumerate(relation_columns.items()):
+                values = [r["values"][j] for r in recs]
+                relations[col] = pd.Series(values, dtype="float64") if kind == "number" else pd.Series(values, dtype="string")
+            relations["_key"] = np.array([r["_key"] for r in recs], dtype=np.int64).view(np.uint64)
+            relations["_occ"] = np.array([r["_occ"] for r in recs], dtype=np.int64)
+        else:
+            relations = base.relations
+
+        recs = self._read(READ_FLAGS)
+        if recs:
+            flags = pd.DataFrame(
+                {
+                    "user_id": pd.Series([r["user_id"] for r in recs], dtype="string"),
+                    "label": pd.Series([r["label"] for r in recs], dtype="string"),
+                    "severity": pd.Series([r["severity"] for r in recs], dtype="float64"),
+                    "source": pd.Series([r["source"] for r in recs], dtype="string"),
+                    "ts": _times([r["ts"] for r in recs]),
+                }
+            )
+            flags["_key"] = np.array([r["_key"] for r in recs], dtype=np.int64).view(np.uint64)
+            flags["_occ"] = np.array([r["_occ"] for r in recs], dtype=np.int64)
+        else:
+            flags = base.flags
+        self._tables = Tables(users=users, links=links, relations=relations, flags=flags)
+        return self._tables
+
+    def write_tables(self, tables: Tables) -> dict[str, WriteCounts]:
+        stored = self.read_tables() if self.metadata().get("counts") else None
+        meta = self._meta()
+        counts: dict[str, WriteCounts] = {}
+        merged_all: dict[str, pd.DataFrame] = {}
+        for name, new in tables:
+            old = getattr(stored, name) if stored is not None else None
+            if old is not None and not len(old):
+                old = None
+            merged, count = merge_table(name, old, new)
+            counts[name] = count
+            merged_all[name] = merged
+            n_old = 0 if old is None else len(old)
+            if name == "users":
+                self._write_users(merged, new, meta)
+            elif name == "links":
+                self._write_links(merged, new)
+            elif name == "relations":
+                self._write_relations(merged.iloc[n_old:], n_old, meta)
+            else:
+                self._write_flags(merged.iloc[n_old:], n_old)
+        meta["counts"] = {n: len(merged_all[n]) if n in merged_all else (meta.get("counts") or {}).get(n, 0) for n in TABLE_NAMES}
+        if any(c.added for c in counts.values()):
+            meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
+            meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        meta["format_version"] = FORMAT_VERSION
+        self._write_meta(meta)
+        self._tables = None
+        return counts
+
+    def _write_users(self, merged: pd.DataFrame, new: pd.DataFrame, meta: dict[str, Any]) -> None:
+        columns: dict[str, str] = dict(meta.get("user_columns", {}))
+        for col in merged.columns:
+            if col == "user_id":
+                continue
+            if col in RESERVED_USER_PROPERTIES or col.startswith("_"):
+                raise StoreError(f"users column {col!r} clashes with a property socialrisk keeps on :User nodes; rename it")
+            columns.setdefault(col, "number" if pd.api.types.is_numeric_dtype(merged[col]) else "text")
+        meta["user_columns"] = columns
+        touched = merged["user_id"].isin(new["user_id"]).to_numpy()
+        seqs = np.flatnonzero(touched)
+        frame = merged.loc[touched]
+        feature_cols = [c for c in frame.columns if c != "user_id"]
+        rows = []
+        for seq, (_, r) in zip(seqs.tolist(), frame.iterrows()):
+            props = {c: _plain(r[c]) for c in feature_cols}
+            rows.append({"id": str(r["user_id"]), "seq": int(seq), "props": {k: v for k, v in props.items() if v is not None}})
+        self._write_batches("users", MERGE_USERS, rows)
+
+    def _write_links(self, merged: pd.DataFrame, new: pd.DataFrame) -> None:
+        if not len(new):
+            return
+        key = merged["user_id"].astype(str) + "\x1f" + merged["kind"].astype(str) + "\x1f" + merged["ident"].astype(str)
+        new_key = new["user_id"].astype(str) + "\x1f" + new["kind"].astype(str) + "\x1f" + new["ident"].astype(str)
+        touched = key.isin(new_key).to_numpy()
+        by_label: dict[str | None, list[dict[str, Any]]] = {}
+        first = _millis(merged["first_seen"])
+        last = _millis(merged["last_seen"])
+        weight = merged["weight"].to_numpy(dtype=np.float64)
+        kinds = merged["kind"].astype(str).to_numpy()
+        idents = merged["ident"].astype(str).to_numpy()
+        users = merged["user_id"].astype(str).to_numpy()
+        for i in np.flatnonzero(touched).tolist():
+            row = {
+                "user_id": users[i],
+                "kind": kinds[i],
+                "ident": idents[i],
+                "key": f"{kinds[i]}:{idents[i]}",
+                "first_seen": first[i],
+                "last_seen": last[i],
+                "weight": None if np.isnan(weight[i]) else float(weight[i]),
+                "seq": i,
+            }
+            by_label.setdefault(IDENTIFIER_LABELS.get(kinds[i]), []).append(row)
+        for label, rows in by_label.items():
+            self._write_batches("links", MERGE_LINKS[label] if label else MERGE_LINKS_PLAIN, rows)
+
+    def _write_relations(self, fresh: pd.DataFrame, offset: int, meta: dict[str, Any]) -> None:
+        columns: dict[str, str] = dict(meta.get("relation_columns", {}))
+        extra = [c for c in fresh.columns if c not in _INTERNAL_REL]
+        for col in extra:
+            columns.setdefault(col, "number" if pd.api.types.is_numeric_dtype(fresh[col]) else "text")
+        meta["relation_columns"] = columns
+        if not len(fresh):
+            return
+        src = fresh["src"].astype(str).to_numpy()
+        dst = fresh["dst"].astype(str).to_numpy()
+        kind = fresh["kind"].astype(str).to_numpy()
+        weight = fresh["weight"].to_numpy(dtype=np.float64)
+        ts = _millis(fresh["ts"])
+        key = fresh["_key"].to_numpy(dtype=np.uint64).view(np.int64)
+        occ = fresh["_occ"].to_numpy(dtype=np.int64)
+        extras = {c: fresh[c].to_numpy(dtype=object) for c in extra}
+        rows = []
+        for i in range(len(fresh)):
+            attrs = {c: _plain(v[i]) for c, v in extras.items()}
+            rows.append(
+                {
+                    "src": src[i], "dst": dst[i], "kind": kind[i], "weight": float(weight[i]), "ts": ts[i],
+                    "key": int(key[i]), "occ": int(occ[i]), "seq": offset + i,
+                    "attrs": {k: v for k, v in attrs.items() if v is not None},
+                }
+            )
+        self._write_batches("relations", MERGE_RELATIONS, rows)
+
+    def _write_flags(self, fresh: pd.DataFrame, offset: int) -> None:
+        if not len(fresh):
+            return
+        ts = _millis(fresh["ts"])
+        key = fresh["_key"].to_numpy(dtype=np.uint64).view(np.int64)
+        users = fresh["user_id"].astype(str).to_numpy()
+        labels = fresh["label"].astype(str).to_numpy()
+        severity = fresh["severity"].to_numpy(dtype=np.float64)
+        source = fresh["source"].fillna("").astype(str).to_numpy()
+        occ = fresh["_occ"].to_numpy(dtype=np.int64)
+        rows = []
+        for i in range(len(fresh)):
+            rows.append(
+                {
+                    "user_id": users[i], "label": labels[i], "severity": float(severity[i]), "source": source[i],
+                    "ts": ts[i], "key": int(key[i]), "occ": int(occ[i]), "fkey": f"{int(key[i])}:{int(occ[i])}", "seq": offset + i,
+                }
+            )
+        self._write_batches("flags", MERGE_FLAGS, rows)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def write_result(self, name: str, frame: pd.DataFrame, *, meta: dict[str, Any]) -> None:
+        """Write a per-user result onto the :User nodes; ``scores`` columns keep their names
+        (``u.risk``), other results are prefixed (``u.propagation_lnk_exposure``)."""
+        columns = [c for c in frame.columns if c != "user_id"]
+        properties = [c if name == "scores" else f"{name}_{c}" for c in columns]
+        for p in properties:
+            if p in RESERVED_USER_PROPERTIES or p.startswith("_") or p in self._meta().get("user_columns", {}):
+                raise StoreError(f"result column {p!r} clashes with a property already kept on :User nodes")
+        ids = frame["user_id"].astype(str).to_numpy()
+        values = {p: frame[c].to_numpy(dtype=object) for c, p in zip(columns, properties)}
+        rows = [{"id": ids[i], "props": {p: _plain(v[i]) for p, v in values.items()}} for i in range(len(frame))]
+        self._write_batches(f"result {name}", WRITE_RESULT_ROWS, rows)
+        full = dict(meta)
+        full.setdefault("snapshot", self._meta().get("snapshot", 0))
+        full.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        dtypes = {c: ("number" if pd.api.types.is_numeric_dtype(frame[c]) else "text") for c in columns}
+        self._call(
+            lambda: self._driver.execute_query(
+                WRITE_RESULT_META, name=name, meta=json.dumps(full, default=str), columns=json.dumps(dtypes),
+                properties=properties, database_=self.database,
+            )
+        )
+
+    def read_result(self, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+        recs = self._read(READ_RESULT_META, name=name)
+        if not recs:
+            raise NotFoundError(f"{self.uri}: no '{name}' result yet; run the step that computes it first")
+        meta = json.loads(recs[0]["meta"])
+        dtypes: dict[str, str] = json.loads(recs[0]["columns"])
+        properties = list(recs[0]["properties"])
+        rows = self._read(READ_RESULT_ROWS, probe=properties[0], properties=properties)
+        frame = pd.DataFrame({"user_id": pd.Series([r["user_id"] for r in rows], dtype="string")})
+        for j, (col, kind) in enumerate(dtypes.items()):
+            values = [r["values"][j] for r in rows]
+            if kind == "number":
+                frame[col] = pd.to_numeric(pd.Series(values, dtype="object"))
+            else:
+                frame[col] = pd.Series(["" if v is None else v for v in values], dtype="object")
+        return frame, meta
+
+    def has_result(self, name: str) -> bool:
+        return bool(self._read(READ_RESULT_META, name=name))
+
+
+def _plain(value: Any) -> Any:
+    """A value the driver can send: numpy scalars to Python, NaN/NA to None."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    return value if isinstance(value, (str, int)) else str(value)
+
+
+def _millis(series: pd.Series) -> list[int | None]:
+    missing = series.isna().to_numpy()
+    if not len(series):
+        return []
+    naive = series.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(series.dt, "tz", None) is not None else series
+    ns = naive.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    return [None if m else int(v // 1_000_000) for v, m in zip(ns.tolist(), missing.tolist())]
+
+
+def _times(values: Iterable[int | None]) -> pd.Series:
+    return pd.to_datetime(pd.Series(list(values), dtype="Int64"), unit="ms", utc=True).astype("datetime64[ns, UTC]")

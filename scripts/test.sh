@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up and run every test: virtualenv in .venv/, editable install with the test extras, a
+# private Neo4j server for the tests marked `neo4j` (provisioned from Maven Central on first use,
+# on loopback port 7697 so it never meets another Neo4j), pytest, and the server stopped again.
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/pip install -q -e '.[test]'
+
+export SOCIALRISK_NEO4J_HOME="${SOCIALRISK_NEO4J_HOME:-$PWD/.neo4j}"
+export SOCIALRISK_NEO4J_PORT="${SOCIALRISK_NEO4J_PORT:-7697}"
+export SOCIALRISK_NEO4J_PASSWORD="${SOCIALRISK_NEO4J_PASSWORD:-socialrisk-test-password}"
+export SOCIALRISK_NEO4J_HEAP="${SOCIALRISK_NEO4J_HEAP:-2g}"
+export SOCIALRISK_NEO4J_PAGECACHE="${SOCIALRISK_NEO4J_PAGECACHE:-1g}"
+
+.venv/bin/socialrisk neo4j start
+trap '.venv/bin/socialrisk neo4j stop' EXIT
+.venv/bin/python -m pytest "$@"

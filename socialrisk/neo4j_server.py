@@ -1,0 +1,268 @@
+"""Provision, start and stop a local Neo4j Community server from Maven Central.
+
+No Docker and no download site: ``neo4j/pom.xml`` lists ``org.neo4j:neo4j``, whose dependency
+set is a complete server classpath; ``mvn dependency:copy-dependencies`` puts it into a cache
+directory, and the server runs as ``java -cp 'lib/*' org.neo4j.server.CommunityEntryPoint`` on
+loopback, with auth on and the password from ``SOCIALRISK_NEO4J_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from loaders.errors import ConfigError, StoreError
+
+__all__ = ["NEO4J_VERSION", "ServerSettings", "server_settings", "provision", "start", "stop", "status"]
+
+NEO4J_VERSION = "5.26.30"
+POM = Path(__file__).resolve().parents[1] / "neo4j" / "pom.xml"
+ENV_HOME = "SOCIALRISK_NEO4J_HOME"
+ENV_PORT = "SOCIALRISK_NEO4J_PORT"
+ENV_PASSWORD = "SOCIALRISK_NEO4J_PASSWORD"
+ENV_URI = "SOCIALRISK_NEO4J_URI"
+ENV_USER = "SOCIALRISK_NEO4J_USER"
+ENV_HEAP = "SOCIALRISK_NEO4J_HEAP"
+ENV_PAGECACHE = "SOCIALRISK_NEO4J_PAGECACHE"
+
+#: The JVM options of Neo4j's default neo4j.conf (server.jvm.additional), needed when the server
+#: is started without its launcher script.
+JVM_OPTIONS = (
+    "-XX:+UseG1GC",
+    "-XX:-OmitStackTraceInFastThrow",
+    "-XX:+UnlockExperimentalVMOptions",
+    "-XX:+TrustFinalNonStaticFields",
+    "-XX:+DisableExplicitGC",
+    "-Djdk.nio.maxCachedBufferSize=1024",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Djdk.tls.ephemeralDHKeySize=2048",
+    "-Djdk.tls.rejectClientInitiatedRenegotiation=true",
+    "-XX:FlightRecorderOptions=stackdepth=256",
+    "-XX:+UnlockDiagnosticVMOptions",
+    "-XX:+DebugNonSafepoints",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "-Dlog4j2.disable.jmx=true",
+)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the server lives and how to reach it."""
+
+    home: Path
+    port: int
+    user: str
+    password: str
+    heap: str
+    pagecache: str
+
+    @property
+    def uri(self) -> str:
+        return f"bolt://127.0.0.1:{self.port}"
+
+    @property
+    def lib(self) -> Path:
+        return self.home / "lib"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "run" / "socialrisk-neo4j.pid"
+
+
+def server_settings() -> ServerSettings:
+    """Settings from the environment, with defaults that fit a 2-core, 24 GiB machine beside the tests."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    home = Path(os.environ.get(ENV_HOME, cache / "socialrisk" / f"neo4j-{NEO4J_VERSION}"))
+    password = os.environ.get(ENV_PASSWORD, "")
+    if len(password) < 8:
+        raise ConfigError(
+            f"Set {ENV_PASSWORD} to the Neo4j password (at least 8 characters); the server is started with auth on."
+        )
+    try:
+        port = int(os.environ.get(ENV_PORT, "7687"))
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PORT} must be a port number, got {os.environ.get(ENV_PORT)!r}") from exc
+    return ServerSettings(
+        home=home,
+        port=port,
+        user=os.environ.get(ENV_USER, "neo4j"),
+        password=password,
+        heap=os.environ.get(ENV_HEAP, "2g"),
+        pagecache=os.environ.get(ENV_PAGECACHE, "1g"),
+    )
+
+
+def provision(settings: ServerSettings, *, log: callable | None = None) -> Path:  # type: ignore[valid-type]
+    """Put the server classpath into ``home/lib`` (once); needs Java 17 or 21 and Maven."""
+    say = log or (lambda _m: None)
+    _require_java()
+    marker = settings.lib / f".neo4j-{NEO4J_VERSION}"
+    if marker.exists():
+        return settings.lib
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StoreError("Maven (mvn) is not installed: it is needed once to fetch the Neo4j server from Maven Central.")
+    say(f"provisioning Neo4j {NEO4J_VERSION} from Maven Central into {settings.lib}")
+    settings.lib.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={settings.lib}", "-DincludeScope=runtime"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise StoreError(f"Maven could not fetch Neo4j {NEO4J_VERSION}: {(done.stdout + done.stderr).strip()[-800:]}")
+    marker.write_text(NEO4J_VERSION)
+    return settings.lib
+
+
+def _require_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise StoreError("Java is not installed: Neo4j 5.26 needs a Java 17 or 21 runtime (java on the PATH).")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True)
+    text = out.stderr + out.stdout
+    major = None
+    for token in text.replace('"', " ").split():
+        if token[:2].isdigit() and "." in token:
+            major = int(token.split(".")[0])
+            break
+    if major not in (17, 21):
+        raise StoreError(f"Neo4j {NEO4J_VERSION} runs on Java 17 or 21; found: {text.strip().splitlines()[0] if text.strip() else 'unknown'}")
+    return java
+
+
+def _write_conf(settings: ServerSettings) -> None:
+    h = settings.home
+    for sub in ("conf", "data", "logs", "run", "plugins", "import"):
+        (h / sub).mkdir(parents=True, exist_ok=True)
+    conf = f"""# written by socialrisk neo4j start
+server.directories.data={h / 'data'}
+server.directories.logs={h / 'logs'}
+server.directories.run={h / 'run'}
+server.directories.plugins={h / 'plugins'}
+server.directories.import={h / 'import'}
+server.default_listen_address=127.0.0.1
+server.bolt.listen_address=127.0.0.1:{settings.port}
+server.http.enabled=false
+server.https.enabled=false
+server.memory.heap.initial_size={settings.heap}
+server.memory.heap.max_size={settings.heap}
+server.memory.pagecache.size={settings.pagecache}
+dbms.security.auth_enabled=true
+"""
+    (h / "conf" / "neo4j.conf").write_text(conf)
+
+
+def _pid(settings: ServerSettings) -> int | None:
+    try:
+        pid = int(settings.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return pid
+
+
+def _bolt_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def status(settings: ServerSettings) -> dict[str, object]:
+    """Whether the server runs, and where."""
+    pid = _pid(settings)
+    return {"running": pid is not None, "pid": pid, "bolt": settings.uri, "bolt_open": _bolt_open(settings.port), "home": str(settings.home)}
+
+
+def start(settings: ServerSettings, *, timeout: float = 180.0, log: callable | None = None) -> dict[str, object]:  # type: ignore[valid-type]
+    """Provision if needed, start on loopback, wait for Bolt, and set the configured password."""
+    say = log or (lambda _m: None)
+    if _pid(settings) is not None:
+        _ensure_password(settings)
+        return status(settings)
+    if _bolt_open(settings.port):
+        raise StoreError(f"port {settings.port} is already in use by another process; set {ENV_PORT} to a free port")
+    java = _require_java()
+    provision(settings, log=say)
+    _write_conf(settings)
+    say(f"starting Neo4j {NEO4J_VERSION} on {settings.uri}")
+    console = open(settings.home / "logs" / "console.log", "ab")
+    proc = subprocess.Popen(
+        [java, f"-Xms{settings.heap}", f"-Xmx{settings.heap}", *JVM_OPTIONS, "-cp", str(settings.lib / "*"),
+         "org.neo4j.server.CommunityEntryPoint", f"--home-dir={settings.home}", f"--config-dir={settings.home / 'conf'}"],
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    settings.pid_file.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (settings.home / "logs" / "console.log").read_text(errors="replace")[-1500:]
+            raise StoreError(f"Neo4j exited during start-up (code {proc.returncode}); end of {settings.home / 'logs' / 'console.log'}:\n{tail}")
+        if _bolt_open(settings.port) and _ensure_password(settings, quiet=True):
+            return status(settings)
+        time.sleep(0.5)
+    raise StoreError(f"Neo4j did not answer on {settings.uri} within {timeout:.0f} s; see {settings.home / 'logs'}")
+
+
+def _ensure_password(settings: ServerSettings, *, quiet: bool = False) -> bool:
+    """Log in with the configured password; on a fresh server, replace the initial one."""
+    from neo4j import GraphDatabase
+    from neo4j.exceptions import AuthError, ServiceUnavailable, SessionExpired
+
+    try:
+        with GraphDatabase.driver(settings.uri, auth=(settings.user, settings.password)) as driver:
+            driver.verify_connectivity()
+            return True
+    except (ServiceUnavailable, SessionExpired, OSError):
+        if quiet:
+            return False
+        raise
+    except AuthError:
+        pass
+    try:
+        with GraphDatabase.driver(settings.uri, auth=(settings.user, "neo4j")) as driver:
+            with driver.session(database="system") as session:
+                session.run("ALTER CURRENT USER SET PASSWORD FROM $old TO $new", old="neo4j", new=settings.password).consume()
+        return True
+    except (ServiceUnavailable, SessionExpired, OSError):
+        if quiet:
+            return False
+        raise
+    except AuthError as exc:
+        raise StoreError(
+            f"Neo4j at {settings.uri} refuses the password in {ENV_PASSWORD} (it was set to another one earlier); "
+            f"use that password, or delete {settings.home / 'data'} to start afresh"
+        ) from exc
+
+
+def stop(settings: ServerSettings, *, timeout: float = 60.0) -> bool:
+    """Stop the server cleanly (SIGTERM, then wait); returns whether one was running."""
+    pid = _pid(settings)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.3)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    settings.pid_file.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,92 @@
+"""The Neo4j store against a real server: same tables, same scores as the embedded store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from graph.store import EmbeddedStore
+from loaders import ConfigError, NotFoundError, key_fingerprint, load
+from socialrisk.settings import Settings
+from socialrisk.workflow import score
+from tests.conftest import KEY, SHARED_DATA, tiny_frames
+
+pytestmark = pytest.mark.neo4j
+
+
+def _same_tables(a, b) -> None:  # type: ignore[no-untyped-def]
+    for (name, x), (_, y) in zip(a, b, strict=True):
+        pd.testing.assert_frame_equal(x.reset_index(drop=True), y.reset_index(drop=True), check_dtype=False, obj=name)
+
+
+def test_tables_round_trip_and_reload_is_idempotent(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    first = load(tiny_frames(), neo4j_store, key=KEY)
+    assert first.added == {"users": 6, "links": 7, "relations": 3, "flags": 2}
+    again = load(tiny_frames(), neo4j_store, key=KEY)
+    assert sum(again.added.values()) == 0 and again.unchanged == first.added
+    embedded = EmbeddedStore(tmp_path / "ws")
+    load(tiny_frames(), embedded, key=KEY)
+    _same_tables(embedded.read_tables(), neo4j_store.read_tables())
+    assert neo4j_store.metadata()["snapshot"] == 1
+
+
+def test_graph_model_in_cypher(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    load(tiny_frames(), neo4j_store, key=KEY)
+    q = neo4j_store._driver.execute_query
+    labels = q("MATCH (i:Identifier) RETURN i.kind AS kind, labels(i) AS labels ORDER BY kind", database_="neo4j").records
+    assert [(r["kind"], sorted(r["labels"])) for r in labels] == [
+        ("device", ["Device", "Identifier"]),
+        ("ip", ["IP", "Identifier"]),
+        ("phone", ["Identifier", "Phone"]),
+    ]
+    shared = q("MATCH (a:User {id: 'a'})-[:USES]->(:Device)<-[:USES]-(f:User)-[:HAS_FLAG]->(fl:Flag {label: 'fraud'}) RETURN f.id AS id", database_="neo4j")
+    assert [r["id"] for r in shared.records] == ["f1"]
+    rel = q("MATCH (:User {id: 'c'})-[r:RELATES]->(:User {id: 'a'}) RETURN r.kind AS kind, r.weight AS w, toString(r.ts) AS ts", database_="neo4j")
+    assert (rel.records[0]["kind"], rel.records[0]["w"], rel.records[0]["ts"]) == ("rating", -5.0, "2026-02-11T10:00:00Z")
+    raw = q("MATCH (n) UNWIND keys(n) AS k WITH n[k] AS v WHERE v IN ['DEV-1', 'P-A', '10.0.0.1'] RETURN count(*) AS c", database_="neo4j")
+    assert raw.records[0]["c"] == 0  # raw identifier values never reach the database
+
+
+def test_hostile_ids_are_stored_as_data(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    hostile = 'x"}) DETACH DELETE n //'
+    frames = {"relations": pd.DataFrame({"src": [hostile, "ok"], "dst": ["ok", hostile], "kind": ["transfer", "transfer"]})}
+    load(frames, neo4j_store, key=KEY)
+    assert sorted(neo4j_store.known_user_ids()) == sorted([hostile, "ok"])
+
+
+def test_scores_are_written_back_with_provenance(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    load(tiny_frames(), neo4j_store, key=KEY)
+    with pytest.raises(NotFoundError):
+        neo4j_store.read_result("scores")
+    result = score(neo4j_store, Settings())
+    frame, meta = neo4j_store.read_result("scores")
+    assert meta["model_version"] == result.meta["model_version"] and meta["config_hash"] == Settings().config_hash()
+    assert frame["user_id"].tolist() == result.scores["user_id"].tolist()
+    np.testing.assert_allclose(frame["risk"].to_numpy(dtype=float), result.scores["risk"].to_numpy(), atol=0)
+    rec = neo4j_store._driver.execute_query("MATCH (u:User {id: 'a'}) RETURN u.credit_score AS s, u.reasons AS r", database_="neo4j").records[0]
+    assert rec["s"] == int(result.scores.set_index("user_id").loc["a", "credit_score"])
+    assert "shares a device" in rec["r"]
+
+
+def test_a_different_key_is_refused(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    neo4j_store.bind_key(key_fingerprint(KEY))
+    with pytest.raises(ConfigError, match="different pseudonymisation key"):
+        neo4j_store.bind_key(key_fingerprint(b"another-key-0123456789"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["bitcoin-otc", "amlsim-20k_fanin200cycle200", "tolokers"])
+def test_parity_with_the_embedded_store(neo4j_store, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    data = SHARED_DATA / name
+    load(data, neo4j_store, key=KEY)
+    embedded = EmbeddedStore(tmp_path / "ws")
+    load(data, embedded, key=KEY)
+    a = score(embedded, Settings()).scores
+    b = score(neo4j_store, Settings()).scores
+    assert a["user_id"].tolist() == b["user_id"].tolist()
+    assert np.abs(a["risk"].to_numpy() - b["risk"].to_numpy()).max() <= 1e-9
+    assert np.abs(a["graph_risk"].to_numpy() - b["graph_risk"].to_numpy()).max() <= 1e-9
+    assert (a["credit_score"].to_numpy() == b["credit_score"].to_numpy()).all()
