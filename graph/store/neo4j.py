@@ -41,7 +41,7 @@ from loaders.schema import TABLE_NAMES, Tables, empty_tables
 __all__ = ["Neo4jStore", "IDENTIFIER_LABELS", "RESERVED_USER_PROPERTIES"]
 
 FORMAT_VERSION = 1
-BATCH = 5_000
+BATCH = 20_000
 #: Identifier kind -> second label. The only labels socialrisk ever writes besides
 #: User, Identifier, Flag, SocialRiskMeta and Result.
 IDENTIFIER_LABELS: dict[str, str] = {
@@ -78,7 +78,7 @@ FOREACH (k IN row.drop | SET u[k] = null)
 """
 _MERGE_LINKS_TEMPLATE = """
 UNWIND $rows AS row
-MERGE (u:User {id: row.user_id})
+MATCH (u:User {id: row.user_id})
 MERGE (i:Identifier {key: row.key})
   ON CREATE SET i.kind = row.kind, i.ident = row.ident, i:%s
 MERGE (u)-[r:USES]->(i)
@@ -88,7 +88,7 @@ SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime({epo
 """
 MERGE_LINKS_PLAIN = """
 UNWIND $rows AS row
-MERGE (u:User {id: row.user_id})
+MATCH (u:User {id: row.user_id})
 MERGE (i:Identifier {key: row.key})
   ON CREATE SET i.kind = row.kind, i.ident = row.ident
 MERGE (u)-[r:USES]->(i)
@@ -100,8 +100,8 @@ SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime({epo
 MERGE_LINKS: dict[str, str] = {label: _MERGE_LINKS_TEMPLATE % label for label in IDENTIFIER_LABELS.values()}
 MERGE_RELATIONS = """
 UNWIND $rows AS row
-MERGE (a:User {id: row.src})
-MERGE (b:User {id: row.dst})
+MATCH (a:User {id: row.src})
+MATCH (b:User {id: row.dst})
 MERGE (a)-[r:RELATES {_key: row.key, _occ: row.occ}]->(b)
 SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
     r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime({epochMillis: row.ts}) END,
@@ -109,24 +109,35 @@ SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
 """
 MERGE_FLAGS = """
 UNWIND $rows AS row
-MERGE (u:User {id: row.user_id})
+MATCH (u:User {id: row.user_id})
 MERGE (f:Flag {key: row.fkey})
 SET f.label = row.label, f.severity = row.severity, f.source = row.source, f._key = row.key, f._occ = row.occ,
     f._seq = row.seq, f.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime({epochMillis: row.ts}) END
 MERGE (u)-[:HAS_FLAG]->(f)
 """
-READ_USERS = "MATCH (u:User) RETURN u.id AS user_id, u._seq AS seq, [c IN $columns | u[c]] AS values ORDER BY u._seq"
+#: Users of the users table carry ``_seq``; users known only from links, relations or flags do not.
+READ_USERS = """
+MATCH (u:User) WHERE u._seq IS NOT NULL
+RETURN u.id AS user_id, u._seq AS seq, [c IN $columns | u[c]] AS values ORDER BY u._seq
+"""
+ENSURE_USERS = "UNWIND $rows AS row MERGE (:User {id: row})"
+#: Columnar reads: one record of parallel lists decodes far faster than one record per row.
+#: ``collect`` drops nulls, so missing values travel as sentinels (NaN, or the smallest int64).
+NULL_MS = -(2**63)
 READ_LINKS = """
 MATCH (u:User)-[r:USES]->(i:Identifier)
-RETURN u.id AS user_id, i.kind AS kind, i.ident AS ident, r.first_seen.epochMillis AS first_seen,
-       r.last_seen.epochMillis AS last_seen, r.weight AS weight
-ORDER BY r._seq
+WITH u, r, i ORDER BY r._seq
+RETURN collect(u.id) AS user_id, collect(i.kind) AS kind, collect(i.ident) AS ident,
+       collect(coalesce(r.first_seen.epochMillis, $null_ms)) AS first_seen,
+       collect(coalesce(r.last_seen.epochMillis, $null_ms)) AS last_seen,
+       collect(coalesce(r.weight, 0.0 / 0.0)) AS weight
 """
 READ_RELATIONS = """
 MATCH (a:User)-[r:RELATES]->(b:User)
-RETURN a.id AS src, b.id AS dst, r.kind AS kind, r.weight AS weight, r.ts.epochMillis AS ts,
-       r._key AS _key, r._occ AS _occ, [c IN $columns | r[c]] AS values
-ORDER BY r._seq
+WITH a, r, b ORDER BY r._seq
+RETURN collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
+       collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ,
+       collect([c IN $columns | r[c]]) AS values
 """
 READ_FLAGS = """
 MATCH (u:User)-[:HAS_FLAG]->(f:Flag)
@@ -293,34 +304,38 @@ class Neo4jStore(GraphStore):
             values = [r["values"][j] for r in recs]
             users[col] = pd.Series(values, dtype="float64") if kind == "number" else pd.Series(values, dtype="string")
 
-        recs = self._read(READ_LINKS)
-        links = pd.DataFrame(
-            {
-                "user_id": pd.Series([r["user_id"] for r in recs], dtype="string"),
-                "kind": pd.Series([r["kind"] for r in recs], dtype="string"),
-                "ident": pd.Series([r["ident"] for r in recs], dtype="string"),
-                "first_seen": _times([r["first_seen"] for r in recs]),
-                "last_seen": _times([r["last_seen"] for r in recs]),
-                "weight": pd.Series([r["weight"] for r in recs], dtype="float64"),
-            }
-        ) if recs else base.links
-
-        recs = self._read(READ_RELATIONS, columns=list(relation_columns))
-        if recs:
-            relations = pd.DataFrame(
+        cols = self._read(READ_LINKS, null_ms=NULL_MS)[0]
+        if cols["user_id"]:
+            links = pd.DataFrame(
                 {
-                    "src": pd.Series([r["src"] for r in recs], dtype="string"),
-                    "dst": pd.Series([r["dst"] for r in recs], dtype="string"),
-                    "kind": pd.Series([r["kind"] for r in recs], dtype="string"),
-                    "weight": pd.Series([r["weight"] for r in recs], dtype="float64"),
-                    "ts": _times([r["ts"] for r in recs]),
+                    "user_id": pd.Series(cols["user_id"], dtype="string"),
+                    "kind": pd.Series(cols["kind"], dtype="string"),
+                    "ident": pd.Series(cols["ident"], dtype="string"),
+                    "first_seen": _times_columnar(cols["first_seen"]),
+                    "last_seen": _times_columnar(cols["last_seen"]),
+                    "weight": np.asarray(cols["weight"], dtype=np.float64),
                 }
             )
+        else:
+            links = base.links
+
+        cols = self._read(READ_RELATIONS, columns=list(relation_columns), null_ms=NULL_MS)[0]
+        if cols["src"]:
+            relations = pd.DataFrame(
+                {
+                    "src": pd.Series(cols["src"], dtype="string"),
+                    "dst": pd.Series(cols["dst"], dtype="string"),
+                    "kind": pd.Series(cols["kind"], dtype="string"),
+                    "weight": np.asarray(cols["weight"], dtype=np.float64),
+                    "ts": _times_columnar(cols["ts"]),
+                }
+            )
+            values = cols["values"]
             for j, (col, kind) in enumerate(relation_columns.items()):
-                values = [r["values"][j] for r in recs]
-                relations[col] = pd.Series(values, dtype="float64") if kind == "number" else pd.Series(values, dtype="string")
-            relations["_key"] = np.array([r["_key"] for r in recs], dtype=np.int64).view(np.uint64)
-            relations["_occ"] = np.array([r["_occ"] for r in recs], dtype=np.int64)
+                column = [v[j] for v in values]
+                relations[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
+            relations["_key"] = np.asarray(cols["_key"], dtype=np.int64).view(np.uint64)
+            relations["_occ"] = np.asarray(cols["_occ"], dtype=np.int64)
         else:
             relations = base.relations
 
@@ -347,6 +362,10 @@ class Neo4jStore(GraphStore):
         meta = self._meta()
         counts: dict[str, WriteCounts] = {}
         merged_all: dict[str, pd.DataFrame] = {}
+        # every user first, so links, relations and flags can MATCH their endpoints
+        known = set(self.known_user_ids().tolist()) if stored is not None else set()
+        missing = [u for u in tables.all_user_ids().astype(str).tolist() if u not in known]
+        self._write_batches("users", ENSURE_USERS, missing)
         for name, new in tables:
             old = getattr(stored, name) if stored is not None else None
             if old is not None and not len(old):
@@ -533,6 +552,13 @@ def _millis(series: pd.Series) -> list[int | None]:
     naive = series.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(series.dt, "tz", None) is not None else series
     ns = naive.to_numpy(dtype="datetime64[ns]").view(np.int64)
     return [None if m else int(v // 1_000_000) for v, m in zip(ns.tolist(), missing.tolist())]
+
+
+def _times_columnar(values: list[int]) -> pd.Series:
+    ms = np.asarray(values, dtype=np.int64)
+    out = pd.Series(pd.to_datetime(np.where(ms == NULL_MS, 0, ms), unit="ms", utc=True)).astype("datetime64[ns, UTC]")
+    out[ms == NULL_MS] = pd.NaT
+    return out
 
 
 def _times(values: Iterable[int | None]) -> pd.Series:

@@ -90,3 +90,13 @@ def test_parity_with_the_embedded_store(neo4j_store, tmp_path: Path, name: str) 
     assert np.abs(a["risk"].to_numpy() - b["risk"].to_numpy()).max() <= 1e-9
     assert np.abs(a["graph_risk"].to_numpy() - b["graph_risk"].to_numpy()).max() <= 1e-9
     assert (a["credit_score"].to_numpy() == b["credit_score"].to_numpy()).all()
+
+
+def test_users_known_only_from_relations_are_not_users_rows(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    frames = tiny_frames()
+    frames["relations"] = pd.concat([frames["relations"], pd.DataFrame({"src": ["a"], "dst": ["newcomer"], "kind": ["transfer"], "weight": [3.0]})])
+    load(frames, neo4j_store, key=KEY)
+    embedded = EmbeddedStore(tmp_path / "ws")
+    load(frames, embedded, key=KEY)
+    _same_tables(embedded.read_tables(), neo4j_store.read_tables())
+    assert "newcomer" in set(neo4j_store.known_user_ids())
