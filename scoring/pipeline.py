@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from graph.config import GraphConfig
 from graph.projection import Projection
+from graph.rings import ring_ids
 from loaders.schema import Tables
 from scoring.config import DIMENSIONS, GRAPH_DIMENSIONS, ScoringConfig
 from scoring.credit import credit_score, decide
@@ -47,7 +48,8 @@ class ScoreResult:
     ----------
     scores : DataFrame
         One row per user: ``user_id``, ``risk``, ``graph_risk``, ``credit_score``, ``decision``,
-        ``reasons``, plus ``reason_codes``, ``flag`` and one ``dim_<dimension>`` column each.
+        ``reasons``, plus ``reason_codes``, ``flag``, ``ring_id`` (users joined by shared
+        identifiers; empty when none) and one ``dim_<dimension>`` column each.
     features : DataFrame
         The model's input features (same row order).
     combination : str
@@ -101,6 +103,7 @@ class Scorer:
         self.neighbours = neighbour_means(self.user_frame, projection)
         say("random-walk operators")
         self.walks = Walks(projection, hub_exponent=self.graph_config.hub_exponent, alpha=self.config.alpha, tol=self.config.tol)
+        self.rings = ring_ids(projection)
         usr = self.user_frame.add_prefix("usr_")
         self.base = pd.concat([usr, self.structure, self.neighbours], axis=1)
 
@@ -193,6 +196,7 @@ class Scorer:
                 "reasons": [";".join(r.text for r in rs) for rs in reasons],
                 "reason_codes": [";".join(r.code for r in rs) for rs in reasons],
                 "flag": np.where(own_fraud, "fraud", np.where(flags.benign > 0, "benign", "")),
+                "ring_id": self.rings,
             }
         )
         for dim in DIMENSIONS:

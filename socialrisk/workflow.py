@@ -75,6 +75,9 @@ def load_into(
     if message and notice:
         notice(message)
     store.bind_key(key_fingerprint(key))
+    if progress is not None and hasattr(store, "progress"):
+        # stores that write in batches (Neo4j) report each batch on the same progress line
+        store.progress = lambda table, done, total: progress(f"writing {table}: {done:,} / {total:,} rows")
     return load(source, store, key=key, label_map=settings.label_map, progress=progress)
 
 

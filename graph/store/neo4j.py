@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,7 +35,7 @@ import pandas as pd
 
 from graph.store.base import GraphStore
 from graph.store.merge import merge_table
-from loaders.errors import ConfigError, NotFoundError, StoreError, TransientStoreError
+from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreError, TransientStoreError
 from loaders.load import WriteCounts
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 
@@ -61,6 +62,7 @@ SCHEMA = (
     "CREATE CONSTRAINT socialrisk_identifier_key IF NOT EXISTS FOR (i:Identifier) REQUIRE i.key IS UNIQUE",
     "CREATE CONSTRAINT socialrisk_flag_key IF NOT EXISTS FOR (f:Flag) REQUIRE f.key IS UNIQUE",
     "CREATE CONSTRAINT socialrisk_result_name IF NOT EXISTS FOR (r:Result) REQUIRE r.name IS UNIQUE",
+    "CREATE INDEX socialrisk_user_ring IF NOT EXISTS FOR (u:User) ON (u.ring_id)",
     # No index on RELATES(_key): with one, the planner seeks it for MERGE instead of expanding
     # between the two (already bound) users, and relation loading falls from ~20,000 to ~2,000 rows/s.
     "DROP INDEX socialrisk_relates_key IF EXISTS",
@@ -76,49 +78,50 @@ UNWIND $rows AS row
 MATCH (u:User {id: row.id})
 FOREACH (k IN row.drop | SET u[k] = null)
 """
-_MERGE_LINKS_TEMPLATE = """
-UNWIND $rows AS row
-MATCH (u:User {id: row.user_id})
-MERGE (i:Identifier {key: row.key})
-  ON CREATE SET i.kind = row.kind, i.ident = row.ident, i:%s
-MERGE (u)-[r:USES]->(i)
-SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime({epochMillis: row.first_seen}) END,
-    r.last_seen = CASE WHEN row.last_seen IS NULL THEN null ELSE datetime({epochMillis: row.last_seen}) END,
-    r.weight = row.weight, r._seq = row.seq
-"""
-MERGE_LINKS_PLAIN = """
+MERGE_LINKS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 MERGE (i:Identifier {key: row.key})
   ON CREATE SET i.kind = row.kind, i.ident = row.ident
 MERGE (u)-[r:USES]->(i)
-SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime({epochMillis: row.first_seen}) END,
-    r.last_seen = CASE WHEN row.last_seen IS NULL THEN null ELSE datetime({epochMillis: row.last_seen}) END,
+SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime.fromepochmillis(row.first_seen) END, r.last_seen = CASE WHEN row.last_seen IS NULL THEN null ELSE datetime.fromepochmillis(row.last_seen) END,
     r.weight = row.weight, r._seq = row.seq
 """
-#: One constant per vocabulary label (Cypher cannot take a label as a parameter).
-MERGE_LINKS: dict[str, str] = {label: _MERGE_LINKS_TEMPLATE % label for label in IDENTIFIER_LABELS.values()}
+#: The second label of identifier nodes, set in one pass per vocabulary label after a load
+#: (setting it row by row costs a third of the load time). One constant per label, because
+#: Cypher cannot take a label as a parameter.
+LABEL_IDENTIFIERS: dict[str, str] = {
+    label: "MATCH (i:Identifier) WHERE i.kind = $kind AND NOT i:%s SET i:%s" % (label, label)
+    for label in IDENTIFIER_LABELS.values()
+}
 MERGE_RELATIONS = """
 UNWIND $rows AS row
 MATCH (a:User {id: row.src})
 MATCH (b:User {id: row.dst})
 MERGE (a)-[r:RELATES {_key: row.key, _occ: row.occ}]->(b)
 SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
-    r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime({epochMillis: row.ts}) END,
-    r += row.attrs
+    r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime.fromepochmillis(row.ts) END
+"""
+MERGE_RELATIONS_ATTRS = """
+UNWIND $rows AS row
+MATCH (a:User {id: row.src})
+MATCH (b:User {id: row.dst})
+MERGE (a)-[r:RELATES {_key: row.key, _occ: row.occ}]->(b)
+SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
+    r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime.fromepochmillis(row.ts) END, r += row.attrs
 """
 MERGE_FLAGS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
 MERGE (f:Flag {key: row.fkey})
 SET f.label = row.label, f.severity = row.severity, f.source = row.source, f._key = row.key, f._occ = row.occ,
-    f._seq = row.seq, f.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime({epochMillis: row.ts}) END
+    f._seq = row.seq, f.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime.fromepochmillis(row.ts) END
 MERGE (u)-[:HAS_FLAG]->(f)
 """
 #: Users of the users table carry ``_seq``; users known only from links, relations or flags do not.
 READ_USERS = """
 MATCH (u:User) WHERE u._seq IS NOT NULL
-RETURN u.id AS user_id, u._seq AS seq, [c IN $columns | u[c]] AS values ORDER BY u._seq
+RETURN collect(u._seq) AS seq, collect(u.id) AS user_id, collect([c IN $columns | u[c]]) AS values
 """
 ENSURE_USERS = "UNWIND $rows AS row MERGE (:User {id: row})"
 #: Columnar reads: one record of parallel lists decodes far faster than one record per row.
@@ -126,18 +129,21 @@ ENSURE_USERS = "UNWIND $rows AS row MERGE (:User {id: row})"
 NULL_MS = -(2**63)
 READ_LINKS = """
 MATCH (u:User)-[r:USES]->(i:Identifier)
-WITH u, r, i ORDER BY r._seq
-RETURN collect(u.id) AS user_id, collect(i.kind) AS kind, collect(i.ident) AS ident,
+RETURN collect(r._seq) AS seq, collect(u.id) AS user_id, collect(i.kind) AS kind, collect(i.ident) AS ident,
        collect(coalesce(r.first_seen.epochMillis, $null_ms)) AS first_seen,
        collect(coalesce(r.last_seen.epochMillis, $null_ms)) AS last_seen,
        collect(coalesce(r.weight, 0.0 / 0.0)) AS weight
 """
 READ_RELATIONS = """
 MATCH (a:User)-[r:RELATES]->(b:User)
-WITH a, r, b ORDER BY r._seq
-RETURN collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
+RETURN collect(r._seq) AS seq, collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
        collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ,
        collect([c IN $columns | r[c]]) AS values
+"""
+READ_RELATIONS_PLAIN = """
+MATCH (a:User)-[r:RELATES]->(b:User)
+RETURN collect(r._seq) AS seq, collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
+       collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ
 """
 READ_FLAGS = """
 MATCH (u:User)-[:HAS_FLAG]->(f:Flag)
@@ -157,6 +163,48 @@ READ_RESULT_META = "MATCH (r:Result {name: $name}) RETURN r.meta AS meta, r.colu
 READ_RESULT_ROWS = """
 MATCH (u:User) WHERE u[$probe] IS NOT NULL
 RETURN u.id AS user_id, [c IN $properties | u[c]] AS values ORDER BY u._seq
+"""
+#: One hop of a neighbourhood from a frontier of nodes, at most $limit edges per node.
+NEIGHBOURHOOD_HOP = """
+UNWIND $frontier AS eid
+MATCH (x) WHERE elementId(x) = eid
+CALL (x) {
+  MATCH (x)-[r:USES|RELATES]-(n)
+  RETURN r, n ORDER BY coalesce(n.risk, 0.0) DESC, elementId(n) LIMIT $limit
+}
+RETURN eid AS source, elementId(n) AS target, type(r) AS type, r.kind AS kind, r.weight AS weight,
+       toString(coalesce(r.ts, r.last_seen)) AS ts, startNode(r) = x AS outgoing,
+       CASE WHEN n:User THEN 'user' ELSE 'identifier' END AS node_type, coalesce(n.id, n.key) AS name,
+       n.kind AS ident_kind, n.risk AS risk, n.credit_score AS credit_score, n.decision AS decision,
+       EXISTS { (n)-[:HAS_FLAG]->(:Flag {label: 'fraud'}) } AS fraud_flag
+"""
+NEIGHBOURHOOD_START = """
+MATCH (u:User {id: $id})
+RETURN elementId(u) AS eid, u.risk AS risk, u.credit_score AS credit_score, u.decision AS decision,
+       EXISTS { (u)-[:HAS_FLAG]->(:Flag {label: 'fraud'}) } AS fraud_flag
+"""
+#: Shortest paths through identifiers and relations; the bound must be a literal in Cypher, so
+#: paths are searched up to 12 steps and cut to $max_hops.
+SHORTEST_PATHS = """
+MATCH (a:User {id: $a}), (b:User {id: $b})
+MATCH p = allShortestPaths((a)-[:USES|RELATES*..12]-(b))
+WHERE length(p) <= $max_hops
+RETURN [n IN nodes(p) | coalesce(n.id, n.key)] AS nodes,
+       [n IN nodes(p) | CASE WHEN n:User THEN 'user' ELSE 'identifier' END] AS node_types,
+       [r IN relationships(p) | coalesce(r.kind, toLower(type(r)))] AS edges
+LIMIT $limit
+"""
+RING_MEMBERS = """
+MATCH (u:User {id: $id}) WHERE u.ring_id IS NOT NULL AND u.ring_id <> ''
+MATCH (m:User {ring_id: u.ring_id})
+CALL (m, u) {
+  MATCH (m)-[:USES]->(i:Identifier)<-[:USES]-(o:User)
+  WHERE o <> m AND o.ring_id = u.ring_id
+  RETURN collect(DISTINCT i.key) AS identifiers
+}
+RETURN m.id AS user_id, m.risk AS risk, m.credit_score AS credit_score, m.decision AS decision,
+       EXISTS { (m)-[:HAS_FLAG]->(:Flag {label: 'fraud'}) } AS fraud_flag, identifiers
+ORDER BY coalesce(m.risk, 0.0) DESC, m.id
 """
 COUNT_USERS = "MATCH (u:User) RETURN u.id AS id ORDER BY u._seq"
 CLEAR_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
@@ -298,13 +346,25 @@ class Neo4jStore(GraphStore):
         user_columns: dict[str, str] = meta.get("user_columns", {})
         relation_columns: dict[str, str] = meta.get("relation_columns", {})
 
-        recs = self._read(READ_USERS, columns=list(user_columns))
-        users = pd.DataFrame({"user_id": pd.Series([r["user_id"] for r in recs], dtype="string")})
+        # the four reads are independent: run them side by side (the server has cores to spare)
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = {
+                "users": pool.submit(self._read, READ_USERS, columns=list(user_columns)),
+                "links": pool.submit(self._read, READ_LINKS, null_ms=NULL_MS),
+                "relations": pool.submit(
+                    self._read, READ_RELATIONS if relation_columns else READ_RELATIONS_PLAIN, columns=list(relation_columns), null_ms=NULL_MS
+                ),
+                "flags": pool.submit(self._read, READ_FLAGS),
+            }
+            fetched = {name: f.result() for name, f in futures.items()}
+        cols = _in_seq_order(fetched["users"][0])
+        users = pd.DataFrame({"user_id": pd.Series(cols["user_id"], dtype="string")})
+        values = cols["values"]
         for j, (col, kind) in enumerate(user_columns.items()):
-            values = [r["values"][j] for r in recs]
-            users[col] = pd.Series(values, dtype="float64") if kind == "number" else pd.Series(values, dtype="string")
+            column = [v[j] for v in values]
+            users[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
 
-        cols = self._read(READ_LINKS, null_ms=NULL_MS)[0]
+        cols = _in_seq_order(fetched["links"][0])
         if cols["user_id"]:
             links = pd.DataFrame(
                 {
@@ -319,7 +379,7 @@ class Neo4jStore(GraphStore):
         else:
             links = base.links
 
-        cols = self._read(READ_RELATIONS, columns=list(relation_columns), null_ms=NULL_MS)[0]
+        cols = _in_seq_order(fetched["relations"][0])
         if cols["src"]:
             relations = pd.DataFrame(
                 {
@@ -330,7 +390,7 @@ class Neo4jStore(GraphStore):
                     "ts": _times_columnar(cols["ts"]),
                 }
             )
-            values = cols["values"]
+            values = cols.get("values", [])
             for j, (col, kind) in enumerate(relation_columns.items()):
                 column = [v[j] for v in values]
                 relations[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
@@ -339,7 +399,7 @@ class Neo4jStore(GraphStore):
         else:
             relations = base.relations
 
-        recs = self._read(READ_FLAGS)
+        recs = fetched["flags"]
         if recs:
             flags = pd.DataFrame(
                 {
@@ -362,11 +422,15 @@ class Neo4jStore(GraphStore):
         meta = self._meta()
         counts: dict[str, WriteCounts] = {}
         merged_all: dict[str, pd.DataFrame] = {}
-        # every user first, so links, relations and flags can MATCH their endpoints
+        # every user first (users-table rows with their properties, then the rest bare), so
+        # links, relations and flags can MATCH their endpoints
         known = set(self.known_user_ids().tolist()) if stored is not None else set()
+        known.update(tables.users["user_id"].astype(str).tolist())
         missing = [u for u in tables.all_user_ids().astype(str).tolist() if u not in known]
-        self._write_batches("users", ENSURE_USERS, missing)
         for name, new in tables:
+            if name == "links":
+                self._write_batches("users", ENSURE_USERS, missing)
+                missing = []
             old = getattr(stored, name) if stored is not None else None
             if old is not None and not len(old):
                 old = None
@@ -382,6 +446,7 @@ class Neo4jStore(GraphStore):
                 self._write_relations(merged.iloc[n_old:], n_old, meta)
             else:
                 self._write_flags(merged.iloc[n_old:], n_old)
+        self._write_batches("users", ENSURE_USERS, missing)
         meta["counts"] = {n: len(merged_all[n]) if n in merged_all else (meta.get("counts") or {}).get(n, 0) for n in TABLE_NAMES}
         if any(c.added for c in counts.values()):
             meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
@@ -416,15 +481,14 @@ class Neo4jStore(GraphStore):
         key = merged["user_id"].astype(str) + "\x1f" + merged["kind"].astype(str) + "\x1f" + merged["ident"].astype(str)
         new_key = new["user_id"].astype(str) + "\x1f" + new["kind"].astype(str) + "\x1f" + new["ident"].astype(str)
         touched = key.isin(new_key).to_numpy()
-        by_label: dict[str | None, list[dict[str, Any]]] = {}
         first = _millis(merged["first_seen"])
         last = _millis(merged["last_seen"])
         weight = merged["weight"].to_numpy(dtype=np.float64)
         kinds = merged["kind"].astype(str).to_numpy()
         idents = merged["ident"].astype(str).to_numpy()
         users = merged["user_id"].astype(str).to_numpy()
-        for i in np.flatnonzero(touched).tolist():
-            row = {
+        rows = [
+            {
                 "user_id": users[i],
                 "kind": kinds[i],
                 "ident": idents[i],
@@ -434,9 +498,12 @@ class Neo4jStore(GraphStore):
                 "weight": None if np.isnan(weight[i]) else float(weight[i]),
                 "seq": i,
             }
-            by_label.setdefault(IDENTIFIER_LABELS.get(kinds[i]), []).append(row)
-        for label, rows in by_label.items():
-            self._write_batches("links", MERGE_LINKS[label] if label else MERGE_LINKS_PLAIN, rows)
+            for i in np.flatnonzero(touched).tolist()
+        ]
+        self._write_batches("links", MERGE_LINKS, rows)
+        for kind in sorted(set(kinds[touched].tolist()) & set(IDENTIFIER_LABELS)):
+            query = LABEL_IDENTIFIERS[IDENTIFIER_LABELS[kind]]
+            self._call(lambda q=query, k=kind: self._driver.execute_query(q, kind=k, database_=self.database))
 
     def _write_relations(self, fresh: pd.DataFrame, offset: int, meta: dict[str, Any]) -> None:
         columns: dict[str, str] = dict(meta.get("relation_columns", {}))
@@ -464,7 +531,7 @@ class Neo4jStore(GraphStore):
                     "attrs": {k: v for k, v in attrs.items() if v is not None},
                 }
             )
-        self._write_batches("relations", MERGE_RELATIONS, rows)
+        self._write_batches("relations", MERGE_RELATIONS_ATTRS if extra else MERGE_RELATIONS, rows)
 
     def _write_flags(self, fresh: pd.DataFrame, offset: int) -> None:
         if not len(fresh):
@@ -485,6 +552,91 @@ class Neo4jStore(GraphStore):
                 }
             )
         self._write_batches("flags", MERGE_FLAGS, rows)
+
+    # -- query helpers for analysts and the service ------------------------------------------
+
+    def neighbourhood(self, user_id: str, *, hops: int = 2, limit: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The user's neighbourhood up to ``hops`` steps (user-identifier and user-user edges
+        each count one), expanding at most ``limit`` edges per node, riskiest first.
+
+        Returns
+        -------
+        nodes : DataFrame
+            ``name`` (user id or identifier key), ``node_type``, ``hop``, ``risk``,
+            ``credit_score``, ``decision``, ``fraud_flag``.
+        edges : DataFrame
+            ``source``, ``target`` (names), ``type`` (USES/RELATES), ``kind``, ``weight``, ``ts``.
+        """
+        if not 1 <= hops <= 4:
+            raise ParameterError(f"The 'hops' parameter of neighbourhood must be in 1..4. Got {hops!r} instead.")
+        if not 1 <= limit <= 1000:
+            raise ParameterError(f"The 'limit' parameter of neighbourhood must be in 1..1000. Got {limit!r} instead.")
+
+        def work(tx: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            start = tx.run(NEIGHBOURHOOD_START, id=user_id).single()
+            if start is None:
+                return [], []
+            names = {start["eid"]: user_id}
+            nodes = [{"name": user_id, "node_type": "user", "hop": 0, "ident_kind": None, "risk": start["risk"],
+                      "credit_score": start["credit_score"], "decision": start["decision"], "fraud_flag": start["fraud_flag"]}]
+            edges: list[dict[str, Any]] = []
+            seen_edges: set[tuple[str, str, str, Any]] = set()
+            frontier = [start["eid"]]
+            for hop in range(1, hops + 1):
+                nxt = []
+                for rec in tx.run(NEIGHBOURHOOD_HOP, frontier=frontier, limit=limit):
+                    if rec["target"] not in names:
+                        names[rec["target"]] = rec["name"]
+                        nxt.append(rec["target"])
+                        nodes.append({"name": rec["name"], "node_type": rec["node_type"], "hop": hop, "ident_kind": rec["ident_kind"],
+                                      "risk": rec["risk"], "credit_score": rec["credit_score"], "decision": rec["decision"],
+                                      "fraud_flag": rec["fraud_flag"]})
+                    a, b = names[rec["source"]], names[rec["target"]]
+                    src, dst = (a, b) if rec["outgoing"] else (b, a)
+                    key = (src, dst, rec["type"], rec["kind"])
+                    if key not in seen_edges:
+                        seen_edges.add(key)
+                        edges.append({"source": src, "target": dst, "type": rec["type"], "kind": rec["kind"] or "uses",
+                                      "weight": rec["weight"], "ts": rec["ts"]})
+                frontier = nxt
+                if not frontier:
+                    break
+            return nodes, edges
+
+        def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            with self._driver.session(database=self.database) as session:
+                return session.execute_read(work)
+
+        nodes, edges = self._call(run)
+        if not nodes:
+            raise NotFoundError(f"unknown user {user_id!r}: not in the graph at {self.uri}")
+        return pd.DataFrame(nodes), pd.DataFrame(edges, columns=["source", "target", "type", "kind", "weight", "ts"])
+
+    def shortest_paths(self, a: str, b: str, *, max_hops: int = 8, limit: int = 5) -> list[dict[str, list[str]]]:
+        """Shortest paths between two users through identifiers and relations.
+
+        Each path is ``{"nodes": [...], "node_types": [...], "edges": [...]}``; empty when none
+        is within ``max_hops`` (at most 12).
+        """
+        if not 1 <= max_hops <= 12:
+            raise ParameterError(f"The 'max_hops' parameter of shortest_paths must be in 1..12. Got {max_hops!r} instead.")
+        known = set(self._read("UNWIND $ids AS id MATCH (u:User {id: id}) RETURN u.id AS id", ids=[a, b]))
+        for uid in (a, b):
+            if uid not in {r["id"] for r in known}:
+                raise NotFoundError(f"unknown user {uid!r}: not in the graph at {self.uri}")
+        records = self._read(SHORTEST_PATHS, a=a, b=b, max_hops=max_hops, limit=limit)
+        return [{"nodes": list(r["nodes"]), "node_types": list(r["node_types"]), "edges": list(r["edges"])} for r in records]
+
+    def ring_members(self, user_id: str) -> pd.DataFrame:
+        """Members of the user's ring (users joined by shared identifiers, as of the last
+        ``score``), riskiest first, with the ring's identifiers each member uses. Empty when the
+        user is in no ring."""
+        if not self._read("MATCH (u:User {id: $id}) RETURN u.id AS id", id=user_id):
+            raise NotFoundError(f"unknown user {user_id!r}: not in the graph at {self.uri}")
+        records = self._read(RING_MEMBERS, id=user_id)
+        return pd.DataFrame(
+            [dict(r) for r in records], columns=["user_id", "risk", "credit_score", "decision", "fraud_flag", "identifiers"]
+        )
 
     # -- results ----------------------------------------------------------------------------
 
@@ -552,6 +704,15 @@ def _millis(series: pd.Series) -> list[int | None]:
     naive = series.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(series.dt, "tz", None) is not None else series
     ns = naive.to_numpy(dtype="datetime64[ns]").view(np.int64)
     return [None if m else int(v // 1_000_000) for v, m in zip(ns.tolist(), missing.tolist())]
+
+
+def _in_seq_order(record: Any) -> dict[str, list[Any]]:
+    """Columns of a columnar read, reordered by ``seq`` (sorting here is cheaper than in Cypher)."""
+    cols = dict(record)
+    order = np.argsort(np.asarray(cols.pop("seq"), dtype=np.int64), kind="stable")
+    if len(order) and (np.diff(order) == 1).all():
+        return cols
+    return {k: [v[i] for i in order.tolist()] for k, v in cols.items()}
 
 
 def _times_columnar(values: list[int]) -> pd.Series:

@@ -100,3 +100,30 @@ def test_users_known_only_from_relations_are_not_users_rows(neo4j_store, tmp_pat
     load(frames, embedded, key=KEY)
     _same_tables(embedded.read_tables(), neo4j_store.read_tables())
     assert "newcomer" in set(neo4j_store.known_user_ids())
+
+
+def test_query_helpers(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    from loaders import ParameterError
+
+    load(tiny_frames(), neo4j_store, key=KEY)
+    score(neo4j_store, Settings())
+    nodes, edges = neo4j_store.neighbourhood("a", hops=2, limit=50)
+    users = set(nodes.loc[nodes["node_type"] == "user", "name"])
+    # 1 hop: device, phone, b (transfer), c (rating); 2 hops: f1 through the device, g through... no: g is 3 hops
+    assert {"a", "b", "c", "f1"} <= users and "z" not in users
+    assert nodes.set_index("name").loc["f1", "fraud_flag"]
+    assert ((edges["source"] == "b") & (edges["target"] == "a") & (edges["kind"] == "transfer")).any()
+    capped, _ = neo4j_store.neighbourhood("a", hops=1, limit=2)
+    assert len(capped) == 3  # a itself and two neighbours
+    paths = neo4j_store.shortest_paths("a", "f1")
+    assert paths and paths[0]["nodes"][0] == "a" and paths[0]["nodes"][-1] == "f1"
+    assert paths[0]["node_types"] == ["user", "identifier", "user"] and paths[0]["edges"] == ["uses", "uses"]
+    assert neo4j_store.shortest_paths("a", "z") == []
+    ring = neo4j_store.ring_members("a")
+    assert set(ring["user_id"]) == {"a", "f1", "b", "c", "g"}
+    assert ring.set_index("user_id").loc["a", "identifiers"]  # the shared device key
+    assert neo4j_store.ring_members("z").empty
+    with pytest.raises(NotFoundError):
+        neo4j_store.neighbourhood("ghost")
+    with pytest.raises(ParameterError):
+        neo4j_store.neighbourhood("a", hops=9)
