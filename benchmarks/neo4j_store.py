@@ -41,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=120_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="Leave the loaded graph in Neo4j.")
     args = parser.parse_args()
 
     frames = generate(n_users=args.users, seed=args.seed)
@@ -62,7 +63,8 @@ def main() -> None:
     scores = result.scores
     _, write_s = timed(lambda: store.write_result("scores", scores, meta={"model_version": "benchmark"}))
     print(f"neo4j write-back: {write_s:.1f} s, {len(scores) / write_s:,.0f} users/s", flush=True)
-    store.clear()
+    if not args.keep:
+        store.clear()
     store.close()
 
     with tempfile.TemporaryDirectory() as ws:

@@ -25,6 +25,9 @@ driver retries on transient errors; ``MERGE`` makes a retried batch harmless.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import zlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
@@ -39,10 +42,14 @@ from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreErro
 from loaders.load import WriteCounts
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 
+# The driver logs every retried transaction (a deadlock between the two writing sessions) as a
+# warning; retries are expected and handled, so only errors are shown.
+logging.getLogger("neo4j").setLevel(logging.ERROR)
+
 __all__ = ["Neo4jStore", "IDENTIFIER_LABELS", "RESERVED_USER_PROPERTIES"]
 
 FORMAT_VERSION = 1
-BATCH = 20_000
+BATCH = 10_000
 #: Identifier kind -> second label. The only labels socialrisk ever writes besides
 #: User, Identifier, Flag, SocialRiskMeta and Result.
 IDENTIFIER_LABELS: dict[str, str] = {
@@ -223,6 +230,8 @@ class Neo4jStore(GraphStore):
         Database name (``neo4j`` on Community edition).
     batch_size : int
         Rows per write transaction.
+    workers : int
+        Sessions writing batches side by side.
     progress : callable, optional
         Called with ``(table, rows_done, rows_total)`` while writing.
     """
@@ -235,6 +244,7 @@ class Neo4jStore(GraphStore):
         password: str,
         database: str = "neo4j",
         batch_size: int = BATCH,
+        workers: int = 2,
         progress: Callable[[str, int, int], None] | None = None,
     ) -> None:
         from neo4j import GraphDatabase
@@ -242,6 +252,7 @@ class Neo4jStore(GraphStore):
         self.uri = uri
         self.database = database
         self.batch_size = batch_size
+        self.workers = workers
         self.progress = progress
         # "label does not exist" notices on an empty database are not problems worth logging
         self._driver = GraphDatabase.driver(uri, auth=(user, password), notifications_min_severity="OFF")
@@ -276,19 +287,49 @@ class Neo4jStore(GraphStore):
 
         return self._call(run)
 
-    def _write_batches(self, table: str, query: str, rows: list[dict[str, Any]]) -> None:
-        def work(tx: Any, batch: list[dict[str, Any]]) -> None:
+    def _write_batches(self, table: str, query: str, rows: list[Any], *, partition: str | None = None) -> None:
+        """Write ``rows`` in batches, one managed transaction each, on ``workers`` sessions.
+
+        Batches are independent (every row carries its own ``_seq``), so they may commit in any
+        order; two sessions keep the server busy while the client packs the next batch. Rows are
+        split between sessions by ``row[partition]`` (an identifier key, a source user), so the
+        sessions rarely lock the same node; a deadlock that still happens surfaces as a
+        transient error, which ``execute_write`` retries.
+        """
+        if not rows:
+            return
+
+        def work(tx: Any, batch: list[Any]) -> None:
             tx.run(query, rows=batch).consume()
 
-        def run() -> None:
-            with self._driver.session(database=self.database) as session:
-                for start in range(0, len(rows), self.batch_size):
-                    session.execute_write(work, rows[start : start + self.batch_size])
-                    if self.progress:
-                        self.progress(table, min(start + self.batch_size, len(rows)), len(rows))
+        if self.workers > 1 and partition is not None and len(rows) > self.batch_size:
+            parts: list[list[Any]] = [[] for _ in range(self.workers)]
+            for row in rows:
+                parts[zlib.crc32(str(row[partition]).encode()) % self.workers].append(row)
+            per_worker = [[p[i : i + self.batch_size] for i in range(0, len(p), self.batch_size)] for p in parts]
+        else:
+            flat = [rows[start : start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
+            per_worker = [flat[w :: self.workers] for w in range(self.workers)] if self.workers > 1 else [flat]
+        batches = [b for part in per_worker for b in part]
+        done = [0]
+        lock = threading.Lock()
 
-        if rows:
-            self._call(run)
+        def run_batches(mine: list[list[Any]]) -> None:
+            with self._driver.session(database=self.database) as session:
+                for batch in mine:
+                    session.execute_write(work, batch)
+                    with lock:
+                        done[0] += len(batch)
+                        if self.progress:
+                            self.progress(table, done[0], len(rows))
+
+        if self.workers <= 1 or len(batches) == 1:
+            self._call(lambda: run_batches(batches))
+            return
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = [pool.submit(self._call, lambda part=part: run_batches(part)) for part in per_worker if part]
+            for f in futures:
+                f.result()
 
     def close(self) -> None:
         self._driver.close()
@@ -473,7 +514,7 @@ class Neo4jStore(GraphStore):
         for seq, (_, r) in zip(seqs.tolist(), frame.iterrows()):
             props = {c: _plain(r[c]) for c in feature_cols}
             rows.append({"id": str(r["user_id"]), "seq": int(seq), "props": {k: v for k, v in props.items() if v is not None}})
-        self._write_batches("users", MERGE_USERS, rows)
+        self._write_batches("users", MERGE_USERS, rows, partition="id")
 
     def _write_links(self, merged: pd.DataFrame, new: pd.DataFrame) -> None:
         if not len(new):
@@ -500,7 +541,7 @@ class Neo4jStore(GraphStore):
             }
             for i in np.flatnonzero(touched).tolist()
         ]
-        self._write_batches("links", MERGE_LINKS, rows)
+        self._write_batches("links", MERGE_LINKS, rows, partition="key")
         for kind in sorted(set(kinds[touched].tolist()) & set(IDENTIFIER_LABELS)):
             query = LABEL_IDENTIFIERS[IDENTIFIER_LABELS[kind]]
             self._call(lambda q=query, k=kind: self._driver.execute_query(q, kind=k, database_=self.database))
@@ -531,7 +572,7 @@ class Neo4jStore(GraphStore):
                     "attrs": {k: v for k, v in attrs.items() if v is not None},
                 }
             )
-        self._write_batches("relations", MERGE_RELATIONS_ATTRS if extra else MERGE_RELATIONS, rows)
+        self._write_batches("relations", MERGE_RELATIONS_ATTRS if extra else MERGE_RELATIONS, rows, partition="src")
 
     def _write_flags(self, fresh: pd.DataFrame, offset: int) -> None:
         if not len(fresh):
@@ -551,7 +592,7 @@ class Neo4jStore(GraphStore):
                     "ts": ts[i], "key": int(key[i]), "occ": int(occ[i]), "fkey": f"{int(key[i])}:{int(occ[i])}", "seq": offset + i,
                 }
             )
-        self._write_batches("flags", MERGE_FLAGS, rows)
+        self._write_batches("flags", MERGE_FLAGS, rows, partition="user_id")
 
     # -- query helpers for analysts and the service ------------------------------------------
 
