@@ -136,22 +136,25 @@ ENSURE_USERS = "UNWIND $rows AS row MERGE (:User {id: row})"
 NULL_MS = -(2**63)
 READ_LINKS = """
 MATCH (u:User)-[r:USES]->(i:Identifier)
-RETURN collect(r._seq) AS seq, collect(u.id) AS user_id, collect(i.kind) AS kind, collect(i.ident) AS ident,
+RETURN collect(r._seq) AS seq, collect(id(u)) AS user_nid, collect(i.kind) AS kind, collect(i.ident) AS ident,
        collect(coalesce(r.first_seen.epochMillis, $null_ms)) AS first_seen,
        collect(coalesce(r.last_seen.epochMillis, $null_ms)) AS last_seen,
        collect(coalesce(r.weight, 0.0 / 0.0)) AS weight
 """
 READ_RELATIONS = """
 MATCH (a:User)-[r:RELATES]->(b:User)
-RETURN collect(r._seq) AS seq, collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
+RETURN collect(r._seq) AS seq, collect(id(a)) AS src_nid, collect(id(b)) AS dst_nid, collect(r.kind) AS kind, collect(r.weight) AS weight,
        collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ,
        collect([c IN $columns | r[c]]) AS values
 """
 READ_RELATIONS_PLAIN = """
 MATCH (a:User)-[r:RELATES]->(b:User)
-RETURN collect(r._seq) AS seq, collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
+RETURN collect(r._seq) AS seq, collect(id(a)) AS src_nid, collect(id(b)) AS dst_nid, collect(r.kind) AS kind, collect(r.weight) AS weight,
        collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ
 """
+#: Internal node ids of every user, to turn the edges' endpoint ids into user ids client-side
+#: (reading two id strings per edge on the server costs more than this one pass).
+READ_USER_NIDS = "MATCH (u:User) RETURN collect(id(u)) AS nid, collect(u.id) AS id"
 READ_FLAGS = """
 MATCH (u:User)-[:HAS_FLAG]->(f:Flag)
 RETURN u.id AS user_id, f.label AS label, f.severity AS severity, f.source AS source, f.ts.epochMillis AS ts,
@@ -396,17 +399,20 @@ class Neo4jStore(GraphStore):
                     self._read, READ_RELATIONS if relation_columns else READ_RELATIONS_PLAIN, columns=list(relation_columns), null_ms=NULL_MS
                 ),
                 "flags": pool.submit(self._read, READ_FLAGS),
+                "nids": pool.submit(self._read, READ_USER_NIDS),
             }
             fetched = {name: f.result() for name, f in futures.items()}
         cols = _in_seq_order(fetched["users"][0])
-        users = pd.DataFrame({"user_id": pd.Series(cols["user_id"], dtype="string")})
+        users = pd.DataFrame({"user_id": pd.Series(list(cols["user_id"]), dtype="string")})
         values = cols["values"]
         for j, (col, kind) in enumerate(user_columns.items()):
             column = [v[j] for v in values]
             users[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
 
+        node_ids = _NodeIds(fetched["nids"][0])
         cols = _in_seq_order(fetched["links"][0])
-        if cols["user_id"]:
+        if len(cols["user_nid"]):
+            cols["user_id"] = node_ids.names(cols["user_nid"])
             links = pd.DataFrame(
                 {
                     "user_id": pd.Series(cols["user_id"], dtype="string"),
@@ -421,7 +427,9 @@ class Neo4jStore(GraphStore):
             links = base.links
 
         cols = _in_seq_order(fetched["relations"][0])
-        if cols["src"]:
+        if len(cols["src_nid"]):
+            cols["src"] = node_ids.names(cols["src_nid"])
+            cols["dst"] = node_ids.names(cols["dst_nid"])
             relations = pd.DataFrame(
                 {
                     "src": pd.Series(cols["src"], dtype="string"),
@@ -747,13 +755,32 @@ def _millis(series: pd.Series) -> list[int | None]:
     return [None if m else int(v // 1_000_000) for v, m in zip(ns.tolist(), missing.tolist())]
 
 
+class _NodeIds:
+    """Internal node id -> user id, by binary search over the sorted ids."""
+
+    def __init__(self, record: Any) -> None:
+        nid = np.asarray(record["nid"], dtype=np.int64)
+        order = np.argsort(nid)
+        self.nid = nid[order]
+        self.ids = np.asarray(record["id"], dtype=object)[order]
+
+    def names(self, nids: list[int]) -> np.ndarray:
+        pos = np.searchsorted(self.nid, np.asarray(nids, dtype=np.int64))
+        return self.ids[pos]
+
+
 def _in_seq_order(record: Any) -> dict[str, list[Any]]:
     """Columns of a columnar read, reordered by ``seq`` (sorting here is cheaper than in Cypher)."""
     cols = dict(record)
     order = np.argsort(np.asarray(cols.pop("seq"), dtype=np.int64), kind="stable")
     if len(order) and (np.diff(order) == 1).all():
         return cols
-    return {k: [v[i] for i in order.tolist()] for k, v in cols.items()}
+    out = {}
+    for k, v in cols.items():
+        column = np.empty(len(v), dtype=object)
+        column[:] = v  # element-wise: values may themselves be lists
+        out[k] = column[order]
+    return out
 
 
 def _times_columnar(values: list[int]) -> pd.Series:
