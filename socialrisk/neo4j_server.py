@@ -30,6 +30,8 @@ ENV_URI = "SOCIALRISK_NEO4J_URI"
 ENV_USER = "SOCIALRISK_NEO4J_USER"
 ENV_HEAP = "SOCIALRISK_NEO4J_HEAP"
 ENV_PAGECACHE = "SOCIALRISK_NEO4J_PAGECACHE"
+ENV_GDS = "SOCIALRISK_NEO4J_GDS"
+GDS_VERSION = "2.13.9"
 
 #: The JVM options of Neo4j's default neo4j.conf (server.jvm.additional), needed when the server
 #: is started without its launcher script.
@@ -63,6 +65,7 @@ class ServerSettings:
     password: str
     heap: str
     pagecache: str
+    gds: bool = False
 
     @property
     def uri(self) -> str:
@@ -97,6 +100,7 @@ def server_settings() -> ServerSettings:
         password=password,
         heap=os.environ.get(ENV_HEAP, "2g"),
         pagecache=os.environ.get(ENV_PAGECACHE, "1g"),
+        gds=os.environ.get(ENV_GDS, "") in ("1", "true", "yes"),
     )
 
 
@@ -106,6 +110,8 @@ def provision(settings: ServerSettings, *, log: callable | None = None) -> Path:
     _require_java()
     marker = settings.lib / f".neo4j-{NEO4J_VERSION}"
     if marker.exists():
+        if settings.gds:
+            _provision_gds(settings)
         return settings.lib
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -120,7 +126,34 @@ def provision(settings: ServerSettings, *, log: callable | None = None) -> Path:
     if done.returncode != 0:
         raise StoreError(f"Maven could not fetch Neo4j {NEO4J_VERSION}: {(done.stdout + done.stderr).strip()[-800:]}")
     marker.write_text(NEO4J_VERSION)
+    if settings.gds:
+        _provision_gds(settings)
     return settings.lib
+
+
+def _provision_gds(settings: ServerSettings) -> None:
+    """OpenGDS into ``plugins/`` (procedures are registered from there): the jars the ``gds``
+    Maven profile adds to the server's own."""
+    plugins = settings.home / "plugins"
+    marker = plugins / f".gds-{GDS_VERSION}"
+    if marker.exists():
+        return
+    staging = settings.home / "gds-staging"
+    done = subprocess.run(
+        [shutil.which("mvn") or "mvn", "-q", "-B", "-f", str(POM), "-Pgds", "dependency:copy-dependencies",
+         f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise StoreError(f"Maven could not fetch OpenGDS {GDS_VERSION}: {(done.stdout + done.stderr).strip()[-800:]}")
+    server_jars = {p.name for p in settings.lib.glob("*.jar")}
+    plugins.mkdir(parents=True, exist_ok=True)
+    for jar in staging.glob("*.jar"):
+        if jar.name not in server_jars:
+            shutil.copy2(jar, plugins / jar.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    marker.write_text(GDS_VERSION)
 
 
 def _require_java() -> str:
@@ -158,6 +191,8 @@ server.memory.heap.max_size={settings.heap}
 server.memory.pagecache.size={settings.pagecache}
 dbms.security.auth_enabled=true
 """
+    if settings.gds:
+        conf += "dbms.security.procedures.unrestricted=gds.*\ndbms.security.procedures.allowlist=gds.*\n"
     (h / "conf" / "neo4j.conf").write_text(conf)
 
 
@@ -199,7 +234,8 @@ def start(settings: ServerSettings, *, timeout: float = 180.0, log: callable | N
     say(f"starting Neo4j {NEO4J_VERSION} on {settings.uri}")
     console = open(settings.home / "logs" / "console.log", "ab")
     proc = subprocess.Popen(
-        [java, f"-Xms{settings.heap}", f"-Xmx{settings.heap}", *JVM_OPTIONS, "-cp", str(settings.lib / "*"),
+        [java, f"-Xms{settings.heap}", f"-Xmx{settings.heap}", *JVM_OPTIONS, "-cp",
+         str(settings.lib / "*") + (os.pathsep + str(settings.home / "plugins" / "*") if settings.gds else ""),
          "org.neo4j.server.CommunityEntryPoint", f"--home-dir={settings.home}", f"--config-dir={settings.home / 'conf'}"],
         stdout=console,
         stderr=subprocess.STDOUT,
