@@ -515,13 +515,24 @@ class Neo4jStore(GraphStore):
             columns.setdefault(col, "number" if pd.api.types.is_numeric_dtype(merged[col]) else "text")
         meta["user_columns"] = columns
         touched = merged["user_id"].isin(new["user_id"]).to_numpy()
-        seqs = np.flatnonzero(touched)
+        seqs = np.flatnonzero(touched).tolist()
         frame = merged.loc[touched]
-        feature_cols = [c for c in frame.columns if c != "user_id"]
+        ids = frame["user_id"].astype(str).tolist()
+        # column by column: numbers as floats (NaN left out), text as str (NA left out)
+        columns = []
+        for c in frame.columns:
+            if c == "user_id":
+                continue
+            values = frame[c]
+            if pd.api.types.is_numeric_dtype(values):
+                arr = values.to_numpy(dtype=np.float64)
+                columns.append((c, [None if v != v else v for v in arr.tolist()]))
+            else:
+                columns.append((c, [None if v is None or v is pd.NA else str(v) for v in values.astype(object).tolist()]))
         rows = []
-        for seq, (_, r) in zip(seqs.tolist(), frame.iterrows()):
-            props = {c: _plain(r[c]) for c in feature_cols}
-            rows.append({"id": str(r["user_id"]), "seq": int(seq), "props": {k: v for k, v in props.items() if v is not None}})
+        for i, (uid, seq) in enumerate(zip(ids, seqs)):
+            props = {c: col[i] for c, col in columns if col[i] is not None}
+            rows.append({"id": uid, "seq": seq, "props": props})
         self._write_batches("users", MERGE_USERS, rows, partition="id")
 
     def _write_links(self, merged: pd.DataFrame, new: pd.DataFrame) -> None:
