@@ -145,7 +145,6 @@ def explain_user(
             break
     seeds = np.zeros(A.shape[0])
     seeds[:n] = fraud
-    own = seeds[v]
     seeds[v] = 0.0  # the user's own flag is not graph exposure
     contrib = seeds * y
     total = float(contrib.sum())
@@ -172,7 +171,6 @@ def explain_user(
                 path=_path(tables, projection, pred, int(s), v),
             )
         )
-    del own
     return Explanation(user_id=user_id, contributions=out, exposure=total)
 
 

@@ -70,6 +70,18 @@ class Projection:
     def user_index(self) -> pd.Index:
         return pd.Index(self.user_ids)
 
+    @cached_property
+    def shared(self) -> sp.csr_matrix:
+        """Binary user x shared-identifier matrix (1 where the user uses the identifier)."""
+        return sp.csr_matrix((self.incidence > 0).astype(np.float64))
+
+    @cached_property
+    def related(self) -> sp.csr_matrix:
+        """Binary user x user matrix: 1 where ``src`` has any relation of any kind to ``dst``."""
+        n = self.n_users
+        total = sum(self.relations_count.values(), sp.csr_matrix((n, n)))
+        return sp.csr_matrix((total > 0).astype(np.float64))
+
     def index_of(self, user_ids: object) -> np.ndarray:
         """Indices of user ids; raises :class:`NotFoundError` naming the first unknown one."""
         ids = pd.Index(np.atleast_1d(np.asarray(user_ids, dtype=object)).astype(str))

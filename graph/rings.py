@@ -25,7 +25,7 @@ def identifier_components(projection: Projection) -> tuple[np.ndarray, np.ndarra
         Users per component.
     """
     n, m = projection.n_users, projection.n_idents
-    B = sp.csr_matrix((projection.incidence > 0).astype(np.int8))
+    B = projection.shared
     graph = sp.bmat([[None, B], [B.T, None]], format="csr") if m else sp.csr_matrix((n, n))
     _, labels = connected_components(graph, directed=False)
     labels = labels[:n]

@@ -106,7 +106,7 @@ def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
     links = tables.links
     idx = projection.index_of(links["user_id"].to_numpy()) if len(links) else np.zeros(0, dtype=np.int64)
     cols["lnk_n_links"] = np.bincount(idx, minlength=n).astype(np.float64)
-    B = (projection.incidence > 0).astype(np.float64)
+    B = projection.shared
     deg = projection.ident_degree.astype(np.float64)
     cols["lnk_n_shared"] = np.asarray(B.sum(axis=1)).ravel()
     cols["lnk_co_users"] = B @ np.maximum(deg - 1, 0)
@@ -134,8 +134,7 @@ def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
                 ok = ~np.isnan(v)
                 s = np.bincount(ids[ok], weights=v[ok], minlength=n)
                 cols[f"rel_{side}_{c}_mean"] = _safe_div(s, np.bincount(ids[ok], minlength=n).astype(np.float64))
-        counts = sum(projection.relations_count.values(), sp.csr_matrix((n, n)))
-        binary = (counts > 0).astype(np.float64)
+        binary = projection.related
         cols["rel_out_partners"] = np.asarray(binary.sum(axis=1)).ravel()
         cols["rel_in_partners"] = np.asarray(binary.sum(axis=0)).ravel()
         cols["rel_reciprocal"] = np.asarray(binary.multiply(binary.T).sum(axis=1)).ravel()
@@ -152,8 +151,7 @@ def neighbour_means(features: pd.DataFrame, projection: Projection) -> pd.DataFr
     Xf = np.where(present, X, 0.0)
     P = present.astype(np.float64)
     out: dict[str, np.ndarray] = {}
-    counts = sum(projection.relations_count.values(), sp.csr_matrix((n, n)))
-    A = ((counts + counts.T) > 0).astype(np.float64)
+    A = ((projection.related + projection.related.T) > 0).astype(np.float64)
     if A.nnz:
         m1 = _mean_over(A, Xf, P)
         m1_present = ~np.isnan(m1)
@@ -162,7 +160,7 @@ def neighbour_means(features: pd.DataFrame, projection: Projection) -> pd.DataFr
             out[f"rel_nbr1_{c}"] = m1[:, j]
             out[f"rel_nbr2_{c}"] = m2[:, j]
     if projection.n_idents:
-        B = sp.csr_matrix((projection.incidence > 0).astype(np.float64))
+        B = projection.shared
         num = B @ (B.T @ Xf) - Xf * np.asarray(B.sum(axis=1))
         den = B @ (B.T @ P) - P * np.asarray(B.sum(axis=1))
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -243,13 +241,12 @@ def label_features(walks: Walks, flags: FlagVectors, folds: np.ndarray) -> pd.Da
         out[f"{layer}_lift_benign"] = lb
         out[f"{layer}_fraud_share"] = lf / (lf + lb + 1.0)
     if projection.n_idents:
-        B = sp.csr_matrix((projection.incidence > 0).astype(np.float64))
+        B = projection.shared
         for name, M in (("fraud", F), ("benign", Bn)):
             direct = B @ (B.T @ (M > 0).astype(np.float64)) - (M > 0) * np.asarray(B.sum(axis=1))
             out[f"lnk_{name}_co_users"] = pick(direct)
     if projection.relations_count:
-        counts = sum(projection.relations_count.values(), sp.csr_matrix((n, n)))
-        binary = sp.csr_matrix((counts > 0).astype(np.float64))
+        binary = projection.related
         pos, neg = projection.relations_pos, projection.relations_neg
         for name, M in (("fraud", F), ("benign", Bn)):
             ind = (M > 0).astype(np.float64)

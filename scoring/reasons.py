@@ -66,7 +66,7 @@ def linked_account_reasons(
 ) -> list[list[Reason]]:
     """For each user in ``rows``: identifiers shared with accounts confirmed as fraud, per kind."""
     out: list[list[Reason]] = [[] for _ in rows]
-    B = sp.csr_matrix((projection.incidence > 0).astype(np.float64))
+    B = projection.shared
     for code, kind in enumerate(projection.ident_kinds):
         mask = projection.ident_kind == code
         if not mask.any():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,10 +39,6 @@ WorkspaceOpt = Annotated[
 ]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
 StoreOpt = Annotated[str, typer.Option("--store", help="Graph store: embedded (default, no server) or neo4j.")]
-
-
-def _default_workspace() -> Path:
-    return Path(os.environ.get(ENV_WORKSPACE, DEFAULT_WORKSPACE))
 
 
 @contextlib.contextmanager

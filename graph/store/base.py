@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from loaders.errors import ConfigError
 from loaders.load import WriteCounts
 from loaders.schema import Tables
 
@@ -50,11 +51,22 @@ class GraphStore(ABC):
         """Store-level facts: row counts, data snapshot id, key fingerprint."""
 
     @abstractmethod
+    def _update_metadata(self, values: dict[str, Any]) -> None:
+        """Set store-level facts (merged into the existing ones)."""
+
     def bind_key(self, fingerprint: str) -> None:
         """Record the pseudonymisation key's fingerprint, or refuse a different key.
 
         Identifiers hashed under two keys would never match, silently splitting the graph.
         """
+        bound = self.metadata().get("key_fingerprint")
+        if bound is None:
+            self._update_metadata({"key_fingerprint": fingerprint})
+        elif bound != fingerprint:
+            raise ConfigError(
+                f"{self}: this store was loaded with a different pseudonymisation key (fingerprint mismatch). "
+                "Use the same SOCIALRISK_PSEUDONYM_KEY, or load into a new workspace or an empty database."
+            )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, file handles)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from loaders.errors import ConfigError, NotFoundError, StoreError
+from loaders.errors import NotFoundError, StoreError
 from loaders.load import WriteCounts
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 from graph.store.base import GraphStore
@@ -68,17 +68,13 @@ class EmbeddedStore(GraphStore):
     def metadata(self) -> dict[str, Any]:
         return self._read_meta()
 
-    def bind_key(self, fingerprint: str) -> None:
+    def _update_metadata(self, values: dict[str, Any]) -> None:
         meta = self._read_meta()
-        bound = meta.get("key_fingerprint")
-        if bound is None:
-            meta["key_fingerprint"] = fingerprint
-            self._write_meta(meta)
-        elif bound != fingerprint:
-            raise ConfigError(
-                f"{self.workspace}: this workspace was loaded with a different pseudonymisation key "
-                "(fingerprint mismatch). Use the same SOCIALRISK_PSEUDONYM_KEY, or load into a new workspace."
-            )
+        meta.update(values)
+        self._write_meta(meta)
+
+    def __str__(self) -> str:
+        return str(self.workspace)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         _atomic_write_bytes(self.workspace / "meta.json", json.dumps(meta, indent=2, sort_keys=True).encode())

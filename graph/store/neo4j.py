@@ -107,14 +107,6 @@ MATCH (a:User {id: row.src})
 MATCH (b:User {id: row.dst})
 MERGE (a)-[r:RELATES {_key: row.key, _occ: row.occ}]->(b)
 SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
-    r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime.fromepochmillis(row.ts) END
-"""
-MERGE_RELATIONS_ATTRS = """
-UNWIND $rows AS row
-MATCH (a:User {id: row.src})
-MATCH (b:User {id: row.dst})
-MERGE (a)-[r:RELATES {_key: row.key, _occ: row.occ}]->(b)
-SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
     r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime.fromepochmillis(row.ts) END, r += row.attrs
 """
 MERGE_FLAGS = """
@@ -366,16 +358,11 @@ class Neo4jStore(GraphStore):
     def metadata(self) -> dict[str, Any]:
         return self._meta()
 
-    def bind_key(self, fingerprint: str) -> None:
-        meta = self._meta()
-        bound = meta.get("key_fingerprint")
-        if bound is None:
-            self._write_meta({"key_fingerprint": fingerprint, "format_version": FORMAT_VERSION})
-        elif bound != fingerprint:
-            raise ConfigError(
-                f"{self.uri}: this database was loaded with a different pseudonymisation key (fingerprint mismatch). "
-                "Use the same SOCIALRISK_PSEUDONYM_KEY, or load into an empty database."
-            )
+    def _update_metadata(self, values: dict[str, Any]) -> None:
+        self._write_meta({**values, "format_version": FORMAT_VERSION})
+
+    def __str__(self) -> str:
+        return self.uri
 
     # -- tables -----------------------------------------------------------------------------
 
@@ -467,8 +454,8 @@ class Neo4jStore(GraphStore):
         return self._tables
 
     def write_tables(self, tables: Tables) -> dict[str, WriteCounts]:
-        stored = self.read_tables() if self.metadata().get("counts") else None
         meta = self._meta()
+        stored = self.read_tables() if meta.get("counts") else None
         counts: dict[str, WriteCounts] = {}
         merged_all: dict[str, pd.DataFrame] = {}
         # every user first (users-table rows with their properties, then the rest bare), so
@@ -591,7 +578,7 @@ class Neo4jStore(GraphStore):
                     "attrs": {k: v for k, v in attrs.items() if v is not None},
                 }
             )
-        self._write_batches("relations", MERGE_RELATIONS_ATTRS if extra else MERGE_RELATIONS, rows, partition="src")
+        self._write_batches("relations", MERGE_RELATIONS, rows, partition="src")
 
     def _write_flags(self, fresh: pd.DataFrame, offset: int) -> None:
         if not len(fresh):
@@ -705,15 +692,16 @@ class Neo4jStore(GraphStore):
         (``u.risk``), other results are prefixed (``u.propagation_lnk_exposure``)."""
         columns = [c for c in frame.columns if c != "user_id"]
         properties = [c if name == "scores" else f"{name}_{c}" for c in columns]
+        store_meta = self._meta()
         for p in properties:
-            if p in RESERVED_USER_PROPERTIES or p.startswith("_") or p in self._meta().get("user_columns", {}):
+            if p in RESERVED_USER_PROPERTIES or p.startswith("_") or p in store_meta.get("user_columns", {}):
                 raise StoreError(f"result column {p!r} clashes with a property already kept on :User nodes")
         ids = frame["user_id"].astype(str).to_numpy()
         values = {p: frame[c].to_numpy(dtype=object) for c, p in zip(columns, properties)}
         rows = [{"id": ids[i], "props": {p: _plain(v[i]) for p, v in values.items()}} for i in range(len(frame))]
         self._write_batches(f"result {name}", WRITE_RESULT_ROWS, rows)
         full = dict(meta)
-        full.setdefault("snapshot", self._meta().get("snapshot", 0))
+        full.setdefault("snapshot", store_meta.get("snapshot", 0))
         full.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         dtypes = {c: ("number" if pd.api.types.is_numeric_dtype(frame[c]) else "text") for c in columns}
         self._call(
