@@ -114,7 +114,11 @@ def read_frame(name: str, frame: pd.DataFrame) -> RawTable:
     out = {}
     for column in frame.columns:
         series = frame[column].reset_index(drop=True)
-        if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series)):
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_datetime64_any_dtype(series):
+            pass
+        elif isinstance(series.dtype, pd.StringDtype) or pd.api.types.infer_dtype(series, skipna=True) == "string":
+            series = series.astype("string")
+        else:
             missing = series.isna().to_numpy()
             text = [None if miss else (v if isinstance(v, str) else str(v)) for v, miss in zip(series.to_numpy(dtype=object), missing)]
             series = pd.Series(text, dtype="string")

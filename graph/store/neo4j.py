@@ -30,6 +30,7 @@ import threading
 import zlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -50,6 +51,8 @@ __all__ = ["Neo4jStore", "IDENTIFIER_LABELS", "RESERVED_USER_PROPERTIES"]
 
 FORMAT_VERSION = 1
 BATCH = 10_000
+#: Parts each big edge read is split into, one server thread each.
+READ_PARTS = 2
 #: Identifier kind -> second label. The only labels socialrisk ever writes besides
 #: User, Identifier, Flag, SocialRiskMeta and Result.
 IDENTIFIER_LABELS: dict[str, str] = {
@@ -94,11 +97,10 @@ MERGE (u)-[r:USES]->(i)
 SET r.first_seen = CASE WHEN row.first_seen IS NULL THEN null ELSE datetime.fromepochmillis(row.first_seen) END, r.last_seen = CASE WHEN row.last_seen IS NULL THEN null ELSE datetime.fromepochmillis(row.last_seen) END,
     r.weight = row.weight, r._seq = row.seq
 """
-#: The second label of identifier nodes, set in one pass per vocabulary label after a load
-#: (setting it row by row costs a third of the load time). One constant per label, because
-#: Cypher cannot take a label as a parameter.
-LABEL_IDENTIFIERS: dict[str, str] = {
-    label: "MATCH (i:Identifier) WHERE i.kind = $kind AND NOT i:%s SET i:%s" % (label, label)
+#: Links to identifiers of a vocabulary kind: the same merge, setting the second label on
+#: creation. One constant per label, because Cypher cannot take a label as a parameter.
+MERGE_LINKS_LABELLED: dict[str, str] = {
+    label: MERGE_LINKS.replace("ON CREATE SET i.kind", "ON CREATE SET i:%s, i.kind" % label)
     for label in IDENTIFIER_LABELS.values()
 }
 MERGE_RELATIONS = """
@@ -109,6 +111,9 @@ MERGE (a)-[r:RELATES {_key: row.key, _occ: row.occ}]->(b)
 SET r.kind = row.kind, r.weight = row.weight, r._seq = row.seq,
     r.ts = CASE WHEN row.ts IS NULL THEN null ELSE datetime.fromepochmillis(row.ts) END, r += row.attrs
 """
+#: Without extra columns: no ``r += row.attrs``, whose read/set conflict makes the planner
+#: materialise every row of the batch first (an Eager operator).
+MERGE_RELATIONS_PLAIN = MERGE_RELATIONS.replace(", r += row.attrs", "")
 MERGE_FLAGS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})
@@ -126,21 +131,28 @@ ENSURE_USERS = "UNWIND $rows AS row MERGE (:User {id: row})"
 #: Columnar reads: one record of parallel lists decodes far faster than one record per row.
 #: ``collect`` drops nulls, so missing values travel as sentinels (NaN, or the smallest int64).
 NULL_MS = -(2**63)
+#: The two edge reads are split by source node (``id(u) % $parts = $part``) and run side by
+#: side: each Cypher query runs on one server thread, and the server has a core per part.
+#: Far ends go unlabelled: USES only ever ends at an identifier and RELATES at a user, and
+#: checking the label costs a node read per edge.
 READ_LINKS = """
-MATCH (u:User)-[r:USES]->(i:Identifier)
+MATCH (u:User) WHERE id(u) % $parts = $part
+MATCH (u)-[r:USES]->(i)
 RETURN collect(r._seq) AS seq, collect(id(u)) AS user_nid, collect(i.kind) AS kind, collect(i.ident) AS ident,
        collect(coalesce(r.first_seen.epochMillis, $null_ms)) AS first_seen,
        collect(coalesce(r.last_seen.epochMillis, $null_ms)) AS last_seen,
        collect(coalesce(r.weight, 0.0 / 0.0)) AS weight
 """
 READ_RELATIONS = """
-MATCH (a:User)-[r:RELATES]->(b:User)
+MATCH (a:User) WHERE id(a) % $parts = $part
+MATCH (a)-[r:RELATES]->(b)
 RETURN collect(r._seq) AS seq, collect(id(a)) AS src_nid, collect(id(b)) AS dst_nid, collect(r.kind) AS kind, collect(r.weight) AS weight,
        collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ,
        collect([c IN $columns | r[c]]) AS values
 """
 READ_RELATIONS_PLAIN = """
-MATCH (a:User)-[r:RELATES]->(b:User)
+MATCH (a:User) WHERE id(a) % $parts = $part
+MATCH (a)-[r:RELATES]->(b)
 RETURN collect(r._seq) AS seq, collect(id(a)) AS src_nid, collect(id(b)) AS dst_nid, collect(r.kind) AS kind, collect(r.weight) AS weight,
        collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ
 """
@@ -265,7 +277,11 @@ class Neo4jStore(GraphStore):
             return fn()
         except AuthError as exc:
             raise ConfigError(f"Neo4j at {self.uri} refused the credentials (set SOCIALRISK_NEO4J_PASSWORD)") from exc
-        except (ServiceUnavailable, SessionExpired, TransientError) as exc:
+        except TransientError as exc:
+            raise TransientStoreError(
+                f"Neo4j at {self.uri} kept failing with a transient error after retries ({exc.code}): {exc.message}; try again"
+            ) from exc
+        except (ServiceUnavailable, SessionExpired) as exc:
             raise TransientStoreError(
                 f"cannot reach Neo4j at {self.uri} ({exc.__class__.__name__}); start it with 'socialrisk neo4j start' or check SOCIALRISK_NEO4J_URI"
             ) from exc
@@ -282,7 +298,9 @@ class Neo4jStore(GraphStore):
 
         return self._call(run)
 
-    def _write_batches(self, table: str, query: str, rows: list[Any], *, partition: str | None = None) -> None:
+    def _write_batches(
+        self, table: str, query: str, rows: list[Any], *, partition: str | None = None, offset: int = 0, total: int | None = None
+    ) -> None:
         """Write ``rows`` in batches, one managed transaction each, on ``workers`` sessions.
 
         Batches are independent (every row carries its own ``_seq``), so they may commit in any
@@ -316,7 +334,7 @@ class Neo4jStore(GraphStore):
                     with lock:
                         done[0] += len(batch)
                         if self.progress:
-                            self.progress(table, done[0], len(rows))
+                            self.progress(table, offset + done[0], len(rows) if total is None else total)
 
         if self.workers <= 1 or len(batches) == 1:
             self._call(lambda: run_batches(batches))
@@ -377,18 +395,24 @@ class Neo4jStore(GraphStore):
         user_columns: dict[str, str] = meta.get("user_columns", {})
         relation_columns: dict[str, str] = meta.get("relation_columns", {})
 
-        # the four reads are independent: run them side by side (the server has cores to spare)
-        with ThreadPoolExecutor(max_workers=3) as pool:
+        # the reads are independent: run them side by side, the two big edge reads in parts
+        relations_query = READ_RELATIONS if relation_columns else READ_RELATIONS_PLAIN
+        with ThreadPoolExecutor(max_workers=2 * READ_PARTS) as pool:
+            parts = {
+                "links": [pool.submit(self._read, READ_LINKS, null_ms=NULL_MS, parts=READ_PARTS, part=k) for k in range(READ_PARTS)],
+                "relations": [
+                    pool.submit(self._read, relations_query, columns=list(relation_columns), null_ms=NULL_MS, parts=READ_PARTS, part=k)
+                    for k in range(READ_PARTS)
+                ],
+            }
             futures = {
                 "users": pool.submit(self._read, READ_USERS, columns=list(user_columns)),
-                "links": pool.submit(self._read, READ_LINKS, null_ms=NULL_MS),
-                "relations": pool.submit(
-                    self._read, READ_RELATIONS if relation_columns else READ_RELATIONS_PLAIN, columns=list(relation_columns), null_ms=NULL_MS
-                ),
                 "flags": pool.submit(self._read, READ_FLAGS),
                 "nids": pool.submit(self._read, READ_USER_NIDS),
             }
             fetched = {name: f.result() for name, f in futures.items()}
+            for name, fs in parts.items():
+                fetched[name] = [_concat_columns([f.result()[0] for f in fs])]
         cols = _in_seq_order(fetched["users"][0])
         users = pd.DataFrame({"user_id": pd.Series(list(cols["user_id"]), dtype="string")})
         values = cols["values"]
@@ -463,26 +487,31 @@ class Neo4jStore(GraphStore):
         known = set(self.known_user_ids().tolist()) if stored is not None else set()
         known.update(tables.users["user_id"].astype(str).tolist())
         missing = [u for u in tables.all_user_ids().astype(str).tolist() if u not in known]
-        for name, new in tables:
-            if name == "links":
-                self._write_batches("users", ENSURE_USERS, missing)
-                missing = []
-            old = getattr(stored, name) if stored is not None else None
-            if old is not None and not len(old):
-                old = None
-            merged, count = merge_table(name, old, new)
-            counts[name] = count
-            merged_all[name] = merged
-            n_old = 0 if old is None else len(old)
-            if name == "users":
-                self._write_users(merged, new, meta)
-            elif name == "links":
-                self._write_links(merged, new)
-            elif name == "relations":
-                self._write_relations(merged.iloc[n_old:], n_old, meta)
-            else:
-                self._write_flags(merged.iloc[n_old:], n_old)
-        self._write_batches("users", ENSURE_USERS, missing)
+        # One writer thread runs the write jobs in order while this thread prepares the next
+        # table's rows: the client's packing overlaps the server's merging.
+        with _Writer(self) as writer:
+            for name, new in tables:
+                if name == "links":
+                    writer.submit(_Job("users", [(ENSURE_USERS, missing)]))
+                    missing = []
+                old = getattr(stored, name) if stored is not None else None
+                if old is not None and not len(old):
+                    old = None
+                merged, count = merge_table(name, old, new)
+                counts[name] = count
+                merged_all[name] = merged
+                n_old = 0 if old is None else len(old)
+                if name == "users":
+                    jobs = self._user_jobs(merged, new, meta, fresh_only=old is None)
+                elif name == "links":
+                    jobs = self._link_jobs(merged, new, fresh_only=old is None)
+                elif name == "relations":
+                    jobs = self._relation_jobs(merged.iloc[n_old:], n_old, meta)
+                else:
+                    jobs = self._flag_jobs(merged.iloc[n_old:], n_old)
+                for job in jobs:
+                    writer.submit(job)
+            writer.submit(_Job("users", [(ENSURE_USERS, missing)]))
         meta["counts"] = {n: len(merged_all[n]) if n in merged_all else (meta.get("counts") or {}).get(n, 0) for n in TABLE_NAMES}
         if any(c.added for c in counts.values()):
             meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
@@ -492,7 +521,7 @@ class Neo4jStore(GraphStore):
         self._tables = None
         return counts
 
-    def _write_users(self, merged: pd.DataFrame, new: pd.DataFrame, meta: dict[str, Any]) -> None:
+    def _user_jobs(self, merged: pd.DataFrame, new: pd.DataFrame, meta: dict[str, Any], *, fresh_only: bool) -> list[_Job]:
         columns: dict[str, str] = dict(meta.get("user_columns", {}))
         for col in merged.columns:
             if col == "user_id":
@@ -501,104 +530,110 @@ class Neo4jStore(GraphStore):
                 raise StoreError(f"users column {col!r} clashes with a property socialrisk keeps on :User nodes; rename it")
             columns.setdefault(col, "number" if pd.api.types.is_numeric_dtype(merged[col]) else "text")
         meta["user_columns"] = columns
-        touched = merged["user_id"].isin(new["user_id"]).to_numpy()
+        touched = np.ones(len(merged), dtype=bool) if fresh_only else merged["user_id"].isin(new["user_id"]).to_numpy()
         seqs = np.flatnonzero(touched).tolist()
         frame = merged.loc[touched]
         ids = frame["user_id"].astype(str).tolist()
         # column by column: numbers as floats (NaN left out), text as str (NA left out)
-        columns = []
+        values = []
         for c in frame.columns:
             if c == "user_id":
                 continue
-            values = frame[c]
-            if pd.api.types.is_numeric_dtype(values):
-                arr = values.to_numpy(dtype=np.float64)
-                columns.append((c, [None if v != v else v for v in arr.tolist()]))
+            column = frame[c]
+            if pd.api.types.is_numeric_dtype(column):
+                arr = column.to_numpy(dtype=np.float64)
+                values.append((c, [None if v != v else v for v in arr.tolist()]))
             else:
-                columns.append((c, [None if v is None or v is pd.NA else str(v) for v in values.astype(object).tolist()]))
+                values.append((c, [None if v is None or v is pd.NA else str(v) for v in column.astype(object).tolist()]))
         rows = []
         for i, (uid, seq) in enumerate(zip(ids, seqs)):
-            props = {c: col[i] for c, col in columns if col[i] is not None}
+            props = {c: col[i] for c, col in values if col[i] is not None}
             rows.append({"id": uid, "seq": seq, "props": props})
-        self._write_batches("users", MERGE_USERS, rows, partition="id")
+        return [_Job("users", [(MERGE_USERS, rows)], partition="id")]
 
-    def _write_links(self, merged: pd.DataFrame, new: pd.DataFrame) -> None:
+    def _link_jobs(self, merged: pd.DataFrame, new: pd.DataFrame, *, fresh_only: bool) -> list[_Job]:
         if not len(new):
-            return
-        key = merged["user_id"].astype(str) + "\x1f" + merged["kind"].astype(str) + "\x1f" + merged["ident"].astype(str)
-        new_key = new["user_id"].astype(str) + "\x1f" + new["kind"].astype(str) + "\x1f" + new["ident"].astype(str)
-        touched = key.isin(new_key).to_numpy()
+            return []
+        if fresh_only:
+            touched = np.ones(len(merged), dtype=bool)
+        else:
+            key = merged["user_id"].astype(str) + "\x1f" + merged["kind"].astype(str) + "\x1f" + merged["ident"].astype(str)
+            new_key = new["user_id"].astype(str) + "\x1f" + new["kind"].astype(str) + "\x1f" + new["ident"].astype(str)
+            touched = key.isin(new_key).to_numpy()
         first = _millis(merged["first_seen"])
         last = _millis(merged["last_seen"])
         weight = merged["weight"].to_numpy(dtype=np.float64)
         kinds = merged["kind"].astype(str).to_numpy()
         idents = merged["ident"].astype(str).to_numpy()
         users = merged["user_id"].astype(str).to_numpy()
-        rows = [
-            {
-                "user_id": users[i],
-                "kind": kinds[i],
-                "ident": idents[i],
-                "key": f"{kinds[i]}:{idents[i]}",
-                "first_seen": first[i],
-                "last_seen": last[i],
-                "weight": None if np.isnan(weight[i]) else float(weight[i]),
-                "seq": i,
-            }
-            for i in np.flatnonzero(touched).tolist()
-        ]
-        self._write_batches("links", MERGE_LINKS, rows, partition="key")
-        for kind in sorted(set(kinds[touched].tolist()) & set(IDENTIFIER_LABELS)):
-            query = LABEL_IDENTIFIERS[IDENTIFIER_LABELS[kind]]
-            self._call(lambda q=query, k=kind: self._driver.execute_query(q, kind=k, database_=self.database))
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for i in np.flatnonzero(touched).tolist():
+            kind = kinds[i]
+            by_kind.setdefault(kind, []).append(
+                {
+                    "user_id": users[i],
+                    "kind": kind,
+                    "ident": idents[i],
+                    "key": f"{kind}:{idents[i]}",
+                    "first_seen": first[i],
+                    "last_seen": last[i],
+                    "weight": None if np.isnan(weight[i]) else float(weight[i]),
+                    "seq": i,
+                }
+            )
+        segments = []
+        for kind, rows in by_kind.items():
+            label = IDENTIFIER_LABELS.get(kind)
+            segments.append((MERGE_LINKS_LABELLED[label] if label else MERGE_LINKS, rows))
+        return [_Job("links", segments, partition="key")]
 
-    def _write_relations(self, fresh: pd.DataFrame, offset: int, meta: dict[str, Any]) -> None:
+    def _relation_jobs(self, fresh: pd.DataFrame, offset: int, meta: dict[str, Any]) -> list[_Job]:
         columns: dict[str, str] = dict(meta.get("relation_columns", {}))
         extra = [c for c in fresh.columns if c not in _INTERNAL_REL]
         for col in extra:
             columns.setdefault(col, "number" if pd.api.types.is_numeric_dtype(fresh[col]) else "text")
         meta["relation_columns"] = columns
         if not len(fresh):
-            return
+            return []
         src = fresh["src"].astype(str).to_numpy()
         dst = fresh["dst"].astype(str).to_numpy()
         kind = fresh["kind"].astype(str).to_numpy()
-        weight = fresh["weight"].to_numpy(dtype=np.float64)
+        weight = fresh["weight"].to_numpy(dtype=np.float64).tolist()
         ts = _millis(fresh["ts"])
-        key = fresh["_key"].to_numpy(dtype=np.uint64).view(np.int64)
-        occ = fresh["_occ"].to_numpy(dtype=np.int64)
+        key = fresh["_key"].to_numpy(dtype=np.uint64).view(np.int64).tolist()
+        occ = fresh["_occ"].to_numpy(dtype=np.int64).tolist()
         extras = {c: fresh[c].to_numpy(dtype=object) for c in extra}
         rows = []
         for i in range(len(fresh)):
             attrs = {c: _plain(v[i]) for c, v in extras.items()}
             rows.append(
                 {
-                    "src": src[i], "dst": dst[i], "kind": kind[i], "weight": float(weight[i]), "ts": ts[i],
-                    "key": int(key[i]), "occ": int(occ[i]), "seq": offset + i,
+                    "src": src[i], "dst": dst[i], "kind": kind[i], "weight": weight[i], "ts": ts[i],
+                    "key": key[i], "occ": occ[i], "seq": offset + i,
                     "attrs": {k: v for k, v in attrs.items() if v is not None},
                 }
             )
-        self._write_batches("relations", MERGE_RELATIONS, rows, partition="src")
+        return [_Job("relations", [(MERGE_RELATIONS if extra else MERGE_RELATIONS_PLAIN, rows)], partition="src")]
 
-    def _write_flags(self, fresh: pd.DataFrame, offset: int) -> None:
+    def _flag_jobs(self, fresh: pd.DataFrame, offset: int) -> list[_Job]:
         if not len(fresh):
-            return
+            return []
         ts = _millis(fresh["ts"])
-        key = fresh["_key"].to_numpy(dtype=np.uint64).view(np.int64)
+        key = fresh["_key"].to_numpy(dtype=np.uint64).view(np.int64).tolist()
         users = fresh["user_id"].astype(str).to_numpy()
         labels = fresh["label"].astype(str).to_numpy()
-        severity = fresh["severity"].to_numpy(dtype=np.float64)
+        severity = fresh["severity"].to_numpy(dtype=np.float64).tolist()
         source = fresh["source"].fillna("").astype(str).to_numpy()
-        occ = fresh["_occ"].to_numpy(dtype=np.int64)
+        occ = fresh["_occ"].to_numpy(dtype=np.int64).tolist()
         rows = []
         for i in range(len(fresh)):
             rows.append(
                 {
-                    "user_id": users[i], "label": labels[i], "severity": float(severity[i]), "source": source[i],
-                    "ts": ts[i], "key": int(key[i]), "occ": int(occ[i]), "fkey": f"{int(key[i])}:{int(occ[i])}", "seq": offset + i,
+                    "user_id": users[i], "label": labels[i], "severity": severity[i], "source": source[i],
+                    "ts": ts[i], "key": key[i], "occ": occ[i], "fkey": f"{key[i]}:{occ[i]}", "seq": offset + i,
                 }
             )
-        self._write_batches("flags", MERGE_FLAGS, rows, partition="user_id")
+        return [_Job("flags", [(MERGE_FLAGS, rows)], partition="user_id")]
 
     # -- query helpers for analysts and the service ------------------------------------------
 
@@ -732,6 +767,65 @@ class Neo4jStore(GraphStore):
         return bool(self._read(READ_RESULT_META, name=name))
 
 
+@dataclass(frozen=True)
+class _Job:
+    """Rows of one table to write: one or more ``(query, rows)`` segments, one after another."""
+
+    table: str
+    segments: list[tuple[str, list[Any]]]
+    partition: str | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(len(rows) for _, rows in self.segments)
+
+
+class _Writer:
+    """Runs write jobs in submission order on one background thread, while the caller
+    prepares the next ones.
+
+    Order matters (users before the links that MATCH them), and tables written side by side
+    lock the same users and deadlock, so there is one thread; each job still writes on the
+    store's worker sessions. After a failure the remaining jobs are dropped and the first
+    error is raised when the block exits.
+    """
+
+    def __init__(self, store: Neo4jStore) -> None:
+        self.store = store
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-writer")
+        self.futures: list[Any] = []
+        self.failed = threading.Event()
+
+    def submit(self, job: _Job) -> None:
+        if not job.rows:
+            return
+
+        def run() -> None:
+            if self.failed.is_set():
+                return
+            try:
+                offset = 0
+                for query, rows in job.segments:
+                    self.store._write_batches(job.table, query, rows, partition=job.partition, offset=offset, total=job.rows)
+                    offset += len(rows)
+            except BaseException:
+                self.failed.set()
+                raise
+
+        self.futures.append(self.pool.submit(run))
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.failed.set()
+        self.pool.shutdown(wait=True)
+        if exc_type is None:
+            for f in self.futures:
+                f.result()
+
+
 def _plain(value: Any) -> Any:
     """A value the driver can send: numpy scalars to Python, NaN/NA to None."""
     if value is None or value is pd.NA:
@@ -766,6 +860,15 @@ class _NodeIds:
     def names(self, nids: list[int]) -> np.ndarray:
         pos = np.searchsorted(self.nid, np.asarray(nids, dtype=np.int64))
         return self.ids[pos]
+
+
+def _concat_columns(records: list[Any]) -> dict[str, list[Any]]:
+    """Columns of several columnar reads of the same query, end to end."""
+    out: dict[str, list[Any]] = {k: list(v) for k, v in dict(records[0]).items()}
+    for rec in records[1:]:
+        for k, v in dict(rec).items():
+            out[k].extend(v)
+    return out
 
 
 def _in_seq_order(record: Any) -> dict[str, list[Any]]:
