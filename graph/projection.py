@@ -7,6 +7,8 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from graph.config import GraphConfig
@@ -97,6 +99,38 @@ class Projection:
         return int(sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in mats))
 
 
+def _factorize(columns: list[pd.Series]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Codes of several string columns against one shared set of values, in first-seen order.
+
+    Arrow's dictionary encoding over the columns end to end (a hash per value, no Python
+    objects): the codes of each column, and the values as an object array.
+    """
+    chunks = []
+    for column in columns:
+        arr = pa.array(column.astype("string"), type=pa.large_string()) if not len(column) or column.dtype != "string" else pa.array(column)
+        arr = arr.cast(pa.large_string())
+        chunks.extend(arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr])
+    if not chunks:
+        return [np.zeros(0, dtype=np.int64) for _ in columns], np.zeros(0, dtype=object)
+    encoded = pc.dictionary_encode(pa.chunked_array(chunks, type=pa.large_string()))
+    # chunks are encoded in order with one growing dictionary: the last one holds every value
+    dictionary = encoded.chunks[-1].dictionary if encoded.num_chunks else pa.array([], type=pa.large_string())
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in encoded.chunks]).astype(np.int64) if encoded.num_chunks else np.zeros(0, dtype=np.int64)
+    out, start = [], 0
+    for column in columns:
+        out.append(codes[start : start + len(column)])
+        start += len(column)
+    return out, np.asarray(dictionary.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _first_seen_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of integer values in first-seen order, and the row where each value first appears."""
+    codes, _ = pd.factorize(values, sort=False)
+    first_row = np.full(int(codes.max()) + 1 if len(codes) else 0, len(codes), dtype=np.int64)
+    np.minimum.at(first_row, codes, np.arange(len(codes)))
+    return codes.astype(np.int64), first_row
+
+
 def project(tables: Tables, config: GraphConfig | None = None) -> Projection:
     """Build the sparse projection of the canonical tables.
 
@@ -112,37 +146,46 @@ def project(tables: Tables, config: GraphConfig | None = None) -> Projection:
     Projection
     """
     config = config or GraphConfig()
-    user_ids = tables.all_user_ids().to_numpy(dtype=object).astype(str)
-    index = pd.Index(user_ids)
+    # one factorisation of every user-id column: first-seen order (as Tables.all_user_ids),
+    # and each edge's endpoints as codes, without a lookup per column
+    rel = tables.relations
+    links = tables.links
+    (_, link_user, src, dst, _), uniques = _factorize(
+        [tables.users["user_id"], links["user_id"], rel["src"], rel["dst"], tables.flags["user_id"]]
+    )
+    user_ids = uniques.astype(str)
     n = len(user_ids)
     as_of = _newest_time(tables)
 
     # -- identifiers: keep those shared by >= 2 users, below the hub limit ----------------------
-    links = tables.links
     if len(links):
-        ukey = links["kind"].astype(str).str.cat(links["ident"].astype(str), sep=":")
-        codes, keys = pd.factorize(ukey, sort=False)
-        rows = index.get_indexer(links["user_id"].astype(str))
-        degree_all = np.bincount(codes, minlength=len(keys))
+        # identifiers are (kind, ident) pairs: factorise each column, then the pair of codes
+        (ident_code,), ident_values = _factorize([links["ident"]])
+        kind_codes, kind_names = pd.factorize(links["kind"].astype("string"))
+        kind_names = np.asarray(kind_names, dtype=object).astype(str)
+        codes, first_row = _first_seen_codes(ident_code * len(kind_names) + kind_codes)
+        rows = link_user
+        degree_all = np.bincount(codes, minlength=len(first_row))
         keep_ident = degree_all >= 2
         if config.hub_max_degree is not None:
             keep_ident &= degree_all <= config.hub_max_degree
-        new_code = np.full(len(keys), -1, dtype=np.int64)
+        new_code = np.full(len(first_row), -1, dtype=np.int64)
         new_code[keep_ident] = np.arange(int(keep_ident.sum()))
         cols = new_code[codes]
         mask = cols >= 0
-        kinds_all = links["kind"].astype(str).to_numpy()
-        kind_codes, kind_names = pd.factorize(kinds_all)
         kind_w = np.array([config.link_weight(k) for k in kind_names], dtype=np.float64)
         w = kind_w[kind_codes] * links["weight"].fillna(1.0).to_numpy(dtype=np.float64)
         w *= _decay(links["last_seen"], as_of, config.half_life_days)
         n_idents = int(keep_ident.sum())
         incidence = sp.csr_matrix((w[mask], (rows[mask], cols[mask])), shape=(n, n_idents))
         incidence.sum_duplicates()
-        ident_keys = np.asarray(keys)[keep_ident].astype(str)
-        first_kind = np.zeros(len(keys), dtype=np.int64)
-        first_kind[codes[::-1]] = kind_codes[::-1]
-        ident_kind = first_kind[keep_ident]
+        kept_rows = first_row[keep_ident]
+        ident_keys = np.array(
+            [f"{k}:{i}" for k, i in zip(kind_names[kind_codes[kept_rows]].tolist(), ident_values[ident_code[kept_rows]].tolist())], dtype=str
+        )
+        if not len(ident_keys):
+            ident_keys = np.zeros(0, dtype=str)
+        ident_kind = kind_codes[kept_rows].astype(np.int64)
         ident_degree = np.diff(incidence.tocsc().indptr).astype(np.int64)
         ident_kinds = tuple(str(k) for k in kind_names)
     else:
@@ -153,16 +196,13 @@ def project(tables: Tables, config: GraphConfig | None = None) -> Projection:
         ident_kinds = ()
 
     # -- relations --------------------------------------------------------------------------
-    rel = tables.relations
-    src = index.get_indexer(rel["src"].astype(str))
-    dst = index.get_indexer(rel["dst"].astype(str))
     not_self = src != dst
     n_self = int((~not_self).sum())
     weight = rel["weight"].fillna(1.0).to_numpy(dtype=np.float64)
     magnitude = _transform(np.abs(weight), config.weight_transform)
     decay = _decay(rel["ts"], as_of, config.half_life_days)
-    kinds = rel["kind"].astype(str).to_numpy()
-    kind_codes, kind_names = pd.factorize(kinds)
+    kind_codes, kind_names = pd.factorize(rel["kind"].astype("string"))
+    kind_names = np.asarray(kind_names, dtype=object).astype(str)
     kind_mult = np.array([config.relation(k).weight for k in kind_names], dtype=np.float64)
     pos = not_self & (weight > 0)
     neg = not_self & (weight < 0)

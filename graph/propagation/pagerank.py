@@ -5,6 +5,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+# The accumulating CSR kernels behind scipy's own ``A @ x`` (y += A x, no temporary): scipy
+# has shipped them under this name since 0.14; a scipy without them fails here, loudly.
+from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
+from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+
 from graph.propagation.result import PropagationResult
 from loaders.errors import ParameterError
 
@@ -35,6 +40,7 @@ def personalized_pagerank(
     tol: float = 1e-10,
     max_iter: int = 500,
     transition: tuple[sp.csr_matrix, np.ndarray] | None = None,
+    dangling: str = "seeds",
 ) -> PropagationResult:
     r"""Personalized PageRank: where a walk that restarts at the seeds spends its time.
 
@@ -59,6 +65,11 @@ def personalized_pagerank(
         Iteration limit; the result says whether it converged before it.
     transition : tuple, optional
         Precomputed ``transition_transpose(adjacency)``, to reuse across calls.
+    dangling : {"seeds", "self"}
+        Where a walker on a node without out-edges goes: back to the seeds (``"seeds"``, as
+        ``networkx.pagerank`` with ``personalization``), or nowhere: it stays until it restarts
+        (``"self"``, as if the node had a self-loop). ``"self"`` makes the scores linear in the
+        seed vector, which incremental updates (:mod:`graph.propagation.push`) rely on.
 
     Returns
     -------
@@ -111,30 +122,50 @@ def personalized_pagerank(
             "there is nothing to propagate. Flag at least one user."
         )
     S = S / mass
+    if dangling not in ("seeds", "self"):
+        raise ParameterError(f"The 'dangling' parameter of personalized_pagerank must be 'seeds' or 'self'. Got {dangling!r} instead.")
     if transition is None:
         if adjacency.nnz and sp.csr_matrix(adjacency).data.min() < 0:
             raise ParameterError("The adjacency of personalized_pagerank must have non-negative weights.")
-        PT, dangling = transition_transpose(adjacency)
+        PT, dangling_mask = transition_transpose(adjacency)
     else:
-        PT, dangling = transition
-    restart = (1.0 - alpha) * S
-    x = S.copy()
+        PT, dangling_mask = transition
+    k = S.shape[1]
+    # alpha folded into the matrix once, so an iteration is one accumulating sparse product
+    # (y = restart + alpha P^T x, written in place) plus two vector passes
+    if dangling == "self" and dangling_mask.any():
+        # a walker that stays put is a self-loop: fold it into the matrix once
+        PT = sp.csr_matrix(PT + sp.diags(dangling_mask.astype(np.float64)))
+        dangling_mask = np.zeros(n, dtype=bool)
+    data = PT.data * alpha
+    indptr, indices = PT.indptr, PT.indices
+    restart = np.ascontiguousarray((1.0 - alpha) * S)
+    any_dangling = bool(dangling_mask.any())
+    d_weight = dangling_mask.astype(np.float64)
+    seed_rows = np.flatnonzero(S.any(axis=1))
+    S_seed = alpha * S[seed_rows]
+    x = np.ascontiguousarray(S.copy())
+    y = np.empty_like(x)
+    diff = np.empty_like(x)
     residual = np.inf
     n_iter = 0
     converged = False
-    any_dangling = bool(dangling.any())
     for n_iter in range(1, int(max_iter) + 1):
-        x_new = PT @ x
+        np.copyto(y, restart)
+        if k == 1:
+            _csr_matvec(n, n, indptr, indices, data, x[:, 0], y[:, 0])
+        else:
+            _csr_matvecs(n, n, k, indptr, indices, data, x.ravel(), y.ravel())
         if any_dangling:
-            x_new += S * x[dangling].sum(axis=0)
-        x_new *= alpha
-        x_new += restart
-        residual = float(np.abs(x_new - x).sum(axis=0).max())
-        x = x_new
+            y[seed_rows] += S_seed * (d_weight @ x)  # dangling walkers restart at the seeds
+        np.subtract(y, x, out=diff)
+        np.abs(diff, out=diff)
+        residual = float(diff.sum(axis=0).max())
+        x, y = y, x
         if residual < tol:
             converged = True
             break
-    return PropagationResult(scores=x[:, 0] if vector else x, n_iter=n_iter, converged=converged, residual=residual)
+    return PropagationResult(scores=x[:, 0].copy() if vector else x, n_iter=n_iter, converged=converged, residual=residual)
 
 
 def _personalized_pagerank_python(

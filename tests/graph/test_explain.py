@@ -47,3 +47,30 @@ def test_no_exposure_and_errors() -> None:
         explain_user(tables, p, "ghost", fraud)
     with pytest.raises(ParameterError, match="top"):
         explain_user(tables, p, "a", fraud, top=0)
+
+
+def test_shares_equal_each_seeds_exact_pagerank_at_the_user() -> None:
+    # PPR is linear in the seeds: a seed's share of a's exposure is w_s * ppr_s(a) / sum over seeds
+    from graph.explain import ExplainContext
+    from graph.projection import walk_matrix
+    from graph.propagation import personalized_pagerank
+
+    tables, p, fraud = _setup()
+    fraud[:] = 0
+    seeds = ["f1", "b", "c"]
+    weights = [1.0, 0.5, 2.0]
+    for s, w in zip(seeds, weights):
+        fraud[p.index_of([s])[0]] = w
+    A = walk_matrix(p)
+    v = p.index_of(["a"])[0]
+    exact = {}
+    for s, w in zip(seeds, weights):
+        e = np.zeros(A.shape[0])
+        e[p.index_of([s])[0]] = 1.0
+        exact[s] = w * personalized_pagerank(A, e, tol=1e-14, dangling="self").scores[v]
+    total = sum(exact.values())
+    explanation = ExplainContext(tables, p, fraud, eps=1e-12, first_eps=1e-12).explain("a", top=3)
+    got = {c.seed: c.share for c in explanation.contributions}
+    assert explanation.exposure == pytest.approx(total, rel=1e-6)
+    for s in seeds:
+        assert got.get(s, 0.0) == pytest.approx(exact[s] / total, abs=1e-6)

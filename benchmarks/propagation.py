@@ -1,0 +1,236 @@
+"""Propagation speed: socialrisk's personalized PageRank beside networkx, igraph and bare scipy.
+
+On one generated graph (about 10M stored links and relations) and 1,000 seed users, in one run:
+
+- socialrisk end to end: read the embedded store, project it to CSR, build the walk matrix,
+  solve (tolerance ``--tol`` on the L1 change);
+- ``networkx.pagerank`` with ``personalization`` (its ``tol`` is per node: ``tol / N``), and
+  ``igraph.Graph.personalized_pagerank`` (PRPACK, solved to its own precision), each timed from
+  the walk matrix's integer edge list (their graph build plus the solve; the store read and
+  projection, which they would need too, are not counted for them);
+- one bare float64 ``scipy.sparse`` product with the same matrix: the floor per iteration.
+
+Also: propagation working memory (peak traced allocation of the solve, per stored edge), an
+incremental new flag (median of ``--updates`` single-user flags, beside a full recompute, with
+the measured L1 error), and one user's explanation (median over users with exposure).
+
+    .venv/bin/python benchmarks/propagation.py --users 1000000
+
+The generated data and workspace are kept in ``benchmarks/out/propagation/<users>`` for reuse.
+Results go to ``benchmarks/results/propagation-<users>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("socialrisk"))
+KEY = "benchmark-key-not-secret-0123456789"
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def workspace(users: int, seed: int) -> Path:
+    work = ROOT / "benchmarks" / "out" / "propagation" / str(users)
+    ws = work / "workspace"
+    if not (ws / "meta.json").exists():
+        env = dict(os.environ, SOCIALRISK_PSEUDONYM_KEY=KEY)
+        subprocess.run([CLI, "generate", "--users", str(users), "--seed", str(seed), "--out", str(work / "data")], env=env, check=True)
+        subprocess.run([CLI, "load", str(work / "data"), "--workspace", str(ws)], env=env, check=True)
+    return ws
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--seeds", type=int, default=1000)
+    parser.add_argument("--tol", type=float, default=1e-8)
+    parser.add_argument("--alpha", type=float, default=0.85)
+    parser.add_argument("--updates", type=int, default=50)
+    parser.add_argument("--explanations", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workspace", type=Path, help="An existing embedded workspace to use instead of generating one.")
+    parser.add_argument("--skip-networkx", action="store_true", help="Leave networkx out (it takes minutes).")
+    args = parser.parse_args()
+
+    import scipy.sparse as sp
+
+    from graph import GraphConfig, project
+    from graph.explain import ExplainContext
+    from graph.projection import walk_matrix
+    from graph.propagation import personalized_pagerank, transition_transpose
+    from graph.propagation.push import add_seed, push_state
+    from graph.store import EmbeddedStore
+
+    ws = args.workspace or workspace(args.users, args.seed)
+    out: dict[str, object] = {"users": args.users, "seeds": args.seeds, "tol": args.tol, "alpha": args.alpha}
+
+    # -- socialrisk, end to end from the store --------------------------------------------------
+    gc.collect()
+    tables, read_s = timed(lambda: EmbeddedStore(ws).read_tables())
+    stored_edges = len(tables.links) + len(tables.relations)
+    projection, project_s = timed(lambda: project(tables, GraphConfig()))
+    W, walk_s = timed(lambda: walk_matrix(projection))
+    n = W.shape[0]
+    rng = np.random.default_rng(args.seed)
+    seed_nodes = rng.choice(projection.n_users, args.seeds, replace=False)
+    s = np.zeros(n)
+    s[seed_nodes] = 1.0
+    tracemalloc.start()
+    result, solve_s = timed(lambda: personalized_pagerank(W, s, alpha=args.alpha, tol=args.tol))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    result, solve_s = timed(lambda: personalized_pagerank(W, s, alpha=args.alpha, tol=args.tol))  # untraced timing
+    ours = result.scores
+    end_to_end = read_s + project_s + walk_s + solve_s
+    print(f"{stored_edges:,} stored edges; walk matrix {n:,} nodes, {W.nnz:,} entries", flush=True)
+    print(
+        f"socialrisk: read {read_s:.2f} s + project {project_s:.2f} s + walk {walk_s:.2f} s + solve {solve_s:.2f} s "
+        f"({result.n_iter} iterations) = {end_to_end:.2f} s",
+        flush=True,
+    )
+
+    # -- bare scipy SpMV on the same matrix ----------------------------------------------------
+    PT, _ = transition_transpose(W)
+    x = np.random.default_rng(1).random(n)
+    spmv = []
+    for _ in range(max(30, result.n_iter)):
+        _, t = timed(lambda: PT @ x)
+        spmv.append(t)
+    spmv_s = statistics.median(spmv)
+    per_iter = solve_s / result.n_iter
+    print(f"bare SpMV {spmv_s * 1e3:.2f} ms; socialrisk per iteration {per_iter * 1e3:.2f} ms ({per_iter / spmv_s:.2f}x)", flush=True)
+
+    # -- igraph -----------------------------------------------------------------------------
+    import igraph as ig
+
+    coo = W.tocoo()
+    edges = np.column_stack([coo.row, coo.col]).astype(np.int64)
+
+    def run_igraph():  # type: ignore[no-untyped-def]
+        g = ig.Graph(n=n, edges=edges, directed=True)
+        g.es["weight"] = coo.data
+        return np.asarray(g.personalized_pagerank(reset_vertices=seed_nodes.tolist(), weights="weight", directed=True, damping=args.alpha))
+
+    ig_scores, ig_s = timed(run_igraph)
+    print(f"igraph: {ig_s:.2f} s; L1 difference from socialrisk {np.abs(ig_scores - ours).sum():.2e}", flush=True)
+    del ig_scores
+    gc.collect()
+
+    # -- networkx ---------------------------------------------------------------------------
+    nx_s = None
+    nx_diff = None
+    if not args.skip_networkx:
+        import networkx as nx
+
+        def run_networkx():  # type: ignore[no-untyped-def]
+            G = nx.from_scipy_sparse_array(W, create_using=nx.DiGraph)
+            return nx.pagerank(G, alpha=args.alpha, personalization={int(v): 1.0 for v in seed_nodes}, tol=args.tol / n, weight="weight", max_iter=1000)
+
+        nx_scores, nx_s = timed(run_networkx)
+        nx_vec = np.zeros(n)
+        nx_vec[np.fromiter(nx_scores.keys(), dtype=np.int64)] = np.fromiter(nx_scores.values(), dtype=np.float64)
+        nx_diff = float(np.abs(nx_vec - ours).sum())
+        print(f"networkx: {nx_s:.1f} s; L1 difference from socialrisk {nx_diff:.2e}", flush=True)
+        del nx_scores, nx_vec
+        gc.collect()
+
+    # -- incremental new flag -----------------------------------------------------------------
+    state, state_s = timed(lambda: push_state(W, s, alpha=args.alpha, tol=args.tol * 1e-2))
+    full = []
+    for _ in range(3):
+        _, t = timed(lambda: personalized_pagerank(W, state.seeds, alpha=args.alpha, tol=args.tol, dangling="self"))
+        full.append(t)
+    full_s = statistics.median(full)
+    candidates = np.setdiff1d(np.arange(projection.n_users), seed_nodes)
+    new_flags = rng.choice(candidates, args.updates, replace=False)
+    times, moved = [], []
+    for u in new_flags.tolist():
+        up, t = timed(lambda u=u: add_seed(state, u, 1.0))
+        times.append(t)
+        moved.append(len(up.nodes))
+    exact = personalized_pagerank(W, state.seeds, alpha=args.alpha, tol=1e-13, max_iter=2000, dangling="self").scores * state.seeds.sum()
+    err = float(np.abs(state.p - exact).sum() / state.seeds.sum())
+    inc_s = statistics.median(times)
+    print(
+        f"incremental flag: median {inc_s * 1e3:.2f} ms (max {max(times) * 1e3:.1f}), {statistics.median(moved):.0f} users moved; "
+        f"full recompute {full_s:.2f} s ({full_s / inc_s:.0f}x); L1 error after {args.updates} flags {err:.2e} "
+        f"(bound {state.error_bound / state.seeds.sum():.2e})",
+        flush=True,
+    )
+
+    # -- explanation ----------------------------------------------------------------------------
+    fraud = np.zeros(projection.n_users)
+    fraud[seed_nodes] = 1.0
+    context, context_s = timed(lambda: ExplainContext(tables, projection, fraud, alpha=args.alpha))
+    exposed = np.flatnonzero(ours[: projection.n_users] > 0)
+    exposed = np.setdiff1d(exposed, seed_nodes)
+    users = rng.choice(exposed, min(args.explanations, len(exposed)), replace=False)
+    ex_times, ex_sentences = [], []
+    for u in users.tolist():
+        e, t = timed(lambda u=u: context.explain(str(projection.user_ids[u]), top=5))
+        ex_times.append(t)
+        ex_sentences.extend(e.sentences()[:1])
+    ex_s = statistics.median(ex_times)
+    print(f"explanation: median {ex_s * 1e3:.1f} ms (max {max(ex_times) * 1e3:.1f}); context built once in {context_s:.2f} s", flush=True)
+    print(f"  e.g. {ex_sentences[0] if ex_sentences else '-'}")
+
+    out.update(
+        {
+            "stored_edges": stored_edges,
+            "walk_nodes": n,
+            "walk_entries": int(W.nnz),
+            "socialrisk": {
+                "read_s": round(read_s, 3),
+                "project_s": round(project_s, 3),
+                "walk_s": round(walk_s, 3),
+                "solve_s": round(solve_s, 3),
+                "iterations": result.n_iter,
+                "end_to_end_s": round(end_to_end, 3),
+                "per_iteration_ms": round(per_iter * 1e3, 3),
+                "working_memory_bytes": int(peak),
+                "working_memory_bytes_per_stored_edge": round(peak / stored_edges, 2),
+            },
+            "bare_spmv_ms": round(spmv_s * 1e3, 3),
+            "per_iteration_vs_spmv": round(per_iter / spmv_s, 3),
+            "igraph": {"s": round(ig_s, 3), "speedup": round(ig_s / end_to_end, 2)},
+            "networkx": None if nx_s is None else {"s": round(nx_s, 1), "speedup": round(nx_s / end_to_end, 1), "l1_diff": nx_diff},
+            "incremental": {
+                "median_ms": round(inc_s * 1e3, 3),
+                "max_ms": round(max(times) * 1e3, 3),
+                "full_recompute_s": round(full_s, 3),
+                "speedup": round(full_s / inc_s),
+                "l1_error": err,
+                "l1_error_bound": state.error_bound / state.seeds.sum(),
+                "median_users_moved": statistics.median(moved),
+                "state_build_s": round(state_s, 2),
+            },
+            "explanation": {"median_ms": round(ex_s * 1e3, 2), "max_ms": round(max(ex_times) * 1e3, 2), "context_s": round(context_s, 2)},
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+            "date": time.strftime("%Y-%m-%d"),
+        }
+    )
+    path = ROOT / "benchmarks" / "results" / f"propagation-{args.users}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
