@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from graph.config import GraphConfig
 from loaders.errors import NotFoundError
 from loaders.schema import Tables
 
-__all__ = ["Projection", "project", "walk_matrix"]
+__all__ = ["Projection", "project", "walk_matrix", "save_projection", "load_projection"]
 
 
 @dataclass(frozen=True)
@@ -302,3 +303,54 @@ def _transform(magnitude: np.ndarray, how: str) -> np.ndarray:
     if how == "unit":
         return np.ones_like(magnitude)
     return magnitude
+
+
+def save_projection(projection: Projection, path: str | Path) -> None:
+    """Write a projection to one uncompressed ``.npz`` file (atomically: a temporary file, then a rename)."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {
+        "user_ids": projection.user_ids.astype(str),
+        "ident_keys": projection.ident_keys.astype(str),
+        "ident_kind": projection.ident_kind,
+        "ident_kinds": np.array(projection.ident_kinds, dtype=str),
+        "ident_degree": projection.ident_degree,
+        "n_self_relations": np.array(projection.n_self_relations),
+        "count_kinds": np.array(list(projection.relations_count), dtype=str),
+    }
+    matrices = {
+        "incidence": projection.incidence,
+        "relations_walk": projection.relations_walk,
+        "relations_pos": projection.relations_pos,
+        "relations_neg": projection.relations_neg,
+        **{f"count_{i}": m for i, m in enumerate(projection.relations_count.values())},
+    }
+    for name, m in matrices.items():
+        arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"] = m.data, m.indices, m.indptr
+        arrays[f"{name}.shape"] = np.array(m.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_projection(path: str | Path) -> Projection:
+    """Read a projection written by :func:`save_projection`."""
+    with np.load(Path(path), allow_pickle=False) as z:
+
+        def mat(name: str) -> sp.csr_matrix:
+            return sp.csr_matrix((z[f"{name}.data"], z[f"{name}.indices"], z[f"{name}.indptr"]), shape=tuple(z[f"{name}.shape"]))
+
+        kinds = [str(k) for k in z["count_kinds"]]
+        return Projection(
+            user_ids=z["user_ids"],
+            ident_keys=z["ident_keys"],
+            ident_kind=z["ident_kind"],
+            ident_kinds=tuple(str(k) for k in z["ident_kinds"]),
+            ident_degree=z["ident_degree"],
+            incidence=mat("incidence"),
+            relations_walk=mat("relations_walk"),
+            relations_pos=mat("relations_pos"),
+            relations_neg=mat("relations_neg"),
+            relations_count={k: mat(f"count_{i}") for i, k in enumerate(kinds)},
+            n_self_relations=int(z["n_self_relations"]),
+        )

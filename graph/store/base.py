@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from graph.config import GraphConfig
+from graph.projection import Projection, load_projection, project, save_projection
 
 from loaders.errors import ConfigError
 from loaders.load import WriteCounts
@@ -67,6 +75,33 @@ class GraphStore(ABC):
                 f"{self}: this store was loaded with a different pseudonymisation key (fingerprint mismatch). "
                 "Use the same SOCIALRISK_PSEUDONYM_KEY, or load into a new workspace or an empty database."
             )
+
+    #: Directory for derived data (the cached projection); None: nothing is cached.
+    cache_dir: Path | None = None
+
+    def projection(self, config: GraphConfig | None = None) -> Projection:
+        """The sparse projection of the stored tables under ``config``.
+
+        Stores with a :attr:`cache_dir` keep the last projection there, keyed by the data
+        snapshot and the graph configuration, so repeated propagations skip re-projecting
+        unchanged data; a load (a new snapshot) or another configuration projects afresh.
+        """
+        config = config or GraphConfig()
+        if self.cache_dir is None:
+            return project(self.read_tables(), config)
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        plain = {k: dict(v) if isinstance(v, Mapping) else v for k, v in fields.items()}
+        digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+        snapshot = int(self.metadata().get("snapshot", 0))
+        path = Path(self.cache_dir) / f"projection-{snapshot}-{digest}.npz"
+        if path.exists():
+            return load_projection(path)
+        projection = project(self.read_tables(), config)
+        save_projection(projection, path)
+        for old in Path(self.cache_dir).glob("projection-*.npz"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        return projection
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, file handles)."""

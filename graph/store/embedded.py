@@ -32,6 +32,7 @@ class EmbeddedStore(GraphStore):
           meta.json               format version, counts, snapshot, key fingerprint
           graph/<table>.parquet   canonical users, links, relations, flags
           results/<name>.parquet  computed results, with results/<name>.json provenance
+          cache/                  the last projection (derived; safe to delete)
 
     Every file is written to a temporary name and renamed into place, so a crash leaves the
     previous version readable.
@@ -44,6 +45,7 @@ class EmbeddedStore(GraphStore):
 
     def __init__(self, workspace: str | Path) -> None:
         self.workspace = Path(workspace)
+        self.cache_dir = self.workspace / "cache"
         self._tables: Tables | None = None
         meta_path = self.workspace / "meta.json"
         if meta_path.exists():

@@ -79,3 +79,36 @@ def test_walk_matrix_hub_damping() -> None:
         assert np.isclose(A[n + j, f1], weight)  # identifier -> user not damped
     undamped = walk_matrix(p, hub_exponent=0.0)
     assert np.allclose(undamped[:n, n:].toarray(), p.incidence.toarray())
+
+
+def test_saved_projection_reads_back_equal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from graph.projection import load_projection, save_projection
+
+    p = project(read_tables(tiny_frames(), key=KEY), GraphConfig())
+    save_projection(p, tmp_path / "p.npz")
+    q = load_projection(tmp_path / "p.npz")
+    assert q.user_ids.tolist() == p.user_ids.tolist() and q.ident_keys.tolist() == p.ident_keys.tolist()
+    assert q.ident_kinds == p.ident_kinds and q.n_self_relations == p.n_self_relations
+    for name in ("incidence", "relations_walk", "relations_pos", "relations_neg"):
+        assert (getattr(q, name) != getattr(p, name)).nnz == 0
+    assert set(q.relations_count) == set(p.relations_count)
+
+
+def test_the_embedded_store_caches_the_projection_per_snapshot_and_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from graph.store import EmbeddedStore
+    from loaders import load
+
+    frames = tiny_frames()
+    store = EmbeddedStore(tmp_path)
+    load({k: v for k, v in frames.items() if k != "flags"}, store, key=KEY)
+    first = store.projection(GraphConfig())
+    assert len(list((tmp_path / "cache").glob("projection-*.npz"))) == 1
+    again = EmbeddedStore(tmp_path).projection(GraphConfig())
+    assert again.user_ids.tolist() == first.user_ids.tolist()
+    # another configuration projects afresh; a load (new snapshot) too, and the new user is there
+    hubless = store.projection(GraphConfig(hub_max_degree=2))
+    assert hubless.n_idents <= first.n_idents
+    load({"users": pd.DataFrame({"user_id": ["newcomer"]})}, store, key=KEY)
+    after = store.projection(GraphConfig())
+    assert "newcomer" in after.user_ids.tolist()
+    assert len(list((tmp_path / "cache").glob("projection-*.npz"))) == 1  # older ones are dropped
