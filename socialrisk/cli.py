@@ -267,6 +267,121 @@ def explain_cmd(
     _run(body)
 
 
+_RING_KINDS_HELP = {
+    "components": "users joined, directly or in a chain, by shared identifiers",
+    "communities": "Louvain communities of users, shared identifiers and relations",
+    "dense": "the densest blocks of users x shared identifiers (FRAUDAR)",
+}
+
+
+def _some(items: list[str], limit: int) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", +{len(items) - limit} more" if len(items) > limit else "")
+
+
+@app.command("rings")
+def rings_cmd(
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="How many rings to list (for dense: how many blocks to look for).")] = 10,
+    kind: Annotated[str, typer.Option("--kind", "-k", help="components, communities or dense.")] = "components",
+    seed: Annotated[int, typer.Option(help="Seed of the Louvain communities (--kind communities).")] = 0,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """The rings holding the most risk: members, shared identifiers and flags (run 'score' first)."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st, _steps("rings") as step:
+            summary = workflow.rings(st, settings, kind=kind, top=top, seed=seed, progress=step)
+        frame, meta = summary.frame, summary.meta
+        if meta["unscored"]:
+            _notice(f"{meta['unscored']:,} users of the graph have no stored score (loaded after the last 'socialrisk score'); they count as risk 0")
+        if as_json:
+            payload = {
+                "kind": summary.kind,
+                "top": top,
+                "rings_found": meta["rings"],
+                "users_in_rings": meta["users_in_rings"],
+                "seed": meta["seed"],
+                "rings": json.loads(frame.to_json(orient="records")),
+                "scores": meta["scores"],
+            }
+            out.print_json(json.dumps(payload, default=str))
+            return
+        found = meta["rings"]
+        out.print(
+            f"{found:,} ring{'s' if found != 1 else ''} ({_RING_KINDS_HELP[summary.kind]}) hold{'s' if found == 1 else ''} {meta['users_in_rings']:,} users; "
+            f"{'the one' if len(frame) == 1 else f'the {len(frame):,}'} with the most risk (sum of the members' risk):"
+        )
+        if frame.empty:
+            out.print("no rings found")
+            return
+        table = Table(show_edge=False)
+        for col in ("#", "ring", "size", "risk mass", "density", "fraud", "benign", "shared ids"):
+            table.add_column(col, justify="left" if col == "ring" else "right")
+        for r in frame.itertuples(index=False):
+            table.add_row(
+                str(r.rank), r.ring_id, f"{r.size:,}", f"{r.risk_mass:.2f}", f"{r.density:.3f}", f"{r.fraud:,}", f"{r.benign:,}", f"{r.n_identifiers:,}"
+            )
+        out.print(table)
+        for r in frame.itertuples(index=False):
+            out.print(f"\n{r.rank}. {r.ring_id}")
+            out.print(f"   members: {_some(r.members, 12)}")
+            out.print(f"   shares:  {_some(r.identifiers, 8) or 'no identifier (held together by relations)'}")
+            if r.fraud:
+                out.print(f"   fraud:   {_some(r.fraud_members, 12)}")
+            if r.benign:
+                out.print(f"   benign:  {_some(r.benign_members, 12)}")
+
+    _run(body)
+
+
+@app.command("flag")
+def flag_cmd(
+    user: Annotated[str, typer.Argument(help="The user id to flag.")],
+    label: Annotated[str, typer.Option(help="Flag label: fraud (or mule, scam), or benign/good to clear a fraud flag.")] = "fraud",
+    severity: Annotated[float, typer.Option(help="Seed weight of a fraud flag, in (0, 1].")] = 1.0,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    top: Annotated[int, typer.Option(help="How many of the most moved users to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Flag a user (or clear a flag) and update the fraud exposure incrementally: only the scores near the user are touched."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st, _steps("flag") as step:
+            update = workflow.flag(st, settings, workspace, user, label, severity=severity, top=top, progress=step)
+        if as_json:
+            payload = {
+                "user_id": update.user_id,
+                "label": update.label,
+                "rebuilt": update.rebuilt,
+                "update_ms": round(update.seconds * 1e3, 3),
+                "pushes": update.pushes,
+                "error_bound": update.error_bound,
+                "moved": update.moved.to_dict(orient="records"),
+            }
+            typer.echo(json.dumps(payload, indent=2))
+            return
+        out.print(
+            f"flagged {update.user_id} as {update.label}: {update.pushes:,} pushes in {update.seconds * 1e3:.1f} ms"
+            f"{' (after solving the exposure from scratch)' if update.rebuilt else ''}; "
+            f"error bound {update.error_bound:.1e} (L1, against a full recompute)"
+        )
+        table = Table(title=f"{len(update.moved)} most moved users (fraud exposure)", show_edge=False)
+        for c in ("user_id", "before", "after", "change"):
+            table.add_column(c, justify="left" if c == "user_id" else "right")
+        for r in update.moved.itertuples():
+            table.add_row(str(r.user_id), f"{r.before:.2e}", f"{r.after:.2e}", f"{r.change:+.2e}")
+        out.print(table)
+
+    _run(body)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     data_dir: Annotated[Path, typer.Argument(help="Data directory with flags of both labels.")],

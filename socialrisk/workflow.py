@@ -12,8 +12,9 @@ import pandas as pd
 
 from graph.explain import Explanation, explain_user
 from graph.projection import Projection, project
+from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
-from loaders.errors import ConfigError, NotFoundError
+from loaders.errors import ConfigError, NotFoundError, ParameterError
 from loaders.load import LoadReport, load, read_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from loaders.schema import Tables
@@ -30,8 +31,12 @@ __all__ = [
     "propagate",
     "score",
     "explain",
+    "rings",
     "evaluate_dir",
     "PropagationSummary",
+    "flag",
+    "FlagUpdate",
+    "RingsSummary",
 ]
 
 STORES = ("embedded", "neo4j")
@@ -96,7 +101,7 @@ def _projection(store: GraphStore, settings: Settings) -> tuple[Tables, Projecti
     tables = store.read_tables()
     if not len(tables.all_user_ids()):
         raise NotFoundError("the store holds no users yet; run 'socialrisk load DATA_DIR' first")
-    return tables, project(tables, settings.graph)
+    return tables, store.projection(settings.graph)
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,68 @@ def explain(store: GraphStore, settings: Settings, user_id: str, *, top: int = 5
     return row.iloc[0], explanation, meta
 
 
+@dataclass(frozen=True)
+class RingsSummary:
+    """What ``rings`` found: the ranked rings and how they were made.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        The top rings, as :func:`graph.rings.rank_rings` returns them.
+    kind : str
+        ``components``, ``communities`` or ``dense``.
+    meta : dict
+        ``rings`` (how many were found), ``users_in_rings``, ``unscored`` (users of the graph
+        without a stored score, counted at risk 0), ``seed``, and the provenance of the scores.
+    """
+
+    frame: pd.DataFrame
+    kind: str
+    meta: dict[str, Any]
+
+
+def rings(
+    store: GraphStore,
+    settings: Settings,
+    *,
+    kind: str,
+    top: int,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> RingsSummary:
+    """The ``top`` rings of a kind, ranked by the stored risk of their members.
+
+    ``dense`` looks for ``top`` blocks; ``seed`` drives the Louvain communities.
+    """
+    if kind not in RING_KINDS:
+        raise ParameterError(f"Unknown ring kind {kind!r}; expected one of {', '.join(RING_KINDS)}.")
+    if int(top) < 1:
+        raise ParameterError(f"The 'top' parameter of rings must be >= 1. Got {top!r} instead.")
+    say = progress or (lambda _m: None)
+    if not store.has_result("scores"):
+        raise NotFoundError("no 'scores' result yet: run 'socialrisk score' first (rings are ranked by their members' risk)")
+    scores, scores_meta = store.read_result("scores")
+    say("projecting the graph")
+    tables, projection = _projection(store, settings)
+    say(f"finding {kind}")
+    labels = ring_labels(projection, kind=kind, k=top, seed=seed)
+    say("ranking")
+    risk = scores.drop_duplicates("user_id", keep="last").set_index("user_id")["risk"].reindex(projection.user_ids)
+    flags = flag_vectors(tables.flags, projection)
+    frame = rank_rings(
+        projection, labels, risk.fillna(0.0).to_numpy(dtype=np.float64), fraud=flags.fraud > 0, benign=flags.benign > 0, top=top
+    )
+    meta = {
+        "kind": kind,
+        "rings": int(labels.max(initial=-1)) + 1,
+        "users_in_rings": int((labels >= 0).sum()),
+        "unscored": int(risk.isna().sum()),
+        "seed": seed if kind == "communities" else None,
+        "scores": {k: scores_meta.get(k) for k in ("model_version", "config_hash", "snapshot", "written_at")},
+    }
+    return RingsSummary(frame=frame, kind=kind, meta=meta)
+
+
 def evaluate_dir(
     source: str | Path,
     settings: Settings,
@@ -186,3 +253,132 @@ def evaluate_dir(
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
     return report
+
+
+@dataclass(frozen=True)
+class FlagUpdate:
+    """What ``flag`` changed: the users whose exposure moved, largest change first.
+
+    ``moved`` has ``user_id``, ``before``, ``after`` and ``change`` (exposure as a share of all
+    fraud seed weight, ``after`` renormalised to the new total), ``error_bound`` the L1 bound of
+    the kept scores against a full recompute, ``rebuilt`` whether the state had to be solved
+    from scratch first (none kept, or the store changed since).
+    """
+
+    user_id: str
+    label: str
+    moved: pd.DataFrame
+    pushes: int
+    error_bound: float
+    rebuilt: bool
+    seconds: float
+
+
+def _state_path(workspace: str | Path) -> Path:
+    return Path(workspace) / "state" / "push.npz"
+
+
+def _save_state(path: Path, state: Any, user_ids: np.ndarray, snapshot: int, config_hash: str) -> None:
+    import scipy.sparse as sp
+
+    if state.extra:  # rows changed by new edges: fold them in before saving
+        A = sp.lil_matrix(state.adjacency)
+        for u, (idx, w) in state.extra.items():
+            A.rows[u], A.data[u] = idx.tolist(), w.tolist()
+        state.adjacency, state.extra = sp.csr_matrix(A), {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    A = state.adjacency
+    np.savez(
+        tmp, indptr=A.indptr, indices=A.indices, data=A.data, shape=np.array(A.shape), p=state.p, r=state.r, seeds=state.seeds,
+        alpha=np.array(state.alpha), eps=np.array(state.eps), user_ids=user_ids.astype(str), snapshot=np.array(snapshot),
+        config_hash=np.array(config_hash),
+    )
+    tmp.replace(path)
+
+
+def _load_state(path: Path, snapshot: int, config_hash: str) -> tuple[Any, np.ndarray] | None:
+    import scipy.sparse as sp
+
+    from graph.propagation.push import PushState
+
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["snapshot"]) != snapshot or str(z["config_hash"]) != config_hash:
+            return None
+        A = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        state = PushState(
+            adjacency=A, out_weight=np.asarray(A.sum(axis=1)).ravel(), seeds=z["seeds"], p=z["p"], r=z["r"],
+            alpha=float(z["alpha"]), eps=float(z["eps"]),
+        )
+        return state, z["user_ids"]
+
+
+def flag(
+    store: GraphStore, settings: Settings, workspace: str | Path, user_id: str, label: str, *, severity: float = 1.0, top: int = 10,
+    progress: Progress | None = None,
+) -> FlagUpdate:
+    """Record a flag on a user and update the propagated fraud exposure incrementally.
+
+    The exposure (personalized PageRank from every fraud flag over shared identifiers and
+    relations) is kept in ``<workspace>/state/push.npz`` as a local-push state; the new flag is
+    pushed from the user outwards, so only nearby scores are touched. The flag is written to
+    the store too, so the next ``score`` includes it.
+    """
+    import time as _time
+
+    from graph.projection import walk_matrix
+    from graph.propagation.push import add_seed, push_state
+
+    say = progress or (lambda _m: None)
+    canonical = settings.label_map.get(label.strip().lower())
+    if canonical is None:
+        raise ParameterError(f"unknown flag label {label!r}; expected one of {', '.join(sorted(settings.label_map))}")
+    if not (np.isfinite(severity) and 0 < severity <= 1):
+        raise ParameterError(f"The 'severity' of a flag must be in (0, 1]. Got {severity!r} instead.")
+    path = _state_path(workspace)
+    meta = store.metadata()
+    snapshot = int(meta.get("snapshot", 0))
+    loaded = _load_state(path, snapshot, settings.config_hash())
+    rebuilt = loaded is None
+    if loaded is None:
+        say("solving the exposure from scratch (no state kept for this data)")
+        tables, projection = _projection(store, settings)
+        fraud = flag_vectors(tables.flags, projection).fraud
+        if not (fraud > 0).any():
+            raise NotFoundError("no user is flagged fraud yet: load a flags table before flagging incrementally")
+        A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent)
+        seeds = np.zeros(A.shape[0])
+        seeds[: projection.n_users] = fraud
+        state = push_state(A, seeds, alpha=settings.scoring.alpha, tol=1e-10)
+        user_ids = projection.user_ids
+    else:
+        state, user_ids = loaded
+    hits = np.flatnonzero(user_ids == user_id)
+    if not hits.size:
+        raise NotFoundError(f"unknown user {user_id!r}: not in the loaded graph")
+    node = int(hits[0])
+    target = severity if canonical == "fraud" else 0.0
+    total_before = float(state.seeds.sum())
+    t0 = _time.perf_counter()
+    up = add_seed(state, node, target - float(state.seeds[node]))
+    seconds = _time.perf_counter() - t0
+    total_after = float(state.seeds.sum())
+    users = up.nodes[up.nodes < len(user_ids)]
+    delta = up.delta[up.nodes < len(user_ids)]
+    after = state.p[users] / total_after if total_after > 0 else np.zeros(len(users))
+    before = (state.p[users] - delta) / total_before if total_before > 0 else np.zeros(len(users))
+    moved = pd.DataFrame({"user_id": user_ids[users].astype(str), "before": before, "after": after})
+    moved["change"] = moved["after"] - moved["before"]
+    moved = moved.reindex(moved["change"].abs().sort_values(ascending=False, kind="stable").index).head(top).reset_index(drop=True)
+    # record the flag; the store's snapshot moves on, and the state is saved for the new one
+    key, _ = resolve_key(settings, workspace)
+    now = pd.Timestamp.now(tz="UTC").floor("s")
+    flags = pd.DataFrame({"user_id": [user_id], "label": [label], "severity": [severity], "source": ["socialrisk flag"], "ts": [now]})
+    load({"flags": flags}, store, key=key, label_map=settings.label_map)
+    _save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
+    return FlagUpdate(
+        user_id=user_id, label=canonical, moved=moved, pushes=up.pushes, error_bound=up.error_bound / max(total_after, 1e-300),
+        rebuilt=rebuilt, seconds=seconds,
+    )

@@ -28,7 +28,7 @@ def invoke(*args: str) -> object:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("generate", "load", "propagate", "score", "explain", "evaluate", "demo"):
+    for command in ("generate", "load", "propagate", "score", "explain", "rings", "evaluate", "demo"):
         result = invoke(command, "--help")
         assert result.exit_code == 0, command  # type: ignore[attr-defined]
 
@@ -78,6 +78,67 @@ def test_explain_before_score_and_unknown_user(tmp_path: Path, tiny_dir: Path) -
     invoke("score", "--workspace", ws)
     unknown = invoke("explain", "ghost", "--workspace", ws)
     assert unknown.exit_code == 4 and "unknown user 'ghost'" in unknown.output  # type: ignore[attr-defined]
+
+
+def test_rings_need_scores_first(tmp_path: Path, tiny_dir: Path) -> None:
+    ws = str(tmp_path / "ws")
+    invoke("load", str(tiny_dir), "--workspace", ws)
+    early = invoke("rings", "--workspace", ws)
+    assert early.exit_code == 4 and "run 'socialrisk score' first" in early.output  # type: ignore[attr-defined]
+    invoke("score", "--workspace", ws)
+    unknown = invoke("rings", "--kind", "cliques", "--workspace", ws)
+    assert unknown.exit_code == 2 and "Unknown ring kind 'cliques'" in unknown.output  # type: ignore[attr-defined]
+
+
+def test_rings_table_and_json(tmp_path: Path, tiny_dir: Path) -> None:
+    ws = str(tmp_path / "ws")
+    assert invoke("score", str(tiny_dir), "--workspace", ws).exit_code == 0  # type: ignore[attr-defined]
+    # f1 and a share a device, f1, b, c and g an IP: one ring, whose risk is the sum of its members'
+    text = invoke("rings", "--top", "3", "--workspace", ws)
+    assert text.exit_code == 0, text.output  # type: ignore[attr-defined]
+    assert "1 ring (users joined, directly or in a chain, by shared identifiers) holds 5 users" in text.output  # type: ignore[attr-defined]
+    assert "1. ring-a\n   members: f1, " in text.output  # type: ignore[attr-defined]
+    assert "fraud:   f1\n" in text.output and "benign:  g\n" in text.output  # type: ignore[attr-defined]
+    assert "device d-" in text.output and "IP address i-" in text.output  # type: ignore[attr-defined]
+    payload = json.loads(invoke("rings", "--top", "3", "--workspace", ws, "--json").output)  # type: ignore[attr-defined]
+    assert payload["kind"] == "components" and payload["rings_found"] == 1 and payload["users_in_rings"] == 5
+    (ring,) = payload["rings"]
+    scores = pd.read_parquet(Path(ws) / "results" / "scores.parquet").set_index("user_id")
+    assert ring["ring_id"] == "ring-a" and sorted(ring["members"]) == ["a", "b", "c", "f1", "g"]
+    assert ring["risk_mass"] == pytest.approx(scores.loc[ring["members"], "risk"].sum())
+    assert ring["members"][0] == "f1"  # the confirmed fraudster is the riskiest member
+    assert ring["fraud_members"] == ["f1"] and ring["benign_members"] == ["g"]
+    assert sorted(i.split(" ")[0] for i in ring["identifiers"]) == ["IP", "device"]
+    assert payload["scores"]["model_version"]
+
+
+@pytest.fixture(scope="module")
+def generated_ws(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A workspace with 2,000 generated users, scored (built once for the tests below)."""
+    root = tmp_path_factory.mktemp("generated")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOCIALRISK_PSEUDONYM_KEY", "cli-test-key-0123456789")
+        assert invoke("generate", "--users", "2000", "--seed", "3", "--out", str(root / "gen")).exit_code == 0  # type: ignore[attr-defined]
+        assert invoke("score", str(root / "gen"), "--workspace", str(root / "ws")).exit_code == 0  # type: ignore[attr-defined]
+    return str(root / "ws")
+
+
+@pytest.mark.parametrize("kind", ["components", "communities", "dense"])
+def test_rings_of_every_kind_on_a_generated_population(generated_ws: str, kind: str) -> None:
+    result = invoke("rings", "--kind", kind, "--top", "5", "--workspace", generated_ws, "--json")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    rings = json.loads(result.output)["rings"]  # type: ignore[attr-defined]
+    assert len(rings) == 5 and [r["rank"] for r in rings] == [1, 2, 3, 4, 5]
+    masses = [r["risk_mass"] for r in rings]
+    assert masses == sorted(masses, reverse=True)
+    members = [m for r in rings for m in r["members"]]
+    assert len(members) == len(set(members))  # a user is in one ring at most
+    # the generated fraud rings share devices, phones and cards: the riskiest ring holds confirmed fraud
+    assert rings[0]["fraud"] >= 1
+    again = json.loads(invoke("rings", "--kind", kind, "--top", "5", "--workspace", generated_ws, "--json").output)["rings"]  # type: ignore[attr-defined]
+    assert again == rings
+    text = invoke("rings", "--kind", kind, "--top", "5", "--workspace", generated_ws)
+    assert f"1. {rings[0]['ring_id']}" in text.output and "members: " in text.output  # type: ignore[attr-defined]
 
 
 def test_bad_input_exits_non_zero_with_a_one_line_error(tmp_path: Path) -> None:
