@@ -4,16 +4,24 @@ Runs the contract's protocol (``socialrisk evaluate``: train_frac 0.4, 5 repeats
 with the default configuration on every dataset and writes
 ``benchmarks/results/quality.json`` and a Markdown table.
 
-    .venv/bin/python benchmarks/quality.py [--data ../shared/data]
+``--propagation NAMES`` replaces the default set of optional propagation features
+(comma-separated names of ``scoring.config.PROPAGATIONS``, or ``none``) and writes
+``benchmarks/results/quality-propagation-<names joined by +>.json`` instead, so that feature
+sets can be compared run by run.
+
+    .venv/bin/python benchmarks/quality.py [--data ../shared/data] [--propagation belief_propagation,trustrank]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+from scoring.config import PROPAGATIONS
 from socialrisk.settings import Settings
 from socialrisk.workflow import evaluate_dir
 
@@ -31,9 +39,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--propagation",
+        default=None,
+        help=f"comma-separated optional propagation features ({', '.join(PROPAGATIONS)}) or 'none'; default: the configured default",
+    )
     args = parser.parse_args()
     settings = Settings()
-    rows = []
+    out = ROOT / "benchmarks" / "results" / "quality.json"
+    if args.propagation is not None:
+        names = tuple(p.strip() for p in args.propagation.split(",") if p.strip() and p.strip() != "none")
+        unknown = [p for p in names if p not in PROPAGATIONS]
+        if unknown:
+            parser.error(f"unknown propagation {unknown[0]!r}; expected any of {', '.join(PROPAGATIONS)} or none")
+        settings = Settings(scoring=dataclasses.replace(settings.scoring, propagation=names))
+        out = out.with_name(f"quality-propagation-{'+'.join(names) or 'none'}.json")
+    print(f"propagation features: {', '.join(settings.scoring.propagation) or 'none'}", flush=True)
+    rows: list[dict[str, Any]] = []
     for name, (ref_auroc, ref_auprc, method) in REFERENCE.items():
         t0 = time.perf_counter()
         report = evaluate_dir(args.data / name, settings, train_frac=0.4, repeats=args.repeats, seed=0)
@@ -49,12 +71,19 @@ def main() -> None:
                 "reference_method": method,
                 "combination": report.combination,
                 "seconds": round(time.perf_counter() - t0, 1),
+                # per repeat, for paired comparisons between configurations (same splits)
+                "runs": {k: report.runs[k].round(6).tolist() for k in ("auroc", "auprc", "rec_at_k")},
             }
         )
         print(f"{name}: AUROC {m['auroc']['mean']:.4f}, AUPRC {m['auprc']['mean']:.4f} ({rows[-1]['seconds']} s)", flush=True)
-    out = ROOT / "benchmarks" / "results" / "quality.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config_hash": settings.config_hash(), "date": time.strftime("%Y-%m-%d"), "results": rows}, indent=2))
+    payload = {
+        "config_hash": settings.config_hash(),
+        "date": time.strftime("%Y-%m-%d"),
+        "propagation": list(settings.scoring.propagation),
+        "results": rows,
+    }
+    out.write_text(json.dumps(payload, indent=2))
     print()
     print("| data | AUROC (mean ± std) | best reference AUROC | AUPRC (mean ± std) | best reference AUPRC | Rec@K |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -15,8 +15,10 @@ import scipy.sparse as sp
 from sklearn.model_selection import StratifiedKFold
 
 from graph.projection import Projection, walk_matrix
-from graph.propagation import personalized_pagerank, transition_transpose
+from graph.propagation import belief_propagation, label_spreading, personalized_pagerank, transition_transpose, trustrank
+from loaders.errors import ParameterError
 from loaders.schema import Tables
+from scoring.config import PROPAGATIONS
 
 __all__ = [
     "FlagVectors",
@@ -175,7 +177,10 @@ class Walks:
 
     ``links``: users and shared identifiers (hub-damped); ``relations``: user-to-user relations.
     Each carries its transition matrix and the global PageRank (restart uniform over users),
-    the baseline that turns a personalized score into a lift.
+    the baseline that turns a personalized score into a lift. :attr:`fields` keeps, per layer,
+    the weights that the undirected propagations (belief propagation, label spreading) run on:
+    the walk matrix itself for ``lnk`` and ``rel``, and for ``rel_signed`` the relations with
+    negative ones (distrust) as negative weights, for belief propagation.
     """
 
     def __init__(self, projection: Projection, *, hub_exponent: float, alpha: float, tol: float) -> None:
@@ -183,6 +188,7 @@ class Walks:
         self.alpha = alpha
         self.tol = tol
         self.layers: dict[str, tuple[int, tuple[sp.csr_matrix, np.ndarray], np.ndarray]] = {}
+        self.fields: dict[str, sp.csr_matrix] = {}
         n = projection.n_users
         for name, links, relations in (("lnk", True, False), ("rel", False, True)):
             A = walk_matrix(projection, hub_exponent=hub_exponent, links=links, relations=relations)
@@ -193,6 +199,11 @@ class Walks:
             uniform[:n] = 1.0
             base = personalized_pagerank(A, uniform, alpha=alpha, tol=tol, transition=transition).scores[:n]
             self.layers[name] = (A.shape[0], transition, base)
+            self.fields[name] = A
+        neg = projection.relations_neg
+        if neg.nnz:
+            positive = self.fields.get("rel", sp.csr_matrix((n, n)))[:n, :n]
+            self.fields["rel_signed"] = sp.csr_matrix(positive - neg - neg.T)
 
     def lifts(self, name: str, seeds: np.ndarray) -> np.ndarray:
         """PPR from each seed column divided by the global PageRank (1 = average exposure)."""
@@ -211,12 +222,36 @@ class Walks:
         return out
 
 
-def label_features(walks: Walks, flags: FlagVectors, folds: np.ndarray) -> pd.DataFrame:
+def label_features(
+    walks: Walks, flags: FlagVectors, folds: np.ndarray, *, propagation: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Graph features that depend on the flags, cross-fitted for labelled users.
 
     A user in fold ``k`` gets features computed from the flags outside fold ``k``, so its own
     label never seeds its own score; every other user gets features from all flags.
+
+    Parameters
+    ----------
+    walks : Walks
+    flags : FlagVectors
+    folds : ndarray of int
+        Fold of each labelled user (:func:`crossfit_folds`), -1 for the others.
+    propagation : tuple of str
+        Optional propagations (:data:`PROPAGATIONS`) to add, per graph layer, besides the
+        personalized PageRank lifts that are always there:
+
+        - ``belief_propagation``: ``{layer}_bp_fraud``, the fraud probability from fraud and
+          benign seeds (on the signed relations, where some are negative);
+        - ``label_spreading``: ``{layer}_ls_fraud``, the fraud share of the spread class mass;
+        - ``trustrank``: ``{layer}_trust``, trust from the benign seeds times the number of
+          users (1 = the trust of a user under uniform trust).
+
+        A seed set that is empty (no flag at all) gives the neutral value: 0.5, 0.5 and 0.
+        Whether each one converged is in the frame's ``attrs["converged"]``.
     """
+    unknown = [p for p in propagation if p not in PROPAGATIONS]
+    if unknown:
+        raise ParameterError(f"Unknown propagation {unknown[0]!r} in 'propagation'; expected any of {', '.join(PROPAGATIONS)}.")
     projection = walks.projection
     n = projection.n_users
     k = int(folds.max()) + 1 if (folds >= 0).any() else 0
@@ -255,7 +290,56 @@ def label_features(walks: Walks, flags: FlagVectors, folds: np.ndarray) -> pd.Da
             out[f"rel_pos_from_{name}"] = pick(pos.T @ ind)
             out[f"rel_neg_from_{name}"] = pick(neg.T @ ind)
         out["rel_neg_share_from_benign"] = out["rel_neg_from_benign"] / (out["rel_neg_from_benign"] + out["rel_pos_from_benign"] + 1.0)
-    return pd.DataFrame(out, index=pd.RangeIndex(n))
+    converged: dict[str, bool] = {}
+    for method in dict.fromkeys(propagation):
+        for layer, values, ok in _propagation_features(walks, method, F, Bn):
+            out[layer] = pick(values)
+            converged[layer] = ok
+    frame = pd.DataFrame(out, index=pd.RangeIndex(n))
+    frame.attrs["converged"] = converged
+    return frame
+
+
+def _propagation_features(walks: Walks, method: str, F: np.ndarray, Bn: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
+    """One optional propagation on every layer: (feature name, users x seed columns, converged)."""
+    n = walks.projection.n_users
+    results = []
+    if method == "trustrank":
+        for layer in ("lnk", "rel"):
+            if layer not in walks.layers:
+                continue
+            size, transition, _ = walks.layers[layer]
+            values, ok = np.zeros((n, F.shape[1])), True
+            live = np.flatnonzero((Bn > 0).any(axis=0))
+            if len(live):
+                seeds = np.zeros((size, len(live)))
+                seeds[:n] = Bn[:, live]
+                r = trustrank(transition[0], benign_seeds=seeds, alpha=walks.alpha, tol=walks.tol, transition=transition)
+                values[:, live] = r.scores[:n] * n
+                ok = r.converged
+            results.append((f"{layer}_trust", values, ok))
+        return results
+    short = {"belief_propagation": "bp", "label_spreading": "ls"}[method]
+    for layer in ("lnk", "rel"):
+        field = walks.fields.get("rel_signed") if (layer == "rel" and method == "belief_propagation") else None
+        if field is None:
+            field = walks.fields.get(layer)
+        if field is None:
+            continue
+        size = field.shape[0]
+        values, ok = np.full((n, F.shape[1]), 0.5), True
+        live = np.flatnonzero((F > 0).any(axis=0) | (Bn > 0).any(axis=0))
+        if len(live):
+            f, b = np.zeros((size, len(live))), np.zeros((size, len(live)))
+            f[:n], b[:n] = F[:, live], Bn[:, live]
+            if method == "belief_propagation":
+                r = belief_propagation(field, fraud_seeds=np.minimum(f, 1.0), benign_seeds=np.minimum(b, 1.0), tol=walks.tol)
+            else:
+                r = label_spreading(field, fraud_seeds=f, benign_seeds=b, tol=walks.tol)
+            values[:, live] = r.scores[:n]
+            ok = r.converged
+        results.append((f"{layer}_{short}_fraud", values, ok))
+    return results
 
 
 def _mean_over(A: sp.csr_matrix, X: np.ndarray, P: np.ndarray) -> np.ndarray:

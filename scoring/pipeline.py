@@ -117,7 +117,8 @@ class Scorer:
         n = self.projection.n_users
         folds = crossfit_folds(flags, n_folds=cfg.crossfit_folds, seed=cfg.seed)
         say("propagating risk from flags (cross-fitted)")
-        labels = label_features(self.walks, flags, folds)
+        labels = label_features(self.walks, flags, folds, propagation=cfg.propagation)
+        converged = dict(labels.attrs.get("converged", {}))
         X = pd.concat([self.base, labels], axis=1)
 
         dims = pd.DataFrame(index=pd.RangeIndex(n))
@@ -207,6 +208,7 @@ class Scorer:
             "labels": {"fraud": n_fraud, "benign": n_benign},
             "users": n,
             "features": int(X.shape[1]),
+            "propagation": {"features": list(cfg.propagation), "converged": converged},
         }
         return ScoreResult(scores=frame, features=X, combination=combination, contributions=contributions, meta=meta)
 

@@ -70,6 +70,7 @@ class _ScoringModel(_Strict):
     min_reason_share: float | None = None
     max_reasons: int | None = None
     seed: int | None = None
+    propagation: list[Literal["belief_propagation", "label_spreading", "trustrank"]] | None = None
 
 
 class _FileModel(_Strict):

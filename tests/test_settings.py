@@ -26,6 +26,7 @@ weight = 2.0
 direction = "forward"
 [scoring]
 approve_at = 700
+propagation = ["label_spreading", "trustrank"]
 [scoring.columns]
 repayment = [{column = "late", denominator = "total", reason = "{value:.0f} of {denominator:.0f} late"}]
 """
@@ -34,6 +35,7 @@ repayment = [{column = "late", denominator = "total", reason = "{value:.0f} of {
     assert s.graph.hub_exponent == 0.5 and s.graph.half_life_days == 90
     assert s.graph.relation("transfer").direction == "forward" and s.graph.relation("contact").weight == 0.5
     assert s.scoring.approve_at == 700 and s.scoring.columns["repayment"][0].denominator == "total"
+    assert s.scoring.propagation == ("label_spreading", "trustrank")
     assert s.label_map["chargeback"] == "fraud" and s.label_map["fraud"] == "fraud"
     assert s.config_hash() != Settings().config_hash()
 
@@ -45,6 +47,7 @@ repayment = [{column = "late", denominator = "total", reason = "{value:.0f} of {
         ("[graph]\nhub_exponent = -1\n", "hub_exponent"),
         ("[scoring]\napprove_at = 400\nreview_at = 600\n", "review_at"),
         ("not toml at all [", "not a readable TOML"),
+        ('[scoring]\npropagation = ["pagerankk"]\n', "propagation"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, match: str) -> None:

@@ -110,35 +110,20 @@ def test_seed_errors() -> None:
         personalized_pagerank(sp.csr_matrix((3, 2)), np.ones(3))
 
 
-# -- the contract every propagation algorithm must meet ----------------------------------------
-
-ALGORITHMS = {"personalized_pagerank": lambda A, s: personalized_pagerank(A, s, tol=1e-12).scores}
+# The contract every propagation algorithm must meet is in test_propagation_contract.py.
 
 
-@pytest.mark.parametrize("name", list(ALGORITHMS))
-def test_contract_shape_range_seeds_isolated(name: str) -> None:
-    algo = ALGORITHMS[name]
-    G = nx.karate_club_graph()
-    A = sp.csr_matrix(nx.to_scipy_sparse_array(G, nodelist=range(34)))
-    A = sp.bmat([[A, None], [None, sp.csr_matrix((2, 2))]], format="csr")  # two isolated nodes
-    s = np.zeros(36)
-    s[[0, 33]] = 1.0
-    x = algo(A, s)
-    assert x.shape == (36,)
-    assert np.all(np.isfinite(x)) and np.all(x >= 0) and np.all(x <= 1)
-    strangers = np.setdiff1d(np.arange(36), [0, 33])
-    assert x[[0, 33]].min() > x[strangers].max()
-    assert x[34] == 0 and x[35] == 0
-
-
-@pytest.mark.parametrize("name", list(ALGORITHMS))
-def test_contract_invariant_to_node_order(name: str) -> None:
-    algo = ALGORITHMS[name]
-    _, A = random_graph(8)
-    s = np.zeros(A.shape[0])
-    s[[2, 9]] = [1.0, 0.3]
-    perm = np.random.default_rng(0).permutation(A.shape[0])
-    Ap = A[perm][:, perm]
-    x = algo(A, s)
-    xp = algo(Ap, s[perm])
-    assert xp == pytest.approx(x[perm], abs=1e-10)
+@pytest.mark.parametrize("k", [1, 3])
+def test_dangling_self_keeps_walkers_and_is_linear_in_the_seeds(k: int) -> None:
+    # 0 -> 1, 1 has no out-edges: with dangling="self", x1 = alpha x0 + alpha x1 and x0 = 1 - alpha
+    A = sp.csr_matrix(np.array([[0, 1.0], [0, 0]]))
+    S = np.tile(np.array([[1.0], [0.0]]), (1, k))
+    x = personalized_pagerank(A, S if k > 1 else S[:, 0], alpha=0.5, tol=1e-14, dangling="self").scores
+    x = x.reshape(2, -1)
+    assert x[:, 0] == pytest.approx([0.5, 0.5])
+    _, B = random_graph(3)
+    a, b = np.zeros(B.shape[0]), np.zeros(B.shape[0])
+    a[1], b[4] = 1.0, 1.0
+    mix = personalized_pagerank(B, a + 3 * b, tol=1e-14, dangling="self").scores
+    parts = [personalized_pagerank(B, v, tol=1e-14, dangling="self").scores for v in (a, b)]
+    assert mix == pytest.approx((parts[0] + 3 * parts[1]) / 4, abs=1e-10)
