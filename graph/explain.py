@@ -11,6 +11,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from graph.projection import Projection, walk_matrix
 from graph.propagation.pagerank import transition_transpose
+from graph.propagation.push import _distinct
 from loaders.errors import ParameterError
 from loaders.schema import Tables
 
@@ -180,16 +181,16 @@ class ExplainContext:
 
     def _paths(self, v: int, region: np.ndarray, targets: np.ndarray) -> dict[int, list[PathStep]]:
         """Most probable walks from each target seed to ``v``, searched inside ``region``."""
-        local = {int(node): i for i, node in enumerate(region.tolist())}
+        start = int(np.searchsorted(region, v))  # region is sorted and holds v
         sub = self.PT[region][:, region].tocsr()
         sub.data = -np.log(np.clip(sub.data, 1e-300, None))
-        _, pred = dijkstra(sub, directed=True, indices=local[v], return_predecessors=True)
+        _, pred = dijkstra(sub, directed=True, indices=start, return_predecessors=True)
         out = {}
         for t in targets.tolist():
-            nodes = [local[int(t)]]
-            while nodes[-1] != local[v] and pred[nodes[-1]] >= 0 and len(nodes) < 50:
+            nodes = [int(np.searchsorted(region, t))]
+            while nodes[-1] != start and pred[nodes[-1]] >= 0 and len(nodes) < 50:
                 nodes.append(int(pred[nodes[-1]]))
-            out[int(t)] = self._steps([int(region[i]) for i in nodes]) if nodes[-1] == local[v] else []
+            out[int(t)] = self._steps([int(region[i]) for i in nodes]) if nodes[-1] == start else []
         return out
 
     def _relation(self, a: int, b: int) -> tuple[str, str | None] | None:
@@ -249,7 +250,8 @@ def explain_user(
 
 def _reverse_push(PT: sp.csr_matrix, dangling: np.ndarray, v: int, alpha: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """Contribution vector of ``v``, ``y = (1 - alpha) sum_k alpha^k P^k e_v``, by reverse push:
-    every entry within ``eps``; returns the dense estimate and the nodes it touched.
+    every entry within ``eps``; returns the dense estimate and the nodes pushed (sorted), the
+    only ones where it is not 0.
 
     Dangling nodes keep their walkers (a self-loop), as in incremental updates; a walk from a
     seed reaching a dead end adds nothing to anyone else.
@@ -259,7 +261,7 @@ def _reverse_push(PT: sp.csr_matrix, dangling: np.ndarray, v: int, alpha: float,
     r = np.zeros(n)
     r[v] = 1.0
     frontier = np.array([v])
-    touched = [frontier]
+    pushed = [frontier]
     while frontier.size:
         vals = r[frontier].copy()
         r[frontier] = 0.0
@@ -274,7 +276,7 @@ def _reverse_push(PT: sp.csr_matrix, dangling: np.ndarray, v: int, alpha: float,
         d = dangling[frontier]
         if d.any():
             r[frontier[d]] += alpha * vals[d]
-        cand = np.unique(np.concatenate([t, frontier[d]])).astype(np.int64)
-        touched.append(cand)
+        cand = _distinct(np.concatenate([t, frontier[d]]).astype(np.int64))
         frontier = cand[r[cand] > eps]
-    return y, np.unique(np.concatenate(touched))
+        pushed.append(frontier)
+    return y, _distinct(np.concatenate(pushed).astype(np.int64))

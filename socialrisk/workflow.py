@@ -274,6 +274,20 @@ class FlagUpdate:
     seconds: float
 
 
+#: Re-solve the kept state when the error bound of the updates since the last solve passes this
+#: share of the seed mass (L1).
+REBUILD_AT = 0.01
+
+
+def _folded(state: Any) -> Any:
+    import scipy.sparse as sp
+
+    A = sp.lil_matrix(state.adjacency)
+    for u, (idx, w) in state.extra.items():
+        A.rows[u], A.data[u] = idx.tolist(), w.tolist()
+    return sp.csr_matrix(A)
+
+
 def _state_path(workspace: str | Path) -> Path:
     return Path(workspace) / "state" / "push.npz"
 
@@ -282,10 +296,7 @@ def _save_state(path: Path, state: Any, user_ids: np.ndarray, snapshot: int, con
     import scipy.sparse as sp
 
     if state.extra:  # rows changed by new edges: fold them in before saving
-        A = sp.lil_matrix(state.adjacency)
-        for u, (idx, w) in state.extra.items():
-            A.rows[u], A.data[u] = idx.tolist(), w.tolist()
-        state.adjacency, state.extra = sp.csr_matrix(A), {}
+        state.adjacency, state.extra = _folded(state), {}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     A = state.adjacency
@@ -365,6 +376,11 @@ def flag(
     up = add_seed(state, node, target - float(state.seeds[node]))
     seconds = _time.perf_counter() - t0
     total_after = float(state.seeds.sum())
+    if total_after > 0 and up.error_bound > REBUILD_AT * total_after:
+        # residuals left by many updates add up: solve again once they could matter
+        say("re-solving the exposure (the residual of past updates reached the limit)")
+        state = push_state(state.adjacency if not state.extra else _folded(state), state.seeds, alpha=state.alpha, tol=1e-10)
+        rebuilt = True
     users = up.nodes[up.nodes < len(user_ids)]
     delta = up.delta[up.nodes < len(user_ids)]
     after = state.p[users] / total_after if total_after > 0 else np.zeros(len(users))
@@ -379,6 +395,6 @@ def flag(
     load({"flags": flags}, store, key=key, label_map=settings.label_map)
     _save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
     return FlagUpdate(
-        user_id=user_id, label=canonical, moved=moved, pushes=up.pushes, error_bound=up.error_bound / max(total_after, 1e-300),
+        user_id=user_id, label=canonical, moved=moved, pushes=up.pushes, error_bound=state.error_bound / max(total_after, 1e-300),
         rebuilt=rebuilt, seconds=seconds,
     )

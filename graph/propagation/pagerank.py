@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -41,6 +44,7 @@ def personalized_pagerank(
     max_iter: int = 500,
     transition: tuple[sp.csr_matrix, np.ndarray] | None = None,
     dangling: str = "seeds",
+    threads: int | None = None,
 ) -> PropagationResult:
     r"""Personalized PageRank: where a walk that restarts at the seeds spends its time.
 
@@ -70,6 +74,9 @@ def personalized_pagerank(
         ``networkx.pagerank`` with ``personalization``), or nowhere: it stays until it restarts
         (``"self"``, as if the node had a self-loop). ``"self"`` makes the scores linear in the
         seed vector, which incremental updates (:mod:`graph.propagation.push`) rely on.
+    threads : int, optional
+        Threads sharing each sparse product (blocks of rows); default: every core
+        (``os.cpu_count()``). Results do not depend on it.
 
     Returns
     -------
@@ -131,6 +138,10 @@ def personalized_pagerank(
     else:
         PT, dangling_mask = transition
     k = S.shape[1]
+    if threads is None:
+        threads = os.cpu_count() or 1
+    if int(threads) < 1:
+        raise ParameterError(f"The 'threads' parameter of personalized_pagerank must be >= 1. Got {threads!r} instead.")
     # alpha folded into the matrix once, so an iteration is one accumulating sparse product
     # (y = restart + alpha P^T x, written in place) plus two vector passes
     if dangling == "self" and dangling_mask.any():
@@ -150,22 +161,55 @@ def personalized_pagerank(
     residual = np.inf
     n_iter = 0
     converged = False
-    for n_iter in range(1, int(max_iter) + 1):
-        np.copyto(y, restart)
+    # rows split in blocks of about equal nonzeros, one per thread: scipy's kernels release
+    # the GIL, so the product runs on every core the caller allows
+    bounds = _row_blocks(indptr, threads if n * k >= _PARALLEL_MIN else 1)
+
+    def product(block: tuple[int, int]) -> None:
+        lo, hi = block
+        np.copyto(y[lo:hi], restart[lo:hi])
         if k == 1:
-            _csr_matvec(n, n, indptr, indices, data, x[:, 0], y[:, 0])
+            _csr_matvec(hi - lo, n, indptr[lo : hi + 1], indices, data, x[:, 0], y[lo:hi, 0])
         else:
-            _csr_matvecs(n, n, k, indptr, indices, data, x.ravel(), y.ravel())
-        if any_dangling:
-            y[seed_rows] += S_seed * (d_weight @ x)  # dangling walkers restart at the seeds
-        np.subtract(y, x, out=diff)
-        np.abs(diff, out=diff)
-        residual = float(diff.sum(axis=0).max())
-        x, y = y, x
-        if residual < tol:
-            converged = True
-            break
+            _csr_matvecs(hi - lo, n, k, indptr[lo : hi + 1], indices, data, x.ravel(), y[lo:hi].ravel())
+        np.subtract(y[lo:hi], x[lo:hi], out=diff[lo:hi])
+        np.abs(diff[lo:hi], out=diff[lo:hi])
+
+    pool = ThreadPoolExecutor(max_workers=len(bounds)) if len(bounds) > 1 else None
+    try:
+        for n_iter in range(1, int(max_iter) + 1):
+            if pool is None:
+                product(bounds[0])
+            else:
+                list(pool.map(product, bounds))
+            if any_dangling:
+                extra = S_seed * (d_weight @ x)  # dangling walkers restart at the seeds
+                y[seed_rows] += extra
+                diff[seed_rows] = np.abs(y[seed_rows] - x[seed_rows])
+            residual = float(diff.sum(axis=0).max())
+            x, y = y, x
+            if residual < tol:
+                converged = True
+                break
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return PropagationResult(scores=x[:, 0].copy() if vector else x, n_iter=n_iter, converged=converged, residual=residual)
+
+
+#: Below this many vector entries one thread is faster than handing blocks to several.
+_PARALLEL_MIN = 200_000
+
+
+def _row_blocks(indptr: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Contiguous row ranges with about equal numbers of nonzeros."""
+    n = len(indptr) - 1
+    parts = max(1, min(int(parts), n))
+    if parts == 1:
+        return [(0, n)]
+    cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], parts + 1)[1:-1]).tolist()
+    edges = sorted({0, n, *[min(max(c, 0), n) for c in cuts]})
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 def _personalized_pagerank_python(

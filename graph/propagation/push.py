@@ -18,8 +18,8 @@ Then the exact scores are :math:`\\pi = p + \\mathrm{PPR}(r)`, so :math:`\\|\\pi
   KDD 2016), then push.
 
 Pushes run frontier by frontier, vectorised over every node whose residual exceeds ``eps``
-(absolute, so hubs are pushed too and the error bound stays small), and the work stays near
-the change: at most ``|change| / ((1 - alpha) eps)`` pushes.
+times its out-degree (Andersen, Chung and Lang's rule: a hub is expanded only when it holds
+enough to matter), so the work stays near the change.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class PushState:
     alpha : float
         Probability of continuing the walk.
     eps : float
-        Push threshold (absolute residual, seed-weight units).
+        Push threshold per unit of out-degree (seed-weight units).
+    scale : ndarray
+        Out-degree of each node (at least 1): the threshold is ``eps * scale``.
     extra : dict
         Rows changed by :func:`add_edge` (node -> (indices, weights)), read before
         ``adjacency``.
@@ -68,6 +70,13 @@ class PushState:
     alpha: float
     eps: float
     extra: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        if self.scale.shape != self.p.shape:
+            # push threshold per node: eps times its out-degree (at least 1), so that a hub is
+            # pushed only once it holds a share of mass worth its fan-out (Andersen et al.)
+            self.scale = np.maximum(np.diff(self.adjacency.indptr), 1).astype(np.float64)
 
     @property
     def error_bound(self) -> float:
@@ -103,7 +112,7 @@ class PushUpdate:
 
 
 def push_state(
-    adjacency: sp.spmatrix, seeds: np.ndarray, *, alpha: float = 0.85, tol: float = 1e-10, eps: float = 1e-4, max_iter: int = 1000
+    adjacency: sp.spmatrix, seeds: np.ndarray, *, alpha: float = 0.85, tol: float = 1e-10, eps: float = 1e-5, max_iter: int = 1000
 ) -> PushState:
     """Solve once (power iteration), then keep the solution as a push state.
 
@@ -118,9 +127,10 @@ def push_state(
     tol : float
         L1 tolerance of the initial solve (relative to the seed mass).
     eps : float
-        Push threshold of later updates, in seed-weight units (a seed of weight 1 is resolved
-        until no node holds more than ``eps`` of it): smaller is more exact and touches more
-        nodes. Every update reports the bound.
+        Push threshold of later updates per unit of out-degree, in seed-weight units: a node is
+        pushed while it holds more than ``eps * max(out-degree, 1)`` of residual, so a hub waits
+        until its share is worth its fan-out. Smaller is more exact and touches more nodes;
+        every update reports the bound.
     max_iter : int
         Iteration limit of the initial solve.
 
@@ -212,6 +222,7 @@ def add_edge(state: PushState, source: int, target: int, weight: float) -> PushU
     else:
         idx, w = np.append(idx, v), np.append(w, weight)
     state.extra[u] = (idx, w)
+    state.scale[u] = max(idx.size, 1)
     state.out_weight[u] = old_total + weight
     new_p = w / state.out_weight[u]
     coef = state.alpha / (1.0 - state.alpha) * state.p[u]
@@ -228,13 +239,21 @@ def _row(state: PushState, u: int) -> tuple[np.ndarray, np.ndarray]:
     return A.indices[lo:hi].astype(np.int64), A.data[lo:hi]
 
 
+def _distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (``np.unique``'s hash path is slow on large node ids)."""
+    if values.size < 2:
+        return values
+    values = np.sort(values)
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
 def _push(state: PushState, start: np.ndarray) -> PushUpdate:
     A, r, p, deg = state.adjacency, state.r, state.p, state.out_weight
     alpha, beta = state.alpha, 1.0 - state.alpha
     seen = np.zeros(p.shape[0], dtype=bool)
     moved, before = [], []
     pushes = 0
-    frontier = start[np.abs(r[start]) > state.eps]
+    frontier = start[np.abs(r[start]) > state.eps * state.scale[start]]
     while frontier.size:
         pushes += int(frontier.size)
         vals = r[frontier].copy()
@@ -264,8 +283,8 @@ def _push(state: PushState, start: np.ndarray) -> PushUpdate:
             idx2, w2 = state.extra[node]
             np.add.at(r, idx2, alpha * v * w2 / deg[node])
             targets.append(idx2)
-        cand = np.unique(np.concatenate(targets))
-        frontier = cand[np.abs(r[cand]) > state.eps]
+        cand = _distinct(np.concatenate(targets))
+        frontier = cand[np.abs(r[cand]) > state.eps * state.scale[cand]]
     nodes = np.concatenate(moved).astype(np.int64) if moved else np.zeros(0, dtype=np.int64)
     delta = p[nodes] - (np.concatenate(before) if before else np.zeros(0))
     order = np.argsort(-np.abs(delta), kind="stable")

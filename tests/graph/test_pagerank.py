@@ -127,3 +127,19 @@ def test_dangling_self_keeps_walkers_and_is_linear_in_the_seeds(k: int) -> None:
     mix = personalized_pagerank(B, a + 3 * b, tol=1e-14, dangling="self").scores
     parts = [personalized_pagerank(B, v, tol=1e-14, dangling="self").scores for v in (a, b)]
     assert mix == pytest.approx((parts[0] + 3 * parts[1]) / 4, abs=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_row_blocks_on_several_threads_give_the_same_scores(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import graph.propagation.pagerank as pr
+
+    monkeypatch.setattr(pr, "_PARALLEL_MIN", 0)  # split even this small graph
+    _, A = random_graph(5)
+    S = np.random.default_rng(0).random((A.shape[0], k))
+    one = personalized_pagerank(A, S, tol=1e-13, threads=1)
+    three = personalized_pagerank(A, S, tol=1e-13, threads=3)
+    assert len(pr._row_blocks(pr.transition_transpose(A)[0].indptr, 3)) == 3
+    assert three.n_iter == one.n_iter
+    assert three.scores == pytest.approx(one.scores, abs=1e-15)
+    with pytest.raises(ParameterError, match="threads"):
+        personalized_pagerank(A, S, threads=0)
