@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
-# The accumulating CSR kernels behind scipy's own ``A @ x`` (y += A x, no temporary): scipy
-# has shipped them under this name since 0.14; a scipy without them fails here, loudly.
-from scipy.sparse._sparsetools import csr_matvec as _csr_matvec
+# The accumulating multi-vector CSR kernel behind scipy's own ``A @ X`` (Y += A X, no
+# temporary): scipy has shipped it under this name since 0.14; without it this fails, loudly.
 from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+
+from graph.propagation._kernels import fused_step
 
 from graph.propagation.result import PropagationResult
 from loaders.errors import ParameterError
@@ -75,8 +77,8 @@ def personalized_pagerank(
         (``"self"``, as if the node had a self-loop). ``"self"`` makes the scores linear in the
         seed vector, which incremental updates (:mod:`graph.propagation.push`) rely on.
     threads : int, optional
-        Threads sharing each sparse product (blocks of rows); default: every core
-        (``os.cpu_count()``). Results do not depend on it.
+        Threads sharing each iteration (blocks of rows); default: every core
+        (``os.cpu_count()``). Results do not depend on it beyond rounding.
 
     Returns
     -------
@@ -152,7 +154,7 @@ def personalized_pagerank(
     indptr, indices = PT.indptr, PT.indices
     restart = np.ascontiguousarray((1.0 - alpha) * S)
     any_dangling = bool(dangling_mask.any())
-    d_weight = dangling_mask.astype(np.float64)
+    d_idx = np.flatnonzero(dangling_mask)
     seed_rows = np.flatnonzero(S.any(axis=1))
     S_seed = alpha * S[seed_rows]
     x = np.ascontiguousarray(S.copy())
@@ -161,17 +163,40 @@ def personalized_pagerank(
     residual = np.inf
     n_iter = 0
     converged = False
-    # rows split in blocks of about equal nonzeros, one per thread: scipy's kernels release
-    # the GIL, so the product runs on every core the caller allows
+    if k == 1:
+        # one vector: the compiled fused step (product, restart and residual in one pass),
+        # over blocks of rows of about equal nonzeros, one thread each
+        blocks = _row_blocks(indptr, 64 if n >= _PARALLEL_MIN else 1)
+        starts = np.array([b[0] for b in blocks] + [n], dtype=np.int64)
+        x1, y1 = x[:, 0].copy(), y[:, 0].copy()
+        restart1 = restart[:, 0].copy()
+        extra_rows = S_seed[:, 0]
+        before = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        try:
+            for n_iter in range(1, int(max_iter) + 1):
+                residual = float(fused_step(indptr, indices, data, x1, restart1, y1, starts))
+                if any_dangling:  # dangling walkers restart at the seeds
+                    old = np.abs(y1[seed_rows] - x1[seed_rows]).sum()
+                    # a gather, not a BLAS dot: BLAS threads spinning between steps would
+                    # take the cores from the kernel's threads
+                    y1[seed_rows] += extra_rows * float(x1[d_idx].sum())
+                    residual += float(np.abs(y1[seed_rows] - x1[seed_rows]).sum() - old)
+                x1, y1 = y1, x1
+                if residual < tol:
+                    converged = True
+                    break
+        finally:
+            numba.set_num_threads(before)
+        return PropagationResult(scores=x1 if vector else x1[:, None], n_iter=n_iter, converged=converged, residual=residual)
+    # several vectors: scipy's multi-vector product, rows split in blocks of about equal
+    # nonzeros, one per thread (its kernels release the GIL)
     bounds = _row_blocks(indptr, threads if n * k >= _PARALLEL_MIN else 1)
 
     def product(block: tuple[int, int]) -> None:
         lo, hi = block
         np.copyto(y[lo:hi], restart[lo:hi])
-        if k == 1:
-            _csr_matvec(hi - lo, n, indptr[lo : hi + 1], indices, data, x[:, 0], y[lo:hi, 0])
-        else:
-            _csr_matvecs(hi - lo, n, k, indptr[lo : hi + 1], indices, data, x.ravel(), y[lo:hi].ravel())
+        _csr_matvecs(hi - lo, n, k, indptr[lo : hi + 1], indices, data, x.ravel(), y[lo:hi].ravel())
         np.subtract(y[lo:hi], x[lo:hi], out=diff[lo:hi])
         np.abs(diff[lo:hi], out=diff[lo:hi])
 
@@ -183,7 +208,7 @@ def personalized_pagerank(
             else:
                 list(pool.map(product, bounds))
             if any_dangling:
-                extra = S_seed * (d_weight @ x)  # dangling walkers restart at the seeds
+                extra = S_seed * x[d_idx].sum(axis=0)  # dangling walkers restart at the seeds
                 y[seed_rows] += extra
                 diff[seed_rows] = np.abs(y[seed_rows] - x[seed_rows])
             residual = float(diff.sum(axis=0).max())

@@ -1,0 +1,35 @@
+"""Compiled kernels for the propagation loops (numba), where scipy has no fused operation.
+
+One power-iteration step of personalized PageRank reads the matrix once and writes the new
+vector once: ``y = restart + M x`` and ``sum |y - x|`` in the same pass over the rows, in
+parallel over blocks of rows. scipy's products need the restart copy and the residual as
+separate passes over the vectors; on a memory-bound machine those passes are a third of the
+cost of an iteration.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["fused_step"]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def fused_step(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, restart: np.ndarray, y: np.ndarray, starts: np.ndarray
+) -> float:  # pragma: no cover - compiled; tested through personalized_pagerank
+    """``y = restart + M x`` for CSR ``M``; returns ``sum |y - x|``. ``starts`` are the first
+    rows of the blocks the threads take (and ``n`` last)."""
+    n_blocks = len(starts) - 1
+    partial = np.zeros(n_blocks)
+    for b in numba.prange(n_blocks):
+        acc = 0.0
+        for i in range(starts[b], starts[b + 1]):
+            s = restart[i]
+            for k in range(indptr[i], indptr[i + 1]):
+                s += data[k] * x[indices[k]]
+            y[i] = s
+            acc += abs(s - x[i])
+        partial[b] = acc
+    return partial.sum()
