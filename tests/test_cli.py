@@ -28,7 +28,7 @@ def invoke(*args: str) -> object:
 
 
 def test_every_command_has_help() -> None:
-    for command in ("generate", "load", "propagate", "score", "explain", "rings", "evaluate", "demo"):
+    for command in ("generate", "load", "propagate", "score", "explain", "rings", "flag", "evaluate", "demo"):
         result = invoke(command, "--help")
         assert result.exit_code == 0, command  # type: ignore[attr-defined]
 

@@ -144,8 +144,8 @@ def personalized_pagerank(
         threads = os.cpu_count() or 1
     if int(threads) < 1:
         raise ParameterError(f"The 'threads' parameter of personalized_pagerank must be >= 1. Got {threads!r} instead.")
-    # alpha folded into the matrix once, so an iteration is one accumulating sparse product
-    # (y = restart + alpha P^T x, written in place) plus two vector passes
+    # alpha folded into the matrix once, so an iteration is y = restart + (alpha P^T) x, written
+    # in place (one fused compiled pass for one vector; scipy's product for several)
     if dangling == "self" and dangling_mask.any():
         # a walker that stays put is a self-loop: fold it into the matrix once
         PT = sp.csr_matrix(PT + sp.diags(dangling_mask.astype(np.float64)))
