@@ -13,9 +13,19 @@ from sklearn.model_selection import StratifiedShuffleSplit
 
 from loaders.errors import DataError, ParameterError
 from scoring.features import FlagVectors
+from scoring.misjudgment import brier_score, expected_calibration_error, good_user_costs, reliability_table, segment_metrics
 from scoring.pipeline import Scorer
 
-__all__ = ["EvaluationReport", "labelled_rows", "recall_at_k", "evaluate"]
+__all__ = ["EvaluationReport", "labelled_rows", "recall_at_k", "evaluate", "user_segments", "HUB_USERS"]
+
+#: Metrics summarised over repeats: ranking, then what good users pay, then calibration, then
+#: ranking within segments.
+SUMMARY_METRICS = (
+    "auroc", "auprc", "rec_at_k", "good_refused", "collateral", "collateral_rate", "brier", "ece",
+    "auroc_high_degree", "auprc_high_degree", "auroc_low_degree", "auprc_low_degree", "auroc_hub_only", "auprc_hub_only",
+)
+#: An identifier shared by at least this many users is a hub for the ``hub_only`` segment.
+HUB_USERS = 20
 
 
 @dataclass(frozen=True)
@@ -30,17 +40,31 @@ class EvaluationReport:
     n_fraud: int
     combination: str
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Hidden users of every repeat pooled: risk bins against the observed fraud rate.
+    reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Segment name -> how it is defined and how many labelled users fall in it.
+    segments: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard deviation of each metric over repeats."""
         out = {}
-        for metric in ("auroc", "auprc", "rec_at_k"):
+        for metric in SUMMARY_METRICS:
+            if metric not in self.runs:
+                continue
             values = self.runs[metric].to_numpy(dtype=np.float64)
-            out[metric] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            values = values[~np.isnan(values)]
+            mean = float(values.mean()) if len(values) else float("nan")
+            out[metric] = {"mean": mean, "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data; a metric with no value (a segment without both classes) is None."""
+        return _plain(self._dict())
+
+    def _dict(self) -> dict[str, Any]:
         return {
+            "reliability": self.reliability.to_dict(orient="records"),
+            "segments": self.segments,
             "protocol": {"train_frac": self.train_frac, "repeats": self.repeats, "seed": self.seed},
             "labelled": self.n_labelled,
             "fraud": self.n_fraud,
@@ -49,6 +73,16 @@ class EvaluationReport:
             "runs": self.runs.to_dict(orient="records"),
             **self.meta,
         }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
 
 
 def labelled_rows(flags: pd.DataFrame) -> pd.DataFrame:
@@ -101,6 +135,9 @@ def evaluate(
             f"evaluate needs at least 2 users flagged fraud and 2 flagged benign; got {int(y.sum())} fraud and {int((1 - y).sum())} benign"
         )
     idx = scorer.projection.index_of(rows["user_id"].to_numpy())
+    segments = {name: mask[idx] for name, mask in user_segments(scorer.projection, labelled=idx).items()}
+    cfg = scorer.config
+    pooled_y, pooled_risk = [], []
     severity = rows["severity"].fillna(1.0).to_numpy(dtype=np.float64)
     splitter = StratifiedShuffleSplit(n_splits=repeats, train_size=train_frac, random_state=seed)
     n = scorer.projection.n_users
@@ -115,18 +152,30 @@ def evaluate(
         benign[idx[tr_b]] = np.maximum(severity[tr_b], 1e-6)
         result = scorer.score(FlagVectors(fraud=fraud, benign=benign))
         combination = result.combination
-        risk = result.scores["risk"].to_numpy()[idx[test]]
+        hidden = result.scores.iloc[idx[test]]
+        risk = hidden["risk"].to_numpy(dtype=np.float64)
         yt = y[test]
-        records.append(
-            {
-                "repeat": r,
-                "auroc": float(roc_auc_score(yt, risk)),
-                "auprc": float(average_precision_score(yt, risk)),
-                "rec_at_k": recall_at_k(yt, risk, int(yt.sum())),
-                "hidden": int(len(test)),
-                "hidden_fraud": int(yt.sum()),
-            }
+        record: dict[str, Any] = {
+            "repeat": r,
+            "auroc": float(roc_auc_score(yt, risk)),
+            "auprc": float(average_precision_score(yt, risk)),
+            "rec_at_k": recall_at_k(yt, risk, int(yt.sum())),
+            "hidden": int(len(test)),
+            "hidden_fraud": int(yt.sum()),
+        }
+        record.update(
+            good_user_costs(
+                yt, risk, hidden["graph_risk"].to_numpy(dtype=np.float64), hidden["decision"].to_numpy(dtype=object),
+                approve_at=cfg.approve_at, review_at=cfg.review_at,
+            )
         )
+        record["brier"] = brier_score(yt, risk)
+        record["ece"] = expected_calibration_error(yt, risk)
+        for name, m in segment_metrics(yt, risk, {k: v[test] for k, v in segments.items()}).items():
+            record[f"auroc_{name}"], record[f"auprc_{name}"] = m["auroc"], m["auprc"]
+        records.append(record)
+        pooled_y.append(yt)
+        pooled_risk.append(risk)
         if progress:
             progress(r + 1, repeats)
     return EvaluationReport(
@@ -137,4 +186,33 @@ def evaluate(
         n_labelled=len(rows),
         n_fraud=int(y.sum()),
         combination=combination,
+        reliability=reliability_table(np.concatenate(pooled_y), np.concatenate(pooled_risk)),
+        segments={
+            "high_degree": {"definition": "labelled users above the median number of shared identifiers plus relation partners", "users": int(segments["high_degree"].sum())},
+            "low_degree": {"definition": "the other labelled users", "users": int(segments["low_degree"].sum())},
+            "hub_only": {
+                "definition": f"users whose only links are shared identifiers used by {HUB_USERS} or more users (no relations)",
+                "users": int(segments["hub_only"].sum()),
+            },
+        },
     )
+
+
+def user_segments(projection: Any, *, labelled: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean masks over all users: ``high_degree`` / ``low_degree`` (split at the median degree
+    of the ``labelled`` users; degree = shared identifiers + relation partners, either way) and
+    ``hub_only`` (some shared identifiers, all of them used by ``HUB_USERS`` or more, no relations).
+    """
+    B = projection.shared
+    R = projection.related
+    n_idents = np.asarray(B.sum(axis=1)).ravel()
+    partners = np.asarray((R + R.T > 0).sum(axis=1)).ravel()
+    degree = n_idents + partners
+    median = float(np.median(degree[labelled])) if len(labelled) else 0.0
+    hub = (projection.ident_degree >= HUB_USERS).astype(np.float64)
+    hub_links = np.asarray(B @ hub).ravel()
+    return {
+        "high_degree": degree > median,
+        "low_degree": degree <= median,
+        "hub_only": (n_idents > 0) & (hub_links == n_idents) & (partners == 0),
+    }

@@ -420,8 +420,19 @@ def evaluate_cmd(
         table.add_column("metric")
         table.add_column("mean", justify="right")
         table.add_column("std", justify="right")
-        for name, label in (("auroc", "AUROC"), ("auprc", "AUPRC"), ("rec_at_k", "Rec@K")):
-            table.add_row(label, f"{summary[name]['mean']:.4f}", f"{summary[name]['std']:.4f}")
+        rows = (
+            ("auroc", "AUROC"), ("auprc", "AUPRC"), ("rec_at_k", "Rec@K"),
+            ("good_refused", "good users refused (reject or review)"), ("collateral", "  of them, refused for the graph alone"),
+            ("brier", "Brier score"), ("ece", "expected calibration error"),
+            ("auroc_high_degree", "AUROC, high-degree users"), ("auroc_low_degree", "AUROC, low-degree users"),
+            ("auroc_hub_only", "AUROC, users linked only through hubs"),
+        )
+        for name, label in rows:
+            m = summary.get(name)
+            if m is None or m["mean"] != m["mean"]:  # absent, or no users of both labels in that segment
+                table.add_row(label, "-", "-")
+            else:
+                table.add_row(label, f"{m['mean']:.4f}", f"{m['std']:.4f}")
         out.print(table)
         out.print(f"train_frac {train_frac}, {repeats} repeats, seed {seed}; {time.perf_counter() - t0:.1f} s")
 

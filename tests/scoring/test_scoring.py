@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from functools import lru_cache
 
 import numpy as np
@@ -129,6 +131,15 @@ def test_evaluate_follows_the_protocol() -> None:
     assert (report.runs["hidden"] == len(rows) - int(np.floor(0.4 * len(rows)))).all()
     summary = report.summary()
     assert 0.5 < summary["auroc"]["mean"] <= 1.0 and 0.0 < summary["auprc"]["mean"] <= 1.0
+    # what good users pay, and calibration, on the same hidden users
+    for metric in ("good_refused", "collateral_rate", "brier", "ece"):
+        assert 0.0 <= summary[metric]["mean"] <= 1.0
+    assert summary["collateral_rate"]["mean"] <= summary["good_refused"]["mean"]
+    assert report.reliability["users"].sum() == report.runs["hidden"].sum()
+    seg = report.segments
+    assert seg["high_degree"]["users"] + seg["low_degree"]["users"] == report.n_labelled
+    payload = json.dumps(report.to_dict(), allow_nan=False)  # JSON for other programs: no NaN
+    assert "reliability" in payload
     with pytest.raises(ParameterError, match="train_frac"):
         evaluate(scorer, train_frac=1.0)
 
