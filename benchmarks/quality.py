@@ -70,6 +70,10 @@ def main() -> None:
                 "reference_auprc": ref_auprc,
                 "reference_method": method,
                 "combination": report.combination,
+                # what known-good users pay, calibration and segments (scoring/misjudgment.py)
+                "misjudgment": {k: m[k]["mean"] for k in ("good_refused", "collateral", "collateral_rate", "brier", "ece") if k in m},
+                "segments": {k: (None if m[k]["mean"] != m[k]["mean"] else m[k]["mean"]) for k in m if k.startswith(("auroc_", "auprc_"))},
+                "segment_users": {k: v["users"] for k, v in report.segments.items()},
                 "seconds": round(time.perf_counter() - t0, 1),
                 # per repeat, for paired comparisons between configurations (same splits)
                 "runs": {k: report.runs[k].round(6).tolist() for k in ("auroc", "auprc", "rec_at_k")},
@@ -91,6 +95,16 @@ def main() -> None:
         print(
             f"| {r['data']} | {r['auroc']['mean']:.3f} ± {r['auroc']['std']:.3f} | {r['reference_auroc']:.3f} | "
             f"{r['auprc']['mean']:.3f} ± {r['auprc']['std']:.3f} | {r['reference_auprc']:.3f} | {r['rec_at_k']['mean']:.3f} |"
+        )
+    print()
+    print("| data | good users refused | of them, for the graph alone | Brier | ECE | AUROC high / low degree |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        g, sg = r["misjudgment"], r["segments"]
+        hi, lo = sg.get("auroc_high_degree"), sg.get("auroc_low_degree")
+        print(
+            f"| {r['data']} | {g['good_refused']:.3f} | {g['collateral']:.3f} | {g['brier']:.3f} | {g['ece']:.3f} | "
+            f"{'-' if hi is None else f'{hi:.3f}'} / {'-' if lo is None else f'{lo:.3f}'} |"
         )
     print(f"\nwritten {out}")
 

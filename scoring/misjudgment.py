@@ -25,7 +25,7 @@ def good_user_costs(
     dict
         ``good_refused``: share of good users (``y == 0``) decided ``reject`` or ``review``;
         ``collateral``: share of those refused good users who, without their graph risk
-        (``risk - graph_risk``), would be approved; ``collateral_rate``: the same users as a
+        (``risk - graph_risk``), would be approved (NaN when no good user is refused); ``collateral_rate``: the same users as a
         share of all good users.
 
     Examples
@@ -47,7 +47,7 @@ def good_user_costs(
     n_refused = int(refused.sum())
     return {
         "good_refused": n_refused / n_good,
-        "collateral": int(caught.sum()) / n_refused if n_refused else 0.0,
+        "collateral": int(caught.sum()) / n_refused if n_refused else float("nan"),
         "collateral_rate": int(caught.sum()) / n_good,
     }
 
