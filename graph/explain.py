@@ -11,7 +11,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from graph.projection import Projection, walk_matrix
 from graph.propagation.pagerank import transition_transpose
-from graph.propagation.push import _distinct
+from graph.propagation.push import _distinct, _row_entries
 from loaders.errors import ParameterError
 from loaders.schema import Tables
 
@@ -266,9 +266,7 @@ def _reverse_push(PT: sp.csr_matrix, dangling: np.ndarray, v: int, alpha: float,
         vals = r[frontier].copy()
         r[frontier] = 0.0
         y[frontier] += (1 - alpha) * vals
-        lo, hi = PT.indptr[frontier], PT.indptr[frontier + 1]
-        counts = hi - lo
-        idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        idx, counts = _row_entries(PT.indptr, frontier)
         # in-neighbours u of each frontier node w, with P[u, w]: row w of P^T
         t = PT.indices[idx]
         np.add.at(r, t, alpha * np.repeat(vals, counts) * PT.data[idx])

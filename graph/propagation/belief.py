@@ -226,6 +226,18 @@ def _require_evidence(name: str, F: np.ndarray, B: np.ndarray) -> None:
         raise ParameterError(f"{where} no fraud and no benign seed (all weights are 0): there is no evidence to propagate. Flag at least one user.")
 
 
+def _symmetrised_python(edges: dict[int, dict[int, float]], n: int) -> dict[int, dict[int, float]]:
+    """``(A + A^T) / 2`` on plain dicts, self-loops dropped: the graph the reference
+    implementations work on (as the fast paths symmetrise the matrix)."""
+    w: dict[int, dict[int, float]] = {i: {} for i in range(n)}
+    for i, nbrs in edges.items():
+        for j, x in nbrs.items():
+            if i != j:
+                w[i][j] = w[i].get(j, 0.0) + x / 2
+                w[j][i] = w[j].get(i, 0.0) + x / 2
+    return w
+
+
 def _belief_propagation_python(
     edges: dict[int, dict[int, float]],
     n: int,
@@ -242,12 +254,7 @@ def _belief_propagation_python(
 
     ``edges[i][j]`` is the weight of the edge ``i -> j``; it is symmetrised like the fast path.
     """
-    w: dict[int, dict[int, float]] = {i: {} for i in range(n)}
-    for i, nbrs in edges.items():
-        for j, x in nbrs.items():
-            if i != j:
-                w[i][j] = w[i].get(j, 0.0) + x / 2
-                w[j][i] = w[j].get(i, 0.0) + x / 2
+    w = _symmetrised_python(edges, n)
     degree = [sum(abs(x) for x in w[i].values()) for i in range(n)]
     top = max(degree, default=0.0)
     scale = [

@@ -158,8 +158,6 @@ def personalized_pagerank(
     seed_rows = np.flatnonzero(S.any(axis=1))
     S_seed = alpha * S[seed_rows]
     x = np.ascontiguousarray(S.copy())
-    y = np.empty_like(x)
-    diff = np.empty_like(x)
     residual = np.inf
     n_iter = 0
     converged = False
@@ -168,7 +166,7 @@ def personalized_pagerank(
         # over blocks of rows of about equal nonzeros, one thread each
         blocks = _row_blocks(indptr, 64 if n >= _PARALLEL_MIN else 1)
         starts = np.array([b[0] for b in blocks] + [n], dtype=np.int64)
-        x1, y1 = x[:, 0].copy(), y[:, 0].copy()
+        x1, y1 = x[:, 0].copy(), np.empty(n)
         restart1 = restart[:, 0].copy()
         extra_rows = S_seed[:, 0]
         before = numba.get_num_threads()
@@ -191,6 +189,8 @@ def personalized_pagerank(
         return PropagationResult(scores=x1 if vector else x1[:, None], n_iter=n_iter, converged=converged, residual=residual)
     # several vectors: scipy's multi-vector product, rows split in blocks of about equal
     # nonzeros, one per thread (its kernels release the GIL)
+    y = np.empty_like(x)
+    diff = np.empty_like(x)
     bounds = _row_blocks(indptr, threads if n * k >= _PARALLEL_MIN else 1)
 
     def product(block: tuple[int, int]) -> None:

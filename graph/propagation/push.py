@@ -239,6 +239,14 @@ def _row(state: PushState, u: int) -> tuple[np.ndarray, np.ndarray]:
     return A.indices[lo:hi].astype(np.int64), A.data[lo:hi]
 
 
+def _row_entries(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the stored entries of ``rows`` of a CSR matrix, row after row, in one
+    gather (no Python loop), and the number of entries of each row."""
+    lo, hi = indptr[rows], indptr[rows + 1]
+    counts = hi - lo
+    return np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum())), counts
+
+
 def _distinct(values: np.ndarray) -> np.ndarray:
     """Sorted distinct values (``np.unique``'s hash path is slow on large node ids)."""
     if values.size < 2:
@@ -271,10 +279,7 @@ def _push(state: PushState, start: np.ndarray) -> PushUpdate:
         targets = [np.zeros(0, dtype=np.int64)]
         if plain.any():
             nodes, v = frontier[plain], vals[plain]
-            lo, hi = A.indptr[nodes], A.indptr[nodes + 1]
-            counts = hi - lo
-            # the concatenated CSR row slices of every frontier node, in one gather
-            idx = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+            idx, counts = _row_entries(A.indptr, nodes)
             t = A.indices[idx]
             amounts = np.repeat(alpha * v / deg[nodes], counts) * A.data[idx]
             np.add.at(r, t, amounts)

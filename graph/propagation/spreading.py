@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
-from graph.propagation.belief import _check_iteration, _require_evidence, _seed_matrix, _seed_pair, _square
+from graph.propagation.belief import _check_iteration, _require_evidence, _seed_matrix, _seed_pair, _square, _symmetrised_python
 from graph.propagation.pagerank import personalized_pagerank
 from graph.propagation.result import PropagationResult
 from loaders.errors import ParameterError
@@ -219,12 +219,7 @@ def _label_spreading_python(
 
     ``edges[i][j]`` is the weight of the edge ``i -> j``; it is symmetrised like the fast path.
     """
-    w: dict[int, dict[int, float]] = {i: {} for i in range(n)}
-    for i, nbrs in edges.items():
-        for j, x in nbrs.items():
-            if i != j:
-                w[i][j] = w[i].get(j, 0.0) + x / 2
-                w[j][i] = w[j].get(i, 0.0) + x / 2
+    w = _symmetrised_python(edges, n)
     degree = [sum(w[i].values()) for i in range(n)]
     y = [[fraud.get(i, 0.0), benign.get(i, 0.0)] for i in range(n)]
     f = [row[:] for row in y]
