@@ -2,9 +2,10 @@
 
 On one generated graph (about 10M stored links and relations) and 1,000 seed users, in one run:
 
-- socialrisk end to end: read the embedded store, project it to CSR, build the walk matrix,
-  solve (tolerance ``--tol`` on the L1 change), both cold (projecting the tables) and from the
-  projection the store keeps for its current snapshot;
+- socialrisk end to end from the embedded store: project to CSR, build the walk matrix, solve
+  (tolerance ``--tol`` on the L1 change); cold, as the first propagation after a load (the
+  projection built from the integer codes the load keeps), and warm, from the projection the
+  store keeps for its current snapshot;
 - ``networkx.pagerank`` with ``personalization`` (its ``tol`` is per node: ``tol / N``), and
   ``igraph.Graph.personalized_pagerank`` (PRPACK, solved to its own precision), each timed from
   the walk matrix's integer edge list (their graph build plus the solve; the store read and
@@ -73,9 +74,9 @@ def main() -> None:
 
     import scipy.sparse as sp
 
-    from graph import GraphConfig, project
+    from graph import GraphConfig
     from graph.explain import ExplainContext
-    from graph.projection import walk_matrix
+    from graph.projection import encode, walk_matrix
     from graph.propagation import personalized_pagerank, transition_transpose
     from graph.propagation.push import add_seed, push_state
     from graph.store import EmbeddedStore
@@ -83,12 +84,24 @@ def main() -> None:
     ws = args.workspace or workspace(args.users, args.seed)
     out: dict[str, object] = {"users": args.users, "seeds": args.seeds, "tol": args.tol, "alpha": args.alpha}
 
-    # -- socialrisk, end to end from the store --------------------------------------------------
+    # -- socialrisk, end to end from the store ----------------------------------------------------
     gc.collect()
     tables, read_s = timed(lambda: EmbeddedStore(ws).read_tables())
     stored_edges = len(tables.links) + len(tables.relations)
-    projection, project_s = timed(lambda: project(tables, GraphConfig()))
-    W, walk_s = timed(lambda: walk_matrix(projection))
+    # what a load does once: the tables as integer codes (kept in the workspace)
+    _, encode_s = timed(lambda: encode(tables))
+    EmbeddedStore(ws).encoded()  # a workspace loaded by an older version gets its codes here, once
+    cache = ws / "cache"
+
+    def cold_run():  # type: ignore[no-untyped-def]
+        # the first propagation after a load: no projection kept, only the load's integer codes
+        for old in cache.glob("projection-*.npz"):
+            old.unlink()
+        projection, project_s = timed(lambda: EmbeddedStore(ws).projection(GraphConfig()))
+        W, walk_s = timed(lambda: walk_matrix(projection))
+        return projection, W, project_s, walk_s
+
+    projection, W, _, _ = cold_run()  # the first call of a process also loads the compiled kernels
     n = W.shape[0]
     rng = np.random.default_rng(args.seed)
     seed_nodes = rng.choice(projection.n_users, args.seeds, replace=False)
@@ -98,13 +111,18 @@ def main() -> None:
     result, solve_s = timed(lambda: personalized_pagerank(W, s, alpha=args.alpha, tol=args.tol))
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    result, solve_s = timed(lambda: personalized_pagerank(W, s, alpha=args.alpha, tol=args.tol))  # untraced timing
     ours = result.scores
-    cold = read_s + project_s + walk_s + solve_s
-    # warm: the store keeps the projection of its current snapshot (embedded: workspace/cache)
-    EmbeddedStore(ws).projection(GraphConfig())
-    warm_runs = []
+    cold_runs = []
     for _ in range(3):  # median of three: single runs on two shared cores move by tens of percent
+        del projection, W
+        gc.collect()
+        projection, W, project_s, walk_s = cold_run()
+        result, solve_s = timed(lambda: personalized_pagerank(W, s, alpha=args.alpha, tol=args.tol))
+        cold_runs.append((project_s + walk_s + solve_s, project_s, walk_s, solve_s))
+    cold, project_s, walk_s, solve_s = sorted(cold_runs)[1]
+    # warm: the store keeps the projection of its current snapshot (embedded: workspace/cache)
+    warm_runs = []
+    for _ in range(3):
         warm_projection, warm_read_s = timed(lambda: EmbeddedStore(ws).projection(GraphConfig()))
         W2, warm_walk_s = timed(lambda: walk_matrix(warm_projection))
         _, warm_solve_s = timed(lambda: personalized_pagerank(W2, s, alpha=args.alpha, tol=args.tol))
@@ -113,10 +131,15 @@ def main() -> None:
     del W2, warm_projection
     print(f"{stored_edges:,} stored edges; walk matrix {n:,} nodes, {W.nnz:,} entries", flush=True)
     print(
-        f"socialrisk: read {read_s:.2f} s + project {project_s:.2f} s + walk {walk_s:.2f} s + solve {solve_s:.2f} s "
-        f"({result.n_iter} iterations) = {cold:.2f} s cold; from the store's cached projection "
-        f"{warm_read_s:.2f} + {warm_walk_s:.2f} + {warm_solve_s:.2f} = {end_to_end:.2f} s (median of 3: "
-        f"{', '.join(f'{w[0]:.2f}' for w in warm_runs)})",
+        f"socialrisk cold (first propagation after a load): project from the store's integer codes {project_s:.2f} s "
+        f"+ walk {walk_s:.2f} s + solve {solve_s:.2f} s ({result.n_iter} iterations) = {cold:.2f} s (median of 3: "
+        f"{', '.join(f'{c[0]:.2f}' for c in cold_runs)}); the codes are made once at load ({encode_s:.2f} s, after "
+        f"reading the tables in {read_s:.2f} s)",
+        flush=True,
+    )
+    print(
+        f"socialrisk warm (the store's kept projection): {warm_read_s:.2f} + {warm_walk_s:.2f} + {warm_solve_s:.2f} = "
+        f"{end_to_end:.2f} s (median of 3: {', '.join(f'{w[0]:.2f}' for w in warm_runs)})",
         flush=True,
     )
 
@@ -221,12 +244,14 @@ def main() -> None:
             "walk_nodes": n,
             "walk_entries": int(W.nnz),
             "socialrisk": {
-                "read_s": round(read_s, 3),
+                "read_tables_s": round(read_s, 3),
+                "encode_at_load_s": round(encode_s, 3),
                 "project_s": round(project_s, 3),
                 "walk_s": round(walk_s, 3),
                 "solve_s": round(solve_s, 3),
                 "iterations": result.n_iter,
                 "end_to_end_cold_s": round(cold, 3),
+                "end_to_end_cold_runs_s": [round(c[0], 3) for c in cold_runs],
                 "cached_projection_read_s": round(warm_read_s, 3),
                 "end_to_end_s": round(end_to_end, 3),
                 "end_to_end_runs_s": [round(w[0], 3) for w in warm_runs],

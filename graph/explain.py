@@ -41,6 +41,8 @@ class PathStep:
         Date of the latest relation of that kind between the two.
     forward : bool
         For relations: whether the relation points from ``source`` to ``target``.
+    ident : str or None
+        For identifiers: the full ``"kind:pseudonym"`` key (``via`` shows its first digits).
     """
 
     source: str
@@ -49,6 +51,7 @@ class PathStep:
     kind: str
     when: str | None = None
     forward: bool = True
+    ident: str | None = None
 
 
 @dataclass(frozen=True)
@@ -212,8 +215,8 @@ class ExplainContext:
             a, b = nodes[i], nodes[i + 1]
             if b >= n:  # a -> identifier -> c
                 c = nodes[i + 2]
-                via = ident_label(str(projection.ident_keys[b - n]))
-                steps.append(PathStep(str(projection.user_ids[a]), str(projection.user_ids[c]), via, "identifier"))
+                key = str(projection.ident_keys[b - n])
+                steps.append(PathStep(str(projection.user_ids[a]), str(projection.user_ids[c]), ident_label(key), "identifier", ident=key))
                 i += 2
                 continue
             ua, ub = str(projection.user_ids[a]), str(projection.user_ids[b])

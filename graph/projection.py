@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -12,11 +15,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from graph._csr import sorted_csr
 from graph.config import GraphConfig
 from loaders.errors import NotFoundError
 from loaders.schema import Tables
 
-__all__ = ["Projection", "project", "walk_matrix", "save_projection", "load_projection"]
+__all__ = [
+    "Projection", "EncodedGraph", "encode", "project", "project_encoded", "walk_matrix", "save_projection", "load_projection",
+    "save_encoded", "load_encoded",
+]
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,150 @@ def _first_seen_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), first_row
 
 
+@dataclass(frozen=True)
+class EncodedGraph:
+    """The stored tables reduced to what any projection needs, as integer codes.
+
+    Strings are factorised once (at load time, by the stores that keep this); a projection
+    under a configuration is then array arithmetic over these codes (:func:`project_encoded`).
+
+    Attributes
+    ----------
+    user_ids : ndarray of str
+        Users in first-seen order over users, links, relation ends and flags.
+    as_of : int
+        Newest link or relation time (nanoseconds since the epoch), the reference for time
+        decay; ``NAT`` when no row has a time.
+    link_user, link_ident, link_kind : ndarray of int32
+        Links to identifiers used by at least two users, sorted by ``(user, ident)``: the user,
+        the identifier (index into :attr:`ident_keys`) and the kind (into :attr:`link_kinds`).
+        Links to identifiers of one user are never projected and are not kept.
+    link_weight : ndarray of float64
+        Link weight (1 where missing).
+    link_seen : ndarray of int64
+        ``last_seen`` in nanoseconds, ``NAT`` where missing.
+    ident_keys : ndarray of str
+        ``"kind:pseudonym"`` of each identifier used by at least two users, in first-seen order.
+    ident_kind : ndarray of int32
+        Kind code of each identifier.
+    link_kinds : tuple of str
+    rel_src, rel_dst, rel_kind : ndarray of int32
+        Every relation, sorted by ``(src, dst)``; kind codes into :attr:`rel_kinds`.
+    rel_weight : ndarray of float64
+        Signed weight (1 where missing).
+    rel_ts : ndarray of int64
+        Time in nanoseconds, ``NAT`` where missing.
+    rel_kinds : tuple of str
+    """
+
+    user_ids: np.ndarray
+    as_of: int
+    link_user: np.ndarray
+    link_ident: np.ndarray
+    link_kind: np.ndarray
+    link_weight: np.ndarray
+    link_seen: np.ndarray
+    ident_keys: np.ndarray
+    ident_kind: np.ndarray
+    link_kinds: tuple[str, ...]
+    rel_src: np.ndarray
+    rel_dst: np.ndarray
+    rel_kind: np.ndarray
+    rel_weight: np.ndarray
+    rel_ts: np.ndarray
+    rel_kinds: tuple[str, ...]
+
+    def with_users(self, user_ids: object) -> "EncodedGraph":
+        """The same graph with any of ``user_ids`` not yet known appended (in first-seen order).
+
+        New flags may name users that no other table has; they join the end of the order, as
+        :meth:`loaders.schema.Tables.all_user_ids` puts them.
+        """
+        ids = pd.Index(pd.unique(np.asarray(user_ids, dtype=object).astype(str)))
+        new = ids[pd.Index(self.user_ids).get_indexer(ids) < 0]
+        if not len(new):
+            return self
+        return dataclasses.replace(self, user_ids=np.concatenate([self.user_ids.astype(object), np.asarray(new, dtype=object)]).astype(str))
+
+
+#: Missing time in :class:`EncodedGraph` (pandas' NaT as int64).
+NAT = np.iinfo(np.int64).min
+
+
+def _nanoseconds(times: pd.Series) -> np.ndarray:
+    values = pd.to_datetime(times, utc=True)
+    out = values.to_numpy(dtype="datetime64[ns]").view(np.int64) if len(values) else np.zeros(0, dtype=np.int64)
+    return np.asarray(out, dtype=np.int64)
+
+
+def encode(tables: Tables) -> EncodedGraph:
+    """Factorise the canonical tables into an :class:`EncodedGraph`.
+
+    Parameters
+    ----------
+    tables : Tables
+
+    Returns
+    -------
+    EncodedGraph
+    """
+    # one factorisation of every user-id column: first-seen order (as Tables.all_user_ids),
+    # and each edge's endpoints as codes, without a lookup per column
+    rel = tables.relations
+    links = tables.links
+    (_, link_user, src, dst, _), uniques = _factorize(
+        [tables.users["user_id"], links["user_id"], rel["src"], rel["dst"], tables.flags["user_id"]]
+    )
+    seen = _nanoseconds(links["last_seen"])
+    ts = _nanoseconds(rel["ts"])
+    times = np.concatenate([seen[seen != NAT], ts[ts != NAT]])
+    as_of = int(times.max()) if len(times) else NAT
+
+    # identifiers are (kind, ident) pairs: factorise each column, then the pair of codes; keep
+    # those of at least two users
+    if len(links):
+        (ident_code,), ident_values = _factorize([links["ident"]])
+        kind_codes, kind_names = pd.factorize(links["kind"].astype("string"))
+        kind_names = np.asarray(kind_names, dtype=object).astype(str)
+        codes, first_row = _first_seen_codes(ident_code * len(kind_names) + kind_codes)
+        shared = np.bincount(codes, minlength=len(first_row)) >= 2
+        new_code = np.full(len(first_row), -1, dtype=np.int64)
+        new_code[shared] = np.arange(int(shared.sum()))
+        cols = new_code[codes]
+        keep = np.flatnonzero(cols >= 0)
+        order = keep[np.lexsort((cols[keep], link_user[keep]))]
+        kept_rows = first_row[shared]
+        ident_keys = np.array(
+            [f"{k}:{i}" for k, i in zip(kind_names[kind_codes[kept_rows]].tolist(), ident_values[ident_code[kept_rows]].tolist())], dtype=str
+        ) if len(kept_rows) else np.zeros(0, dtype=str)
+        link_weight = links["weight"].fillna(1.0).to_numpy(dtype=np.float64)
+        link_part = dict(
+            link_user=link_user[order].astype(np.int32), link_ident=cols[order].astype(np.int32),
+            link_kind=kind_codes[order].astype(np.int32), link_weight=link_weight[order], link_seen=seen[order],
+            ident_keys=ident_keys, ident_kind=kind_codes[kept_rows].astype(np.int32), link_kinds=tuple(kind_names.tolist()),
+        )
+    else:
+        empty_i, empty_f = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64)
+        link_part = dict(
+            link_user=empty_i, link_ident=empty_i, link_kind=empty_i, link_weight=empty_f, link_seen=np.zeros(0, dtype=np.int64),
+            ident_keys=np.zeros(0, dtype=str), ident_kind=empty_i, link_kinds=(),
+        )
+
+    rel_kind, rel_kinds = pd.factorize(rel["kind"].astype("string"))
+    order = np.lexsort((dst, src))
+    return EncodedGraph(
+        user_ids=uniques.astype(str),
+        as_of=as_of,
+        rel_src=src[order].astype(np.int32),
+        rel_dst=dst[order].astype(np.int32),
+        rel_kind=rel_kind[order].astype(np.int32),
+        rel_weight=rel["weight"].fillna(1.0).to_numpy(dtype=np.float64)[order],
+        rel_ts=ts[order],
+        rel_kinds=tuple(str(k) for k in rel_kinds),
+        **link_part,
+    )
+
+
 def project(tables: Tables, config: GraphConfig | None = None) -> Projection:
     """Build the sparse projection of the canonical tables.
 
@@ -146,104 +297,88 @@ def project(tables: Tables, config: GraphConfig | None = None) -> Projection:
     -------
     Projection
     """
+    return project_encoded(encode(tables), config)
+
+
+def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None) -> Projection:
+    """The sparse projection of an :class:`EncodedGraph` under ``config``.
+
+    Parameters
+    ----------
+    encoded : EncodedGraph
+    config : GraphConfig, optional
+        Weights, directions, hub limit and time decay.
+
+    Returns
+    -------
+    Projection
+    """
     config = config or GraphConfig()
-    # one factorisation of every user-id column: first-seen order (as Tables.all_user_ids),
-    # and each edge's endpoints as codes, without a lookup per column
-    rel = tables.relations
-    links = tables.links
-    (_, link_user, src, dst, _), uniques = _factorize(
-        [tables.users["user_id"], links["user_id"], rel["src"], rel["dst"], tables.flags["user_id"]]
-    )
-    user_ids = uniques.astype(str)
-    n = len(user_ids)
-    as_of = _newest_time(tables)
+    e = encoded
+    n = len(e.user_ids)
 
-    # -- identifiers: keep those shared by >= 2 users, below the hub limit ----------------------
-    if len(links):
-        # identifiers are (kind, ident) pairs: factorise each column, then the pair of codes
-        (ident_code,), ident_values = _factorize([links["ident"]])
-        kind_codes, kind_names = pd.factorize(links["kind"].astype("string"))
-        kind_names = np.asarray(kind_names, dtype=object).astype(str)
-        codes, first_row = _first_seen_codes(ident_code * len(kind_names) + kind_codes)
-        rows = link_user
-        degree_all = np.bincount(codes, minlength=len(first_row))
-        keep_ident = degree_all >= 2
-        if config.hub_max_degree is not None:
-            keep_ident &= degree_all <= config.hub_max_degree
-        new_code = np.full(len(first_row), -1, dtype=np.int64)
-        new_code[keep_ident] = np.arange(int(keep_ident.sum()))
-        cols = new_code[codes]
-        mask = cols >= 0
-        kind_w = np.array([config.link_weight(k) for k in kind_names], dtype=np.float64)
-        w = kind_w[kind_codes] * links["weight"].fillna(1.0).to_numpy(dtype=np.float64)
-        w *= _decay(links["last_seen"], as_of, config.half_life_days)
-        n_idents = int(keep_ident.sum())
-        incidence = sp.csr_matrix((w[mask], (rows[mask], cols[mask])), shape=(n, n_idents))
-        incidence.sum_duplicates()
-        kept_rows = first_row[keep_ident]
-        ident_keys = np.array(
-            [f"{k}:{i}" for k, i in zip(kind_names[kind_codes[kept_rows]].tolist(), ident_values[ident_code[kept_rows]].tolist())], dtype=str
-        )
-        if not len(ident_keys):
-            ident_keys = np.zeros(0, dtype=str)
-        ident_kind = kind_codes[kept_rows].astype(np.int64)
-        ident_degree = np.diff(incidence.tocsc().indptr).astype(np.int64)
-        ident_kinds = tuple(str(k) for k in kind_names)
-    else:
-        incidence = sp.csr_matrix((n, 0))
-        ident_keys = np.zeros(0, dtype=str)
-        ident_kind = np.zeros(0, dtype=np.int64)
-        ident_degree = np.zeros(0, dtype=np.int64)
-        ident_kinds = ()
+    # -- identifiers: those shared by >= 2 users (all kept ones), below the hub limit -------
+    degree_all = np.bincount(e.link_ident, minlength=len(e.ident_keys))
+    keep_ident = np.ones(len(e.ident_keys), dtype=bool)
+    if config.hub_max_degree is not None:
+        keep_ident &= degree_all <= config.hub_max_degree
+    new_code = np.full(len(e.ident_keys), -1, dtype=np.int64)
+    new_code[keep_ident] = np.arange(int(keep_ident.sum()))
+    cols = new_code[e.link_ident]
+    mask = cols >= 0
+    kind_w = np.array([config.link_weight(k) for k in e.link_kinds], dtype=np.float64)
+    w = kind_w[e.link_kind] * e.link_weight
+    w *= _decay(e.link_seen, e.as_of, config.half_life_days)
+    n_idents = int(keep_ident.sum())
+    incidence = sorted_csr(e.link_user, cols, w, mask, (n, n_idents))
+    ident_degree = np.bincount(incidence.indices, minlength=n_idents).astype(np.int64)
 
-    # -- relations --------------------------------------------------------------------------
+    # -- relations (sorted by (src, dst)) ---------------------------------------------------
+    src, dst = e.rel_src, e.rel_dst
     not_self = src != dst
-    n_self = int((~not_self).sum())
-    weight = rel["weight"].fillna(1.0).to_numpy(dtype=np.float64)
-    magnitude = _transform(np.abs(weight), config.weight_transform)
-    decay = _decay(rel["ts"], as_of, config.half_life_days)
-    kind_codes, kind_names = pd.factorize(rel["kind"].astype("string"))
-    kind_names = np.asarray(kind_names, dtype=object).astype(str)
-    kind_mult = np.array([config.relation(k).weight for k in kind_names], dtype=np.float64)
-    pos = not_self & (weight > 0)
-    neg = not_self & (weight < 0)
+    magnitude = _transform(np.abs(e.rel_weight), config.weight_transform)
+    values = magnitude * _decay(e.rel_ts, e.as_of, config.half_life_days)
+    kind_mult = np.array([config.relation(k).weight for k in e.rel_kinds], dtype=np.float64)
+    pos = not_self & (e.rel_weight > 0)
+    neg = not_self & (e.rel_weight < 0)
 
-    def mat(mask: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
-        m = sp.csr_matrix((values[mask], (src[mask], dst[mask])), shape=(n, n))
-        m.sum_duplicates()
-        return m
-
-    relations_pos = mat(pos, magnitude * decay)
-    relations_neg = mat(neg, magnitude * decay)
-    walk_values = magnitude * decay * kind_mult[kind_codes]
-    walk = sp.csr_matrix((n, n))
-    counts: dict[str, sp.csr_matrix] = {}
-    for code, kind in enumerate(kind_names):
-        of_kind = kind_codes == code
-        counts[str(kind)] = mat(not_self & of_kind, np.ones(len(rel)))
-        forward = mat(pos & of_kind, walk_values)
-        direction = config.relation(str(kind)).direction
-        if direction == "forward":
-            walk = walk + forward
-        elif direction == "backward":
-            walk = walk + forward.T
-        else:
-            walk = walk + forward + forward.T
+    walk_values = values * kind_mult[e.rel_kind]
+    forward = np.zeros(len(src), dtype=bool)
+    backward = np.zeros(len(src), dtype=bool)
+    ones = np.ones(len(src))
+    wanted = {"pos": (pos, values), "neg": (neg, values)}
+    for code, kind in enumerate(e.rel_kinds):
+        of_kind = e.rel_kind == code
+        wanted[f"count:{kind}"] = (not_self & of_kind, ones)
+        direction = config.relation(kind).direction
+        if direction in ("forward", "both"):
+            forward |= of_kind
+        if direction in ("backward", "both"):
+            backward |= of_kind
+    wanted["forward"] = (pos & forward, walk_values)
+    wanted["backward"] = (pos & backward, walk_values)
+    # each matrix is one compiled pass that releases the GIL: build them side by side
+    with ThreadPoolExecutor(max_workers=min(len(wanted), os.cpu_count() or 1)) as pool:
+        futures = {name: pool.submit(sorted_csr, src, dst, v, m, (n, n)) for name, (m, v) in wanted.items()}
+        built = {name: f.result() for name, f in futures.items()}
+    relations_pos, relations_neg = built["pos"], built["neg"]
+    counts = {kind: built[f"count:{kind}"] for kind in e.rel_kinds}
+    walk = built["forward"] + built["backward"].T.tocsr()
     walk = sp.csr_matrix(walk)
     walk.eliminate_zeros()
 
     return Projection(
-        user_ids=user_ids,
-        ident_keys=ident_keys,
-        ident_kind=ident_kind,
-        ident_kinds=ident_kinds,
+        user_ids=e.user_ids,
+        ident_keys=e.ident_keys[keep_ident],
+        ident_kind=e.ident_kind[keep_ident].astype(np.int64),
+        ident_kinds=tuple(e.link_kinds),
         ident_degree=ident_degree,
         incidence=incidence,
         relations_walk=walk,
         relations_pos=relations_pos,
         relations_neg=relations_neg,
         relations_count=counts,
-        n_self_relations=n_self,
+        n_self_relations=int((~not_self).sum()),
     )
 
 
@@ -284,16 +419,11 @@ def walk_matrix(
     return sp.csr_matrix(sp.bmat([[rel, None], [None, sp.csr_matrix((m, m))]], format="csr")) if m else sp.csr_matrix(rel)
 
 
-def _newest_time(tables: Tables) -> pd.Timestamp | None:
-    times = [tables.relations["ts"].max(), tables.links["last_seen"].max()]
-    times = [t for t in times if t is not None and not pd.isna(t)]
-    return max(times) if times else None
-
-
-def _decay(times: pd.Series, as_of: pd.Timestamp | None, half_life_days: float | None) -> np.ndarray:
-    if half_life_days is None or as_of is None or not len(times):
+def _decay(times: np.ndarray, as_of: int, half_life_days: float | None) -> np.ndarray:
+    """``0.5 ** (age / half_life)`` of nanosecond times against ``as_of``; 1 where the time is missing."""
+    if half_life_days is None or as_of == NAT or not len(times):
         return np.ones(len(times), dtype=np.float64)
-    age = (as_of - times).dt.total_seconds().to_numpy(dtype=np.float64, na_value=0.0) / 86400.0
+    age = np.where(times == NAT, 0.0, (as_of - times.astype(np.float64)) / 86400e9)
     return np.power(0.5, np.maximum(age, 0.0) / half_life_days)
 
 
@@ -354,3 +484,28 @@ def load_projection(path: str | Path) -> Projection:
             relations_count={k: mat(f"count_{i}") for i, k in enumerate(kinds)},
             n_self_relations=int(z["n_self_relations"]),
         )
+
+
+def save_encoded(encoded: EncodedGraph, path: str | Path, *, snapshot: int) -> None:
+    """Write an encoded graph to one uncompressed ``.npz`` file (atomically), tagged with the
+    store snapshot it was made from."""
+    path = Path(path)
+    arrays = {f.name: getattr(encoded, f.name) for f in dataclasses.fields(encoded)}
+    arrays["as_of"] = np.array(encoded.as_of, dtype=np.int64)
+    arrays["link_kinds"] = np.array(encoded.link_kinds, dtype=str)
+    arrays["rel_kinds"] = np.array(encoded.rel_kinds, dtype=str)
+    arrays["snapshot"] = np.array(snapshot, dtype=np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_encoded(path: str | Path) -> tuple[EncodedGraph, int]:
+    """Read an encoded graph written by :func:`save_encoded`, and the snapshot it was made from."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        values = {f.name: z[f.name] for f in dataclasses.fields(EncodedGraph)}
+        values["as_of"] = int(values["as_of"])
+        values["link_kinds"] = tuple(str(k) for k in values["link_kinds"])
+        values["rel_kinds"] = tuple(str(k) for k in values["rel_kinds"])
+        return EncodedGraph(**values), int(z["snapshot"])

@@ -97,11 +97,11 @@ def _provenance(store: GraphStore, settings: Settings, extra: dict[str, Any] | N
     return out
 
 
-def _projection(store: GraphStore, settings: Settings) -> tuple[Tables, Projection]:
-    tables = store.read_tables()
-    if not len(tables.all_user_ids()):
+def _projection(store: GraphStore, settings: Settings) -> Projection:
+    projection = store.projection(settings.graph)
+    if not projection.n_users:
         raise NotFoundError("the store holds no users yet; run 'socialrisk load DATA_DIR' first")
-    return tables, store.projection(settings.graph)
+    return projection
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,8 @@ def propagate(store: GraphStore, settings: Settings, *, progress: Progress | Non
     """
     say = progress or (lambda _m: None)
     say("projecting the graph")
-    tables, projection = _projection(store, settings)
-    flags = flag_vectors(tables.flags, projection)
+    projection = _projection(store, settings)
+    flags = flag_vectors(store.read_table("flags"), projection)
     if not (flags.fraud > 0).any():
         raise NotFoundError("no user is flagged fraud: there is no risk to propagate. Load a flags table with label=fraud.")
     say("propagating")
@@ -146,7 +146,8 @@ def score(store: GraphStore, settings: Settings, *, progress: Progress | None = 
     """Score every user in the store and keep the scores with their provenance."""
     say = progress or (lambda _m: None)
     say("projecting the graph")
-    tables, projection = _projection(store, settings)
+    projection = _projection(store, settings)
+    tables = store.read_tables()
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     result = scorer.score(scorer.flags_from(tables.flags), progress=progress)
     meta = _provenance(store, settings, dict(result.meta))
@@ -162,7 +163,8 @@ def explain(store: GraphStore, settings: Settings, user_id: str, *, top: int = 5
     row = scores.loc[scores["user_id"] == user_id]
     if row.empty:
         raise NotFoundError(f"unknown user {user_id!r}: not in the stored scores")
-    tables, projection = _projection(store, settings)
+    projection = _projection(store, settings)
+    tables = store.read_tables()
     flags = flag_vectors(tables.flags, projection)
     explanation = explain_user(
         tables, projection, user_id, flags.fraud, hub_exponent=settings.graph.hub_exponent, alpha=settings.scoring.alpha, top=top
@@ -212,7 +214,8 @@ def rings(
         raise NotFoundError("no 'scores' result yet: run 'socialrisk score' first (rings are ranked by their members' risk)")
     scores, scores_meta = store.read_result("scores")
     say("projecting the graph")
-    tables, projection = _projection(store, settings)
+    projection = _projection(store, settings)
+    tables = store.read_tables()
     say(f"finding {kind}")
     labels = ring_labels(projection, kind=kind, k=top, seed=seed)
     say("ranking")
@@ -355,8 +358,8 @@ def flag(
     rebuilt = loaded is None
     if loaded is None:
         say("solving the exposure from scratch (no state kept for this data)")
-        tables, projection = _projection(store, settings)
-        fraud = flag_vectors(tables.flags, projection).fraud
+        projection = _projection(store, settings)
+        fraud = flag_vectors(store.read_table("flags"), projection).fraud
         if not (fraud > 0).any():
             raise NotFoundError("no user is flagged fraud yet: load a flags table before flagging incrementally")
         A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent)

@@ -13,8 +13,9 @@ from typing import Any
 import pandas as pd
 
 from graph.config import GraphConfig
-from graph.projection import Projection, load_projection, project, save_projection
+from graph.projection import EncodedGraph, Projection, encode, load_projection, project_encoded, save_projection
 
+from graph.store.audit import AuditEntry, verify_chain
 from loaders.errors import ConfigError
 from loaders.load import WriteCounts
 from loaders.schema import Tables
@@ -88,7 +89,7 @@ class GraphStore(ABC):
         """
         config = config or GraphConfig()
         if self.cache_dir is None:
-            return project(self.read_tables(), config)
+            return project_encoded(self.encoded(), config)
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         plain = {k: dict(v) if isinstance(v, Mapping) else v for k, v in fields.items()}
         digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()[:16]
@@ -96,12 +97,24 @@ class GraphStore(ABC):
         path = Path(self.cache_dir) / f"projection-{snapshot}-{digest}.npz"
         if path.exists():
             return load_projection(path)
-        projection = project(self.read_tables(), config)
+        projection = project_encoded(self.encoded(), config)
         save_projection(projection, path)
         for old in Path(self.cache_dir).glob("projection-*.npz"):
             if old != path:
                 old.unlink(missing_ok=True)
         return projection
+
+    def encoded(self) -> EncodedGraph:
+        """The stored graph as integer codes (:class:`~graph.projection.EncodedGraph`).
+
+        Stores that keep it from load time return the kept one; this default encodes the
+        tables afresh.
+        """
+        return encode(self.read_tables())
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        """One canonical table (``users``, ``links``, ``relations`` or ``flags``)."""
+        return getattr(self.read_tables(), name)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (connections, file handles)."""
@@ -111,3 +124,117 @@ class GraphStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- audit log ----------------------------------------------------------------------------
+
+    def append_audit(self, records: list[dict[str, Any]]) -> list[AuditEntry]:
+        """Append entries to the audit log, atomically with respect to other writers.
+
+        Parameters
+        ----------
+        records : list of dict
+            One per entry: ``action`` and optionally ``actor``, ``user_id``, ``before``,
+            ``after``, ``detail`` (see :func:`graph.store.audit.new_entries`).
+
+        Returns
+        -------
+        list of AuditEntry
+            The entries as stored, with their ``seq``, ``at`` and hashes.
+
+        Raises
+        ------
+        ParameterError
+            A malformed record (nothing is appended).
+        StoreError
+            The stored log is damaged at its end (nothing is appended).
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    def read_audit(self, user_id: str | None = None) -> list[AuditEntry]:
+        """The audit log in order, after checking the whole chain.
+
+        Parameters
+        ----------
+        user_id : str, optional
+            Only the entries about this user; default all.
+
+        Returns
+        -------
+        list of AuditEntry
+
+        Raises
+        ------
+        StoreError
+            An entry was altered, removed, reordered or is incomplete; the message names it.
+        """
+        entries = self._audit_entries()
+        verify_chain(entries, source=self._audit_location())
+        if user_id is None:
+            return entries
+        return [e for e in entries if e.user_id == user_id]
+
+    def _audit_entries(self) -> list[AuditEntry]:
+        """Every stored audit entry in stored order, unverified."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no audit log")
+
+    def _audit_location(self) -> str:
+        """Where the audit log is kept, to start error messages."""
+        return f"{self}: audit log"
+
+    # -- model registry -----------------------------------------------------------------------
+
+    def write_model(self, version: str, payload: bytes, meta: dict[str, Any]) -> None:
+        """Register a model version: its payload (the pickled combination) and metadata.
+
+        The store records ``payload_sha256``, ``payload_bytes``, ``version`` and
+        ``created_at`` (unless given) in the metadata; see :func:`graph.store.models.model_meta`.
+
+        Raises
+        ------
+        StoreError
+            The version already exists: versions are never overwritten.
+        ParameterError
+            A bad version id, a payload that is not bytes, or metadata JSON cannot hold.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no model registry")
+
+    def read_model(self, version: str) -> tuple[bytes, dict[str, Any]]:
+        """A registered version's payload and metadata, the payload checked against its SHA-256.
+
+        Raises
+        ------
+        NotFoundError
+            No such version.
+        StoreError
+            The payload does not match the recorded SHA-256, or the registry is damaged.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no model registry")
+
+    def _model_metas(self) -> list[dict[str, Any]]:
+        """The metadata of every registered version, in any order."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no model registry")
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """The metadata of every registered version, oldest first (by ``created_at``, then
+        version), each with ``current``: whether it is the current version."""
+        current = self.current_model()
+        metas = sorted(self._model_metas(), key=lambda m: (str(m.get("created_at", "")), str(m.get("version", ""))))
+        return [{**m, "current": m.get("version") == current} for m in metas]
+
+    def current_model(self) -> str | None:
+        """The version set by :meth:`set_current_model`; None before any is set."""
+        version = self.metadata().get("current_model")
+        return str(version) if version else None
+
+    def set_current_model(self, version: str) -> None:
+        """Make ``version`` the current model, after checking that it reads back intact.
+
+        Raises
+        ------
+        NotFoundError
+            No such version.
+        StoreError
+            Its payload does not match its recorded SHA-256.
+        """
+        self.read_model(version)
+        self._update_metadata({"current_model": version})

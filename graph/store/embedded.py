@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,12 @@ import pandas as pd
 from loaders.errors import NotFoundError, StoreError
 from loaders.load import WriteCounts
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
+from graph.projection import EncodedGraph, encode, load_encoded, save_encoded
+from graph.store._json import canonical_json
+from graph.store.audit import AuditEntry, entry_from_dict, entry_hash, new_entries
 from graph.store.base import GraphStore
 from graph.store.merge import merge_table
+from graph.store.models import check_model_payload, check_model_version, model_meta
 
 __all__ = ["EmbeddedStore", "FORMAT_VERSION"]
 
@@ -31,11 +38,15 @@ class EmbeddedStore(GraphStore):
         workspace/
           meta.json               format version, counts, snapshot, key fingerprint
           graph/<table>.parquet   canonical users, links, relations, flags
+          graph/encoded.npz       the same graph as integer codes, made at load time
           results/<name>.parquet  computed results, with results/<name>.json provenance
           cache/                  the last projection (derived; safe to delete)
+          audit/log.jsonl         the audit log, one JSON entry a line, only ever appended to
+          models/<version>.bin    registered model payloads, with models/<version>.json metadata
 
-    Every file is written to a temporary name and renamed into place, so a crash leaves the
-    previous version readable.
+    Every file but the audit log is written to a temporary name and renamed into place, so a
+    crash leaves the previous version readable. The audit log is appended to under a file lock
+    and synced; a crash mid-append leaves an incomplete last line, which reads report.
 
     Parameters
     ----------
@@ -106,6 +117,44 @@ class EmbeddedStore(GraphStore):
         self._tables = Tables(**parts)
         return self._tables
 
+    def read_table(self, name: str) -> pd.DataFrame:
+        if self._tables is not None:
+            return getattr(self._tables, name)
+        if name not in TABLE_NAMES:
+            raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+        path = self.workspace / "graph" / f"{name}.parquet"
+        if not path.exists():
+            return getattr(empty_tables(), name)
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for damaged files
+            raise StoreError(f"{path}: cannot be read ({exc}); the workspace is damaged") from exc
+
+    @property
+    def _encoded_path(self) -> Path:
+        return self.workspace / "graph" / "encoded.npz"
+
+    def _kept_encoded(self) -> tuple[EncodedGraph, int] | None:
+        if not self._encoded_path.exists():
+            return None
+        try:
+            return load_encoded(self._encoded_path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise StoreError(f"{self._encoded_path}: cannot be read ({exc}); delete it and it will be rebuilt from the tables") from exc
+
+    def encoded(self) -> EncodedGraph:
+        """The integer codes kept since the last load (``graph/encoded.npz``), or the tables
+        encoded afresh when they are missing or older than the tables (a workspace from an
+        earlier version)."""
+        snapshot = int(self._read_meta().get("snapshot", 0))
+        kept = self._kept_encoded()
+        if kept is not None and kept[1] == snapshot:
+            return kept[0]
+        encoded = encode(self.read_tables())
+        if (self.workspace / "graph").exists():
+            save_encoded(encoded, self._encoded_path, snapshot=snapshot)
+        return encoded
+
     def _read_stored(self) -> dict[str, pd.DataFrame]:
         out = {}
         for name in TABLE_NAMES:
@@ -127,8 +176,18 @@ class EmbeddedStore(GraphStore):
             _atomic_write_parquet(self.workspace / "graph" / f"{name}.parquet", frame)
         meta = self._read_meta()
         if any(c.added for c in counts.values()):
-            meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
+            previous = int(meta.get("snapshot", 0))
+            meta["snapshot"] = previous + 1
             meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            # the integer codes every projection starts from, made once per load: a new flag
+            # only appends the users it brings, a change to the graph tables encodes afresh
+            current = {name: merged.get(name, stored[name]) for name in TABLE_NAMES}
+            kept = self._kept_encoded()
+            if kept is not None and kept[1] == previous and not any(counts[name].added for name in TABLE_NAMES if name != "flags"):
+                encoded = kept[0].with_users(current["flags"]["user_id"]) if current["flags"] is not None else kept[0]
+            else:
+                encoded = encode(Tables(**{name: current[name] if current[name] is not None else empty for name, empty in empty_tables()}))
+            save_encoded(encoded, self._encoded_path, snapshot=meta["snapshot"])
         for name in TABLE_NAMES:
             if name in merged:
                 meta.setdefault("counts", {})[name] = len(merged[name])
@@ -164,6 +223,87 @@ class EmbeddedStore(GraphStore):
         _check_result_name(name)
         return (self.workspace / "results" / f"{name}.parquet").exists()
 
+    # -- audit log ----------------------------------------------------------------------------
+
+    @property
+    def _audit_path(self) -> Path:
+        return self.workspace / "audit" / "log.jsonl"
+
+    def append_audit(self, records: list[dict[str, Any]]) -> list[AuditEntry]:
+        records = list(records)
+        if not records:
+            return []
+        path = self._audit_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # one writer at a time, across processes: the last entry read is still the last when
+        # the new ones land after it
+        with _locked(path.with_name("log.lock"), exclusive=True):
+            created = not path.exists()
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                entries = new_entries(_last_audit_entry(fd, path), records)
+                _write_all(fd, b"".join(canonical_json(e.to_dict()).encode("ascii") + b"\n" for e in entries))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(path.parent)
+        return entries
+
+    def _audit_location(self) -> str:
+        return str(self._audit_path)
+
+    def _audit_entries(self) -> list[AuditEntry]:
+        path = self._audit_path
+        if not path.exists():
+            return []
+        with _locked(path.with_name("log.lock"), exclusive=False):
+            data = path.read_bytes()
+        lines = data.split(b"\n")
+        if lines[-1]:
+            raise _torn_line(path, len(lines), len(data) - len(lines[-1]))
+        entries = []
+        for number, line in enumerate(lines[:-1], start=1):
+            entries.append(_parse_audit_line(line, where=f"{path}, line {number}"))
+        return entries
+
+    # -- model registry -----------------------------------------------------------------------
+
+    def write_model(self, version: str, payload: bytes, meta: dict[str, Any]) -> None:
+        full = model_meta(version, payload, meta)
+        folder = self.workspace / "models"
+        folder.mkdir(parents=True, exist_ok=True)
+        # the .json is written last: a version exists once its metadata does; the lock keeps two
+        # writers of the same version from mixing one's payload with the other's metadata
+        with _locked(folder / ".lock", exclusive=True):
+            if (folder / f"{version}.json").exists():
+                raise StoreError(
+                    f"{self.workspace}: model version {version} is already registered, and versions are never overwritten; "
+                    "register the new model under a new version (graph.store.models.new_model_version)"
+                )
+            _atomic_write_bytes(folder / f"{version}.bin", bytes(payload))
+            _atomic_write_bytes(folder / f"{version}.json", json.dumps(full, indent=2, sort_keys=True).encode())
+
+    def read_model(self, version: str) -> tuple[bytes, dict[str, Any]]:
+        check_model_version(version)
+        folder = self.workspace / "models"
+        meta_path = folder / f"{version}.json"
+        if not meta_path.exists():
+            raise NotFoundError(f"{self.workspace}: no model version {version!r} is registered (list_models shows those that are)")
+        meta = _read_model_meta(meta_path)
+        try:
+            payload = (folder / f"{version}.bin").read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{folder / f'{version}.bin'}: cannot read the payload of model {version} ({exc}); restore it from a backup") from exc
+        check_model_payload(version, payload, meta, source=str(folder / f"{version}.bin"))
+        return payload, meta
+
+    def _model_metas(self) -> list[dict[str, Any]]:
+        folder = self.workspace / "models"
+        if not folder.exists():
+            return []
+        return [_read_model_meta(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+
 
 def _check_result_name(name: str) -> None:
     if not _RESULT_NAME.match(name):
@@ -194,3 +334,101 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _locked(path: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold an advisory ``flock`` on ``path`` (created if missing): exclusive for writers,
+    shared for readers, released when the block ends (or the process dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _torn_line(path: Path, number: int, good_bytes: int) -> StoreError:
+    return StoreError(
+        f"{path}: line {number}, the last, is incomplete (no newline at its end): an append was interrupted by a crash "
+        f"or a full disk, and that entry was never confirmed to its writer. The log is never rewritten automatically, "
+        f"and nothing more can be appended until it is repaired: keep a copy of the file, then cut it after its last "
+        f"complete line ('truncate -s {good_bytes} {path}')."
+    )
+
+
+def _parse_audit_line(line: bytes, *, where: str) -> AuditEntry:
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise StoreError(f"{where}: not a JSON audit entry ({exc}); the log was edited or damaged") from exc
+    return entry_from_dict(data, where=where)
+
+
+def _last_audit_entry(fd: int, path: Path) -> AuditEntry | None:
+    """The log's last entry, read backwards from the end of the open file; None if it is empty.
+
+    Appending after a damaged end would bury the damage mid-log, so an incomplete last line,
+    or a last entry that fails its own hash, is refused here.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    if os.pread(fd, 1, size - 1) != b"\n":
+        start = _line_start(fd, size)
+        raise _torn_line(path, _count_lines(fd, start) + 1, start)
+    start = _line_start(fd, size - 1)
+    entry = _parse_audit_line(os.pread(fd, size - 1 - start, start), where=f"{path}, last line")
+    if entry_hash(entry.to_dict()) != entry.hash:
+        raise StoreError(
+            f"{path}: audit entry {entry.seq} was altered: its fields no longer match its hash; "
+            "nothing can be appended after it (read_audit checks the whole log)"
+        )
+    return entry
+
+
+def _line_start(fd: int, end: int, block: int = 65536) -> int:
+    """Offset just after the last newline before ``end`` (0 if there is none)."""
+    pos = end
+    while pos > 0:
+        lo = max(0, pos - block)
+        chunk = os.pread(fd, pos - lo, lo)
+        cut = chunk.rfind(b"\n")
+        if cut >= 0:
+            return lo + cut + 1
+        pos = lo
+    return 0
+
+
+def _count_lines(fd: int, end: int, block: int = 1 << 20) -> int:
+    count, pos = 0, 0
+    while pos < end:
+        chunk = os.pread(fd, min(block, end - pos), pos)
+        count += chunk.count(b"\n")
+        pos += len(chunk)
+    return count
+
+
+def _read_model_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: unreadable model metadata ({exc}); the registry is damaged, restore the file from a backup") from exc
+    if not isinstance(meta, dict):
+        raise StoreError(f"{path}: model metadata must be a JSON object; the registry is damaged, restore the file from a backup")
+    return meta

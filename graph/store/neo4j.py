@@ -14,8 +14,14 @@ Graph model
   query a constant.
 - ``(:User)-[:HAS_FLAG]->(:Flag {label, severity, source, ts, _key, _occ, _seq})``: flags are
   nodes, so their provenance (source, time) stays with them and a user's history is kept.
-- ``(:SocialRiskMeta {id: 'meta'})`` holds the snapshot counter, the key fingerprint and the
-  column lists; ``(:Result {name})`` the provenance of each result written back.
+- ``(:SocialRiskMeta {id: 'meta'})`` holds the snapshot counter, the key fingerprint, the
+  column lists and the current model version; ``(:Result {name})`` the provenance of each
+  result written back.
+- ``(:AuditEntry {seq, at, actor, action, user_id, before, after, detail, prev_hash, hash})``:
+  the audit log (``before``/``after``/``detail`` as JSON text), only ever created, never
+  changed; ``(:AuditHead {id: 'audit'})`` is the lock appenders take.
+- ``(:ModelVersion {version, payload, meta, created_at})``: registered models (payload as a
+  byte array, ``meta`` as JSON text).
 
 Every query is a module constant with ``$parameters``; labels come from the fixed vocabulary.
 Writes are batched ``UNWIND ... MERGE`` in managed transactions (``execute_write``), which the
@@ -37,7 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from graph.store._json import canonical_json
+from graph.store.audit import AuditEntry, entry_from_dict, new_entries
 from graph.store.base import GraphStore
+from graph.store.models import check_model_payload, check_model_version, model_meta
 from graph.store.merge import merge_table
 from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreError, TransientStoreError
 from loaders.load import WriteCounts
@@ -72,6 +81,11 @@ SCHEMA = (
     "CREATE CONSTRAINT socialrisk_identifier_key IF NOT EXISTS FOR (i:Identifier) REQUIRE i.key IS UNIQUE",
     "CREATE CONSTRAINT socialrisk_flag_key IF NOT EXISTS FOR (f:Flag) REQUIRE f.key IS UNIQUE",
     "CREATE CONSTRAINT socialrisk_result_name IF NOT EXISTS FOR (r:Result) REQUIRE r.name IS UNIQUE",
+    "CREATE CONSTRAINT socialrisk_audit_seq IF NOT EXISTS FOR (a:AuditEntry) REQUIRE a.seq IS UNIQUE",
+    # MERGE of the lock node is only race-free with a constraint: without one, two first appends
+    # could each create an AuditHead and lock different nodes
+    "CREATE CONSTRAINT socialrisk_audit_head_id IF NOT EXISTS FOR (h:AuditHead) REQUIRE h.id IS UNIQUE",
+    "CREATE CONSTRAINT socialrisk_model_version IF NOT EXISTS FOR (m:ModelVersion) REQUIRE m.version IS UNIQUE",
     "CREATE INDEX socialrisk_user_ring IF NOT EXISTS FOR (u:User) ON (u.ring_id)",
     # No index on RELATES(_key): with one, the planner seeks it for MERGE instead of expanding
     # between the two (already bound) users, and relation loading falls from ~20,000 to ~2,000 rows/s.
@@ -222,6 +236,17 @@ ORDER BY coalesce(m.risk, 0.0) DESC, m.id
 """
 COUNT_USERS = "MATCH (u:User) RETURN u.id AS id ORDER BY u._seq"
 CLEAR_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+#: Setting a property on the singleton head takes its write lock until the transaction ends, so
+#: appenders queue here and each reads the last entry the previous one committed.
+LOCK_AUDIT_HEAD = "MERGE (h:AuditHead {id: 'audit'}) SET h.appends = coalesce(h.appends, 0) + 1"
+READ_AUDIT_LAST = "MATCH (a:AuditEntry) RETURN properties(a) AS entry ORDER BY a.seq DESC LIMIT 1"
+#: CREATE, not MERGE: entries are only ever appended, and the seq constraint refuses a duplicate.
+CREATE_AUDIT_ENTRIES = "UNWIND $rows AS row CREATE (a:AuditEntry) SET a = row"
+READ_AUDIT = "MATCH (a:AuditEntry) RETURN properties(a) AS entry ORDER BY a.seq"
+FIND_MODEL = "MATCH (m:ModelVersion {version: $version}) RETURN m.version AS version"
+CREATE_MODEL = "CREATE (:ModelVersion {version: $version, payload: $payload, meta: $meta, created_at: $created_at})"
+READ_MODEL = "MATCH (m:ModelVersion {version: $version}) RETURN m.payload AS payload, m.meta AS meta"
+LIST_MODELS = "MATCH (m:ModelVersion) RETURN m.version AS version, m.meta AS meta"
 
 
 class Neo4jStore(GraphStore):
@@ -766,6 +791,77 @@ class Neo4jStore(GraphStore):
     def has_result(self, name: str) -> bool:
         return bool(self._read(READ_RESULT_META, name=name))
 
+    # -- audit log ----------------------------------------------------------------------------
+
+    def append_audit(self, records: list[dict[str, Any]]) -> list[AuditEntry]:
+        records = list(records)
+        if not records:
+            return []
+        new_entries(None, records)  # refuse malformed records before touching the database
+
+        def work(tx: Any) -> list[AuditEntry]:
+            # one transaction: lock, read the last entry, create after it. A retry by the driver
+            # runs all of it again from a fresh read, so seq and hashes stay gap-free.
+            tx.run(LOCK_AUDIT_HEAD).consume()
+            last = tx.run(READ_AUDIT_LAST).single()
+            previous = _audit_entry(last["entry"], where=f"{self.uri}: last audit entry") if last is not None else None
+            entries = new_entries(previous, records)
+            tx.run(CREATE_AUDIT_ENTRIES, rows=[_audit_properties(e) for e in entries]).consume()
+            return entries
+
+        def run() -> list[AuditEntry]:
+            with self._driver.session(database=self.database) as session:
+                return session.execute_write(work)
+
+        result: list[AuditEntry] = self._call(run)
+        return result
+
+    def _audit_entries(self) -> list[AuditEntry]:
+        return [_audit_entry(r["entry"], where=f"{self.uri}: audit entry") for r in self._read(READ_AUDIT)]
+
+    # -- model registry -----------------------------------------------------------------------
+
+    def write_model(self, version: str, payload: bytes, meta: dict[str, Any]) -> None:
+        from neo4j.exceptions import ConstraintError
+
+        full = model_meta(version, payload, meta)
+        exists = StoreError(
+            f"{self.uri}: model version {version} is already registered, and versions are never overwritten; "
+            "register the new model under a new version (graph.store.models.new_model_version)"
+        )
+
+        def work(tx: Any) -> None:
+            if tx.run(FIND_MODEL, version=version).single() is not None:
+                raise exists
+            tx.run(
+                CREATE_MODEL, version=version, payload=bytes(payload), meta=json.dumps(full, sort_keys=True),
+                created_at=full["created_at"],
+            ).consume()
+
+        def run() -> None:
+            with self._driver.session(database=self.database) as session:
+                try:
+                    session.execute_write(work)
+                except ConstraintError as exc:  # another writer registered it first
+                    raise exists from exc
+
+        self._call(run)
+
+    def read_model(self, version: str) -> tuple[bytes, dict[str, Any]]:
+        check_model_version(version)
+        records = self._read(READ_MODEL, version=version)
+        if not records:
+            raise NotFoundError(f"{self.uri}: no model version {version!r} is registered (list_models shows those that are)")
+        meta = _model_meta_json(records[0]["meta"], version=version, uri=self.uri)
+        payload = records[0]["payload"]
+        if not isinstance(payload, (bytes, bytearray)):
+            raise StoreError(f"{self.uri}: the payload of model {version} is not a byte array; the registry was edited")
+        check_model_payload(version, bytes(payload), meta, source=self.uri)
+        return bytes(payload), meta
+
+    def _model_metas(self) -> list[dict[str, Any]]:
+        return [_model_meta_json(r["meta"], version=r["version"], uri=self.uri) for r in self._read(LIST_MODELS)]
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -824,6 +920,40 @@ class _Writer:
         if exc_type is None:
             for f in self.futures:
                 f.result()
+
+
+def _audit_properties(entry: AuditEntry) -> dict[str, Any]:
+    """An entry as node properties: the dicts as canonical JSON text (Neo4j has no maps as
+    property values); a None user_id is simply absent."""
+    props = entry.to_dict()
+    for name in ("before", "after", "detail"):
+        props[name] = canonical_json(props[name])
+    return props
+
+
+def _audit_entry(props: dict[str, Any], *, where: str) -> AuditEntry:
+    """An entry from its node's properties (the inverse of :func:`_audit_properties`)."""
+    data = dict(props)
+    data.setdefault("user_id", None)
+    where = f"{where} {data.get('seq', '?')}"
+    for name in ("before", "after", "detail"):
+        text = data.get(name)
+        if isinstance(text, str):
+            try:
+                data[name] = json.loads(text)
+            except ValueError as exc:
+                raise StoreError(f"{where}: '{name}' is not JSON ({exc}); the entry was edited") from exc
+    return entry_from_dict(data, where=where)
+
+
+def _model_meta_json(text: Any, *, version: str, uri: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{uri}: the metadata of model {version} is not JSON ({exc}); the registry was edited") from exc
+    if not isinstance(meta, dict):
+        raise StoreError(f"{uri}: the metadata of model {version} must be a JSON object; the registry was edited")
+    return meta
 
 
 def _plain(value: Any) -> Any:

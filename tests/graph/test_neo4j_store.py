@@ -127,3 +127,69 @@ def test_query_helpers(neo4j_store) -> None:  # type: ignore[no-untyped-def]
         neo4j_store.neighbourhood("ghost")
     with pytest.raises(ParameterError):
         neo4j_store.neighbourhood("a", hops=9)
+
+
+AUDIT_RECORDS = [
+    {"action": "flag", "actor": "ana", "user_id": "u1", "after": {"label": "fraud"}},
+    {"action": "dispute_link", "actor": "bo", "user_id": "u2", "before": {"weight": 1.0}, "after": {"weight": 0.0}},
+    {"action": "score", "actor": "ana", "detail": {"users": 6}},
+]
+
+
+def test_audit_log_appends_reads_and_detects_tampering(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    from graph.store.audit import verify_chain
+    from loaders import StoreError
+
+    assert neo4j_store.read_audit() == []
+    first = neo4j_store.append_audit(AUDIT_RECORDS[:2])
+    second = neo4j_store.append_audit(AUDIT_RECORDS[2:])
+    assert [e.seq for e in first + second] == [1, 2, 3] and second[0].prev_hash == first[1].hash
+    entries = neo4j_store.read_audit()
+    assert entries == first + second
+    verify_chain(entries)
+    assert [e.seq for e in neo4j_store.read_audit("u2")] == [2]
+    q = neo4j_store._driver.execute_query
+    rec = q("MATCH (a:AuditEntry {seq: 3}) RETURN a.after AS after, a.detail AS detail, a.user_id AS user_id", database_="neo4j").records[0]
+    assert (rec["after"], rec["detail"], rec["user_id"]) == ("{}", '{"users":6}', None)
+    q("MATCH (a:AuditEntry {seq: 2}) SET a.after = $after", after='{"weight":1.0}', database_="neo4j")
+    with pytest.raises(StoreError, match="audit entry 2 was altered"):
+        neo4j_store.read_audit()
+
+
+def test_audit_appends_from_two_threads_stay_gap_free(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    def append(actor: str) -> None:
+        for i in range(20):
+            neo4j_store.append_audit([{"action": "flag", "actor": actor, "user_id": f"{actor}-{i}"}])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for f in [pool.submit(append, a) for a in ("t1", "t2")]:
+            f.result()
+    entries = neo4j_store.read_audit()
+    assert [e.seq for e in entries] == list(range(1, 41))
+    q = neo4j_store._driver.execute_query
+    assert q("MATCH (h:AuditHead) RETURN count(h) AS n", database_="neo4j").records[0]["n"] == 1
+
+
+def test_model_registry_round_trip(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    from loaders import StoreError
+
+    meta = {"created_at": "2026-11-27T01:22:33Z", "config_hash": "c0ffee", "snapshot": 3, "combination": "gbm"}
+    assert neo4j_store.list_models() == [] and neo4j_store.current_model() is None
+    neo4j_store.write_model("m2", b"second", {**meta, "created_at": "2026-11-28T00:00:00Z"})
+    neo4j_store.write_model("m1", b"\x00first\xff", meta)
+    payload, got = neo4j_store.read_model("m1")
+    assert payload == b"\x00first\xff" and got["payload_sha256"] == hashlib.sha256(payload).hexdigest() and got["combination"] == "gbm"
+    with pytest.raises(StoreError, match="m1 is already registered"):
+        neo4j_store.write_model("m1", b"another", meta)
+    neo4j_store.set_current_model("m2")
+    assert neo4j_store.current_model() == "m2"
+    assert [(m["version"], m["current"]) for m in neo4j_store.list_models()] == [("m1", False), ("m2", True)]
+    with pytest.raises(NotFoundError):
+        neo4j_store.read_model("m3")
+    neo4j_store._driver.execute_query("MATCH (m:ModelVersion {version: 'm1'}) SET m.payload = $p", p=b"changed", database_="neo4j")
+    with pytest.raises(StoreError, match="payload of model m1 does not match its recorded SHA-256"):
+        neo4j_store.read_model("m1")

@@ -112,3 +112,84 @@ def test_the_embedded_store_caches_the_projection_per_snapshot_and_config(tmp_pa
     after = store.projection(GraphConfig())
     assert "newcomer" in after.user_ids.tolist()
     assert len(list((tmp_path / "cache").glob("projection-*.npz"))) == 1  # older ones are dropped
+
+
+def _same_projection(p, q) -> None:  # type: ignore[no-untyped-def]
+    assert p.user_ids.tolist() == q.user_ids.tolist() and p.ident_keys.tolist() == q.ident_keys.tolist()
+    assert p.ident_degree.tolist() == q.ident_degree.tolist() and p.n_self_relations == q.n_self_relations
+    for name in ("incidence", "relations_walk", "relations_pos", "relations_neg"):
+        assert (getattr(p, name) != getattr(q, name)).nnz == 0, name
+    assert list(p.relations_count) == list(q.relations_count)
+    for kind in p.relations_count:
+        assert (p.relations_count[kind] != q.relations_count[kind]).nnz == 0
+
+
+def test_sorted_csr_merges_repeats_and_keeps_only_the_masked_entries() -> None:
+    import scipy.sparse as sp
+
+    from graph._csr import sorted_csr
+
+    # (0,1) twice, (0,2), (2,0) three times, (2,2); the mask drops one of the (2,0) entries
+    rows = np.array([0, 0, 0, 2, 2, 2, 2], dtype=np.int32)
+    cols = np.array([1, 1, 2, 0, 0, 0, 2], dtype=np.int32)
+    values = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+    mask = np.array([True, True, True, True, False, True, True])
+    m = sorted_csr(rows, cols, values, mask, (3, 3))
+    assert m.toarray().tolist() == [[0, 3, 4], [0, 0, 0], [40, 0, 64]]
+    assert m.nnz == 4 and m.indptr.tolist() == [0, 2, 2, 4]
+    # random entries against scipy's own assembly
+    rng = np.random.default_rng(0)
+    r, c = rng.integers(0, 50, 2000), rng.integers(0, 40, 2000)
+    order = np.lexsort((c, r))
+    r, c, v, keep = r[order], c[order], rng.random(2000), rng.random(2000) < 0.7
+    expected = sp.csr_matrix((v[keep], (r[keep], c[keep])), shape=(50, 40))
+    assert abs(sorted_csr(r, c, v, keep, (50, 40)) - expected).max() < 1e-12
+
+
+def test_projection_from_the_integer_codes_equals_the_projection_of_the_tables() -> None:
+    from graph.projection import encode, load_encoded, project_encoded, save_encoded
+
+    tables = read_tables(tiny_frames(), key=KEY)
+    for config in (GraphConfig(), GraphConfig(half_life_days=10.0, hub_max_degree=3)):
+        _same_projection(project(tables, config), project_encoded(encode(tables), config))
+
+
+def test_saved_codes_read_back_equal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from graph.projection import encode, load_encoded, project_encoded, save_encoded
+
+    encoded = encode(read_tables(tiny_frames(), key=KEY))
+    save_encoded(encoded, tmp_path / "e.npz", snapshot=7)
+    again, snapshot = load_encoded(tmp_path / "e.npz")
+    assert snapshot == 7 and again.link_kinds == encoded.link_kinds and again.as_of == encoded.as_of
+    _same_projection(project_encoded(encoded, GraphConfig(half_life_days=5.0)), project_encoded(again, GraphConfig(half_life_days=5.0)))
+
+
+def test_the_embedded_store_keeps_integer_codes_from_load_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from graph.projection import load_encoded, save_encoded
+    from graph.store import EmbeddedStore
+    from loaders import load
+
+    frames = tiny_frames()
+    store = EmbeddedStore(tmp_path)
+    load({k: v for k, v in frames.items() if k != "flags"}, store, key=KEY)
+    assert load_encoded(tmp_path / "graph" / "encoded.npz")[1] == store.metadata()["snapshot"]
+    # a flags-only load keeps the codes (flags name known users: the loader refuses others)
+    load({"flags": frames["flags"]}, store, key=KEY)
+    kept, snapshot = load_encoded(tmp_path / "graph" / "encoded.npz")
+    assert snapshot == store.metadata()["snapshot"]
+    tables = EmbeddedStore(tmp_path).read_tables()
+    _same_projection(EmbeddedStore(tmp_path).projection(GraphConfig()), project(tables, GraphConfig()))
+    # codes older than the tables (a crash between the two writes) are not used: encoded afresh
+    load({"users": pd.DataFrame({"user_id": ["late"]})}, store, key=KEY)
+    save_encoded(kept, tmp_path / "graph" / "encoded.npz", snapshot=snapshot)  # from before 'late'
+    assert "late" in EmbeddedStore(tmp_path).projection(GraphConfig()).user_ids.tolist()
+    assert load_encoded(tmp_path / "graph" / "encoded.npz")[1] == store.metadata()["snapshot"]
+
+
+def test_users_named_only_by_new_flags_join_the_end_of_the_order() -> None:
+    from graph.projection import encode
+
+    encoded = encode(read_tables(tiny_frames(), key=KEY))
+    more = encoded.with_users(["zz", "a", "yy", "zz"])
+    assert more.user_ids.tolist() == encoded.user_ids.tolist() + ["zz", "yy"]
+    assert encoded.with_users(["a"]) is encoded
