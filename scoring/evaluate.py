@@ -13,7 +13,15 @@ from sklearn.model_selection import StratifiedShuffleSplit
 
 from loaders.errors import DataError, ParameterError
 from scoring.features import FlagVectors
-from scoring.misjudgment import brier_score, expected_calibration_error, good_user_costs, reliability_table, segment_metrics
+from scoring.misjudgment import (
+    TRADEOFF_CUTOFFS,
+    brier_score,
+    expected_calibration_error,
+    good_user_costs,
+    reliability_table,
+    segment_metrics,
+    tradeoff_curve,
+)
 from scoring.pipeline import Scorer
 
 __all__ = ["EvaluationReport", "labelled_rows", "recall_at_k", "evaluate", "user_segments", "HUB_USERS"]
@@ -44,6 +52,10 @@ class EvaluationReport:
     reliability: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: Segment name -> how it is defined and how many labelled users fall in it.
     segments: dict[str, Any] = field(default_factory=dict)
+    #: Hidden users of every repeat pooled: per credit-score cut-off, the share of fraud users
+    #: refused against the share of good users refused, and refused for their graph alone
+    #: (:func:`scoring.misjudgment.tradeoff_curve`).
+    tradeoff: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard deviation of each metric over repeats."""
@@ -64,6 +76,7 @@ class EvaluationReport:
     def _dict(self) -> dict[str, Any]:
         return {
             "reliability": self.reliability.to_dict(orient="records"),
+            "tradeoff": self.tradeoff.to_dict(orient="records"),
             "segments": self.segments,
             "protocol": {"train_frac": self.train_frac, "repeats": self.repeats, "seed": self.seed},
             "labelled": self.n_labelled,
@@ -110,12 +123,18 @@ def evaluate(
     train_frac: float = 0.4,
     repeats: int = 5,
     seed: int = 0,
+    benign_seeds: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
     """Hide a stratified share of the labelled users, score with the rest, measure on the hidden.
 
     The split is ``StratifiedShuffleSplit(n_splits=repeats, train_size=train_frac,
     random_state=seed)`` over the labelled rows in file order, as the contract fixes.
+
+    ``benign_seeds=False`` keeps the benign flags as training labels of the combination but not
+    as seeds of the graph features (no benign PageRank lift, no benign side of belief
+    propagation, no TrustRank): what the benign counter-evidence adds is the difference. The
+    hidden users and the figures are the same either way.
 
     Raises
     ------
@@ -137,7 +156,7 @@ def evaluate(
     idx = scorer.projection.index_of(rows["user_id"].to_numpy())
     segments = {name: mask[idx] for name, mask in user_segments(scorer.projection, labelled=idx).items()}
     cfg = scorer.config
-    pooled_y, pooled_risk = [], []
+    pooled_y, pooled_risk, pooled_without = [], [], []
     severity = rows["severity"].fillna(1.0).to_numpy(dtype=np.float64)
     splitter = StratifiedShuffleSplit(n_splits=repeats, train_size=train_frac, random_state=seed)
     n = scorer.projection.n_users
@@ -150,10 +169,12 @@ def evaluate(
         tr_b = train[y[train] == 0]
         fraud[idx[tr_f]] = np.maximum(severity[tr_f], 1e-6)
         benign[idx[tr_b]] = np.maximum(severity[tr_b], 1e-6)
-        result = scorer.score(FlagVectors(fraud=fraud, benign=benign))
+        flags = FlagVectors(fraud=fraud, benign=benign)
+        result = scorer.score(flags, seeds=None if benign_seeds else FlagVectors(fraud=fraud, benign=np.zeros(n)))
         combination = result.combination
         hidden = result.scores.iloc[idx[test]]
         risk = hidden["risk"].to_numpy(dtype=np.float64)
+        graph_risk = hidden["graph_risk"].to_numpy(dtype=np.float64)
         yt = y[test]
         record: dict[str, Any] = {
             "repeat": r,
@@ -165,7 +186,7 @@ def evaluate(
         }
         record.update(
             good_user_costs(
-                yt, risk, hidden["graph_risk"].to_numpy(dtype=np.float64), hidden["decision"].to_numpy(dtype=object),
+                yt, risk, graph_risk, hidden["decision"].to_numpy(dtype=object),
                 approve_at=cfg.approve_at, review_at=cfg.review_at,
             )
         )
@@ -176,8 +197,14 @@ def evaluate(
         records.append(record)
         pooled_y.append(yt)
         pooled_risk.append(risk)
+        # graph_risk is clip(risk - risk without graph, 0, 1): subtracting it gives the risk
+        # without graph wherever the graph raised the risk, and the risk itself elsewhere,
+        # which decides the same refusals
+        pooled_without.append(risk - graph_risk)
         if progress:
             progress(r + 1, repeats)
+    all_y = np.concatenate(pooled_y)
+    cutoffs = sorted(set(TRADEOFF_CUTOFFS) | {cfg.review_at, cfg.approve_at})
     return EvaluationReport(
         runs=pd.DataFrame(records),
         train_frac=train_frac,
@@ -186,7 +213,8 @@ def evaluate(
         n_labelled=len(rows),
         n_fraud=int(y.sum()),
         combination=combination,
-        reliability=reliability_table(np.concatenate(pooled_y), np.concatenate(pooled_risk)),
+        reliability=reliability_table(all_y, np.concatenate(pooled_risk)),
+        tradeoff=tradeoff_curve(np.concatenate(pooled_risk), np.concatenate(pooled_without), all_y == 1, all_y == 0, cutoffs=cutoffs),
         segments={
             "high_degree": {"definition": "labelled users above the median number of shared identifiers plus relation partners", "users": int(segments["high_degree"].sum())},
             "low_degree": {"definition": "the other labelled users", "users": int(segments["low_degree"].sum())},

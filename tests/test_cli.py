@@ -185,6 +185,19 @@ def test_generate_then_evaluate_json(tmp_path: Path) -> None:
     assert len(payload["runs"]) == 2
 
 
+def test_evaluate_prints_the_tradeoff_table(tmp_path: Path) -> None:
+    data = tmp_path / "gen"
+    assert invoke("generate", "--users", "2000", "--seed", "3", "--out", str(data)).exit_code == 0  # type: ignore[attr-defined]
+    result = invoke("evaluate", str(data), "--repeats", "2")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    text = result.output  # type: ignore[attr-defined]
+    assert "AUROC" in text and "good users refused" in text  # the metrics table is still there
+    assert "trade-off: users refused below each credit-score cut-off (* approve_at, 650)" in text
+    rows = [line.split() for line in text.splitlines() if line.strip()[:3] in {str(c) for c in range(500, 801, 25)}]
+    assert [r[0] for r in rows] == [str(c) for c in range(500, 801, 25)]
+    assert any(r[:2] == ["650", "*"] for r in rows)
+
+
 def test_demo_writes_scores_and_report(tmp_path: Path) -> None:
     result = invoke("demo", "--users", "1500", "--out", str(tmp_path / "demo"))
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
