@@ -72,6 +72,10 @@ class GraphConfig:
     half_life_days : float or None
         Time decay: a relation or link last seen ``h`` days before the newest time in the
         data counts ``0.5 ** (h / half_life_days)``. ``None`` disables decay.
+    dispute_weights : mapping of str to float
+        What is left of a link an analyst disputed, by the dispute's reason: 0 ignores the
+        link in propagation (it stays in the store, marked), 1 keeps it whole. Reasons not
+        named here are refused when a link is disputed.
     """
 
     link_weights: Mapping[str, float] = field(
@@ -94,8 +98,16 @@ class GraphConfig:
     hub_exponent: float = 1.0
     hub_max_degree: int | None = 10_000
     half_life_days: float | None = None
+    dispute_weights: Mapping[str, float] = field(
+        default_factory=lambda: _frozen(
+            {"stolen_device": 0.0, "public_terminal": 0.0, "family_member": 0.25, "shared_household": 0.25, "other": 0.5}
+        )  # type: ignore[arg-type]
+    )
 
     def __post_init__(self) -> None:
+        for reason, w in self.dispute_weights.items():
+            if not 0 <= w <= 1:
+                raise ParameterError(f"The dispute weight of reason {reason!r} must be in [0, 1]. Got {w!r} instead.")
         for kind, w in self.link_weights.items():
             if not w >= 0:
                 raise ParameterError(f"The link weight of kind {kind!r} must be >= 0. Got {w!r} instead.")
@@ -109,6 +121,12 @@ class GraphConfig:
             raise ParameterError(f"The 'hub_max_degree' parameter must be >= 2 or None. Got {self.hub_max_degree!r} instead.")
         if self.half_life_days is not None and not self.half_life_days > 0:
             raise ParameterError(f"The 'half_life_days' parameter must be > 0 or None. Got {self.half_life_days!r} instead.")
+
+    def dispute_weight(self, reason: str) -> float:
+        """What is left of a link disputed for ``reason``; an unknown reason is an error."""
+        if reason not in self.dispute_weights:
+            raise ParameterError(f"Unknown dispute reason {reason!r}; expected one of {', '.join(sorted(self.dispute_weights))}.")
+        return float(self.dispute_weights[reason])
 
     def link_weight(self, kind: str) -> float:
         return float(self.link_weights.get(kind, self.default_link_weight))

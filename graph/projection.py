@@ -300,7 +300,7 @@ def project(tables: Tables, config: GraphConfig | None = None) -> Projection:
     return project_encoded(encode(tables), config)
 
 
-def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None) -> Projection:
+def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None, *, disputes: pd.DataFrame | None = None) -> Projection:
     """The sparse projection of an :class:`EncodedGraph` under ``config``.
 
     Parameters
@@ -308,6 +308,10 @@ def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None) ->
     encoded : EncodedGraph
     config : GraphConfig, optional
         Weights, directions, hub limit and time decay.
+    disputes : DataFrame, optional
+        Disputed links (:func:`graph.disputes.active_disputes`): each is weighted by
+        ``config.dispute_weight(reason)``; links of users or identifiers no longer in the
+        graph are skipped.
 
     Returns
     -------
@@ -330,6 +334,9 @@ def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None) ->
     w = kind_w[e.link_kind] * e.link_weight
     w *= _decay(e.link_seen, e.as_of, config.half_life_days)
     n_idents = int(keep_ident.sum())
+    link_factor, rel_factor = _dispute_factors(e, config, disputes)
+    if link_factor is not None:
+        w *= link_factor
     incidence = sorted_csr(e.link_user, cols, w, mask, (n, n_idents))
     ident_degree = np.bincount(incidence.indices, minlength=n_idents).astype(np.int64)
 
@@ -338,6 +345,8 @@ def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None) ->
     not_self = src != dst
     magnitude = _transform(np.abs(e.rel_weight), config.weight_transform)
     values = magnitude * _decay(e.rel_ts, e.as_of, config.half_life_days)
+    if rel_factor is not None:
+        values *= rel_factor
     kind_mult = np.array([config.relation(k).weight for k in e.rel_kinds], dtype=np.float64)
     pos = not_self & (e.rel_weight > 0)
     neg = not_self & (e.rel_weight < 0)
@@ -380,6 +389,37 @@ def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None) ->
         relations_count=counts,
         n_self_relations=int((~not_self).sum()),
     )
+
+
+def _dispute_factors(
+    e: EncodedGraph, config: GraphConfig, disputes: pd.DataFrame | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Weight factors of links and relations under the disputes (None where none applies)."""
+    if disputes is None or not len(disputes):
+        return None, None
+    users = pd.Index(e.user_ids).get_indexer(disputes["user_id"].astype(str))
+    link_factor = rel_factor = None
+    idents = pd.Index(e.ident_keys)
+    for u, target, other, reason in zip(users, disputes["target"], disputes["other"], disputes["reason"]):
+        f = config.dispute_weight(str(reason))
+        if u < 0:
+            continue
+        if target == "identifier":
+            i = idents.get_indexer([str(other)])[0]
+            if i < 0:
+                continue
+            lo, hi = np.searchsorted(e.link_user, [u, u + 1])  # links are sorted by user
+            rows = lo + np.flatnonzero(e.link_ident[lo:hi] == i)
+            link_factor = np.ones(len(e.link_user)) if link_factor is None else link_factor
+            link_factor[rows] *= f
+        else:
+            v = pd.Index(e.user_ids).get_indexer([str(other)])[0]
+            if v < 0:
+                continue
+            rows = np.flatnonzero(((e.rel_src == u) & (e.rel_dst == v)) | ((e.rel_src == v) & (e.rel_dst == u)))
+            rel_factor = np.ones(len(e.rel_src)) if rel_factor is None else rel_factor
+            rel_factor[rows] *= f
+    return link_factor, rel_factor
 
 
 def walk_matrix(

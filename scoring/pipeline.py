@@ -18,6 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from graph.config import GraphConfig
 from graph.projection import Projection
 from graph.rings import ring_ids
+from loaders.errors import ParameterError
 from loaders.schema import Tables
 from scoring.config import DIMENSIONS, GRAPH_DIMENSIONS, ScoringConfig
 from scoring.credit import credit_score, decide
@@ -34,7 +35,7 @@ from scoring.features import (
 )
 from scoring.reasons import Reason, column_reason, linked_account_reasons, social_reasons
 
-__all__ = ["MODEL_VERSION", "ScoreResult", "Scorer", "score_tables"]
+__all__ = ["MODEL_VERSION", "Combination", "ScoreResult", "Scorer", "fit_combination", "score_tables"]
 
 MODEL_VERSION = "socialrisk-0.1"
 Progress = Callable[[str], None]
@@ -58,6 +59,8 @@ class ScoreResult:
         Per user and dimension: how much ``risk`` would fall without that dimension's evidence.
     meta : dict
         Model version, label counts, propagation convergence.
+    fitted : Combination or None
+        The combination that made ``risk`` (picklable: a model version's payload).
     """
 
     scores: pd.DataFrame
@@ -65,6 +68,7 @@ class ScoreResult:
     combination: str
     contributions: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    fitted: "Combination | None" = None
 
 
 class Scorer:
@@ -110,14 +114,27 @@ class Scorer:
     def flags_from(self, flags: pd.DataFrame) -> FlagVectors:
         return flag_vectors(flags, self.projection)
 
-    def score(self, flags: FlagVectors, *, progress: Progress | None = None) -> ScoreResult:
-        """Score every user given the known flags."""
+    def score(
+        self, flags: FlagVectors, *, progress: Progress | None = None, seeds: FlagVectors | None = None,
+        combination: "Combination | None" = None,
+    ) -> ScoreResult:
+        """Score every user given the known flags.
+
+        ``combination``, when given (a stored model version), turns the features into risk as
+        it was fitted; otherwise the combination is fitted on ``flags`` first.
+
+        ``seeds``, when given, replaces ``flags`` as the seeds of the label-based graph features
+        (the flags still train the combination); :func:`scoring.evaluate.evaluate` uses it to
+        measure what the benign flags add as counter-evidence.
+        """
         cfg = self.config
         say = progress or (lambda _m: None)
         n = self.projection.n_users
+        if seeds is not None and len(seeds.fraud) != len(flags.fraud):
+            raise ParameterError(f"The 'seeds' of Scorer.score must cover the same {len(flags.fraud)} users as the flags. Got {len(seeds.fraud)} instead.")
         folds = crossfit_folds(flags, n_folds=cfg.crossfit_folds, seed=cfg.seed)
         say("propagating risk from flags (cross-fitted)")
-        labels = label_features(self.walks, flags, folds, propagation=cfg.propagation)
+        labels = label_features(self.walks, flags if seeds is None else seeds, folds, propagation=cfg.propagation)
         converged = dict(labels.attrs.get("converged", {}))
         X = pd.concat([self.base, labels], axis=1)
 
@@ -135,24 +152,21 @@ class Scorer:
             dims["social_network"] = social
 
         y = flags.y
-        labelled = y >= 0
-        n_fraud, n_benign = int((y == 1).sum()), int((y == 0).sum())
-        learned = n_fraud >= cfg.min_labels_per_class and n_benign >= cfg.min_labels_per_class
         groups = _feature_groups(list(X.columns), cfg)
-        if learned:
-            say(f"learning the combination ({cfg.model}, {n_fraud} fraud / {n_benign} benign labels)")
-            model = _fit(X.loc[labelled], y[labelled], cfg)
-            shift = 0.0
-            if cfg.prior_fraud_rate is not None:
-                train_rate = n_fraud / (n_fraud + n_benign)
-                shift = _logit(cfg.prior_fraud_rate) - _logit(train_rate)
+        if combination is None:
+            combination = fit_combination(X, y, cfg, progress=say)
+        elif combination.columns != tuple(X.columns):
+            raise ParameterError(
+                f"model version {combination.version or '(unsaved)'} was fitted on {len(combination.columns)} features that this "
+                f"configuration does not make ({len(X.columns)} now, e.g. {sorted(set(X.columns) ^ set(combination.columns))[:3]}); "
+                "run 'socialrisk calibrate' to fit the combination under the current configuration"
+            )
+        n_fraud, n_benign = int((y == 1).sum()), int((y == 0).sum())
+        if combination.kind != "scorecard":
             Xa = X.to_numpy(dtype=np.float64)
-
-            def predict(data: np.ndarray) -> np.ndarray:
-                return _shift(_predict(model, data), shift)
-
+            predict = combination.predict
             risk = predict(Xa)
-            reference = _good_standing(Xa, y)
+            reference = combination.reference
             # A contribution is at most the risk itself, so users below the reason threshold
             # can have no reason: occlude only the others (a few percent of a population).
             need = np.flatnonzero(risk >= cfg.min_reason_share)
@@ -164,18 +178,15 @@ class Scorer:
                 contrib[dim] = values
             graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
             without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
-            combination = cfg.model
         else:
-            say(f"too few labels to learn ({n_fraud} fraud / {n_benign} benign): transparent scorecard")
-            model = None
-            terms = {d: cfg.scorecard_weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
+            weights = combination.scorecard_weights
+            terms = {d: weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
             risk = 1.0 - np.prod([1.0 - t for t in terms.values()], axis=0)
             contrib = {}
             for d in terms:
                 rest = 1.0 - np.prod([1.0 - terms[o] for o in DIMENSIONS if o != d], axis=0)
                 contrib[d] = risk - rest
             without_graph = 1.0 - np.prod([1.0 - terms[d] for d in DIMENSIONS if d not in GRAPH_DIMENSIONS], axis=0)
-            combination = "scorecard"
         graph_risk = np.clip(risk - without_graph, 0.0, 1.0)
         contributions = pd.DataFrame(contrib, index=pd.RangeIndex(n))
 
@@ -204,13 +215,15 @@ class Scorer:
             frame[f"dim_{dim}"] = dims[dim].to_numpy()
         meta = {
             "model_version": MODEL_VERSION,
-            "combination": combination,
+            "combination": combination.kind,
             "labels": {"fraud": n_fraud, "benign": n_benign},
             "users": n,
             "features": int(X.shape[1]),
             "propagation": {"features": list(cfg.propagation), "converged": converged},
         }
-        return ScoreResult(scores=frame, features=X, combination=combination, contributions=contributions, meta=meta)
+        return ScoreResult(
+            scores=frame, features=X, combination=combination.kind, contributions=contributions, meta=meta, fitted=combination
+        )
 
     def _reasons(self, contributions: pd.DataFrame, dims: pd.DataFrame, flags: FlagVectors) -> list[list[Reason]]:
         cfg = self.config
@@ -253,6 +266,68 @@ class Scorer:
                     out[i].append(Reason("PROFILE", "account attributes unlike those of most users in good standing"))
             out[i] = out[i][: cfg.max_reasons]
         return out
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A fitted combination: how a row of features becomes a risk probability.
+
+    This is what a model version stores (pickled); :meth:`Scorer.score` applies it to the
+    features of the current graph and flags.
+
+    Attributes
+    ----------
+    kind : {"boosting", "logistic", "scorecard"}
+    columns : tuple of str
+        The feature columns it was fitted on, in order.
+    model : estimator or None
+        The fitted scikit-learn estimator (None for the scorecard).
+    shift : float
+        Log-odds shift from the training fraud rate to the configured prior.
+    reference : ndarray or None
+        Feature values of the typical user in good standing (what reasons occlude with).
+    scorecard_weights : dict
+        Per-dimension weights of the scorecard.
+    labels : dict
+        Fraud and benign labels it was fitted on.
+    version : str or None
+        The model version it is stored under, once stored.
+    """
+
+    kind: str
+    columns: tuple[str, ...]
+    model: Any = None
+    shift: float = 0.0
+    reference: np.ndarray | None = None
+    scorecard_weights: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    version: str | None = None
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Risk of each row of ``X`` (columns as :attr:`columns`)."""
+        return _shift(_predict(self.model, X), self.shift)
+
+
+def fit_combination(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig, *, progress: Progress | None = None) -> Combination:
+    """Fit the combination on the labelled rows of ``X`` (``y``: 1 fraud, 0 benign, -1 none).
+
+    With fewer than ``config.min_labels_per_class`` labels of either class, the transparent
+    scorecard (``config.scorecard_weights``) is returned instead.
+    """
+    say = progress or (lambda _m: None)
+    labelled = y >= 0
+    n_fraud, n_benign = int((y == 1).sum()), int((y == 0).sum())
+    labels = {"fraud": n_fraud, "benign": n_benign}
+    if n_fraud < config.min_labels_per_class or n_benign < config.min_labels_per_class:
+        say(f"too few labels to learn ({n_fraud} fraud / {n_benign} benign): transparent scorecard")
+        return Combination("scorecard", tuple(X.columns), scorecard_weights=dict(config.scorecard_weights), labels=labels)
+    say(f"learning the combination ({config.model}, {n_fraud} fraud / {n_benign} benign labels)")
+    model = _fit(X.loc[labelled], y[labelled], config)
+    shift = 0.0
+    if config.prior_fraud_rate is not None:
+        shift = _logit(config.prior_fraud_rate) - _logit(n_fraud / (n_fraud + n_benign))
+    reference = _good_standing(X.to_numpy(dtype=np.float64), y)
+    return Combination(config.model, tuple(X.columns), model=model, shift=shift, reference=reference, labels=labels)
 
 
 def score_tables(

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import pandas as pd
 import typer
@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loaders.errors import SocialRiskError
+from loaders.errors import ParameterError, SocialRiskError
 from loaders.load import LoadReport
 from socialrisk import workflow
 from socialrisk.settings import DEFAULT_WORKSPACE, ENV_WORKSPACE, Settings, load_settings
@@ -165,8 +165,12 @@ def score_cmd(
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     config: ConfigOpt = None,
     store: StoreOpt = "embedded",
+    model: Annotated[Optional[str], typer.Option("--model", help="Score with this model version instead of the current one (see 'socialrisk models').")] = None,
 ) -> None:
-    """Load DATA_DIR (if given), propagate, combine the dimensions and write one row per user."""
+    """Load DATA_DIR (if given), propagate, combine the dimensions and write one row per user.
+
+    The combination is the store's current model version; the first scoring of a store fits
+    one. 'socialrisk calibrate' fits a new one on the current labels."""
 
     def body() -> None:
         settings = _settings(config)
@@ -177,7 +181,7 @@ def score_cmd(
                     report = workflow.load_into(st, data_dir, settings, workspace, progress=step, notice=_notice)
                 _print_load(report)
             with _steps("score") as step:
-                result = workflow.score(st, settings, progress=step)
+                result = workflow.score(st, settings, workspace=workspace, model=model, progress=step)
         frame = result.scores
         if report is not None:
             # SCORES.csv holds DATA_DIR's users; earlier loads into the workspace still shape the graph
@@ -382,6 +386,209 @@ def flag_cmd(
     _run(body)
 
 
+def _entry_line(e: Any) -> str:
+    change = ", ".join(f"{k}: {e.before.get(k)!s} -> {v!s}" for k, v in e.after.items() if e.before.get(k) != v)
+    note = e.detail.get("note") if isinstance(e.detail, dict) else None
+    return f"#{e.seq} {e.at} {e.actor} {e.action}" + (f" {e.user_id}" if e.user_id else "") + (f": {change}" if change else "") + (
+        f" ({note})" if note else ""
+    )
+
+
+@app.command("appeal")
+def appeal_cmd(
+    user: Annotated[str, typer.Argument(help="The user who appeals.")],
+    dispute: Annotated[Optional[str], typer.Option("--dispute", help="Dispute the user's link to this identifier key (kind:pseudonym, as 'appeal USER' lists it) or, with --relation, this user.")] = None,
+    withdraw: Annotated[Optional[str], typer.Option("--withdraw", help="Withdraw a dispute of the link to this identifier key or user.")] = None,
+    relation: Annotated[bool, typer.Option("--relation", help="The disputed link is a relation with another user, not a shared identifier.")] = False,
+    reason: Annotated[str, typer.Option(help="Why the link is disputed: stolen_device, public_terminal, family_member, shared_household, other (configurable: graph.dispute_weights).")] = "other",
+    clear_flag: Annotated[bool, typer.Option("--clear-flag", help="Clear the user's fraud flag (it stays in the history).")] = False,
+    overturn_flag: Annotated[bool, typer.Option("--overturn-flag", help="Overturn the user's fraud flag: it was wrong.")] = False,
+    counter_evidence: Annotated[Optional[str], typer.Option("--counter-evidence", help="Record verified counter-evidence (e.g. '24 months of utility payments'): the user becomes a known-good seed.")] = None,
+    note: Annotated[str, typer.Option(help="The analyst's note, kept in the audit log.")] = "",
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Handle an appeal. Without an action: the user's score and reasons, the paths behind its graph
+    risk, and what the score would be without each of its links on those paths. With one action
+    (--dispute, --withdraw, --clear-flag, --overturn-flag, --counter-evidence): apply it, rescore
+    with the current model version, and show the new score, decision and reasons. Every action
+    is appended to the audit log ('socialrisk audit USER')."""
+
+    def body() -> None:
+        settings = _settings(config)
+        actions = [a for a, on in (("dispute", dispute), ("withdraw", withdraw), ("clear_flag", clear_flag),
+                                   ("overturn_flag", overturn_flag), ("counter_evidence", counter_evidence)) if on]
+        if len(actions) > 1:
+            raise ParameterError(f"one appeal action at a time; got {', '.join(actions)}")
+        with workflow.open_store(store, workspace) as st:
+            if not actions:
+                with _steps("appeal") as step:
+                    step("what would change the decision")
+                    view = workflow.appeal_view(st, settings, workspace, user)
+                _print_appeal_view(view, as_json)
+                return
+            action = actions[0]
+            with _steps("appeal") as step:
+                done = workflow.appeal(
+                    st, settings, workspace, user, action, other=dispute or withdraw, target="relation" if relation else "identifier",
+                    reason=reason, note=counter_evidence if action == "counter_evidence" else note, progress=step,
+                )
+        if as_json:
+            keep = ["risk", "credit_score", "decision", "reasons", "reason_codes", "flag"]
+            typer.echo(json.dumps({
+                "user_id": done.user_id, "action": done.action, "users_moved": done.moved, "error_bound": done.error_bound,
+                "before": {k: _jsonable(done.before.get(k)) for k in keep}, "after": {k: _jsonable(done.after.get(k)) for k in keep},
+            }, indent=2))
+            return
+        what = {"dispute": f"disputed the link to {dispute} ({reason})", "withdraw": f"withdrew the dispute of the link to {withdraw}",
+                "clear_flag": "cleared the fraud flag", "overturn_flag": "overturned the fraud flag",
+                "counter_evidence": f"recorded counter-evidence: {counter_evidence}"}[action]
+        moved = f"; the fraud exposure of {done.moved:,} users moved (error bound {done.error_bound:.1e})" if done.error_bound is not None else ""
+        out.print(f"{user}: {what}{moved}")
+        out.print(
+            f"credit score {int(done.before['credit_score'])} {done.before['decision']} -> {int(done.after['credit_score'])} "
+            f"{done.after['decision']} (risk {float(done.before['risk']):.3f} -> {float(done.after['risk']):.3f})"
+        )
+        out.print("reasons now: " + (str(done.after["reasons"]) or "none"))
+
+    _run(body)
+
+
+def _jsonable(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def _print_appeal_view(view: Any, as_json: bool) -> None:
+    row = view.score
+    if as_json:
+        payload = {
+            "user_id": view.user_id,
+            "score": {k: _jsonable(row.get(k)) for k in ("risk", "graph_risk", "credit_score", "decision", "reasons", "reason_codes", "flag", "model_version")},
+            "contributions": [
+                {"seed": c.seed, "share": c.share, "sentence": c.sentence(view.user_id), "path": [vars(s) for s in c.path]}
+                for c in view.explanation.contributions
+            ],
+            "what_if": [vars(w) for w in view.what_if],
+            "disputes": view.disputes.to_dict(orient="records"),
+            "audit": [e.to_dict() for e in view.audit],
+        }
+        typer.echo(json.dumps(payload, indent=2, default=str))
+        return
+    out.print(
+        f"{view.user_id}: credit score {int(row['credit_score'])}, {row['decision']} (risk {float(row['risk']):.3f}, "
+        f"of which graph {float(row['graph_risk']):.3f}; model {row.get('model_version')})"
+    )
+    out.print("reasons: " + (str(row["reasons"]) or "none"))
+    if view.explanation.contributions:
+        out.print("paths behind the graph risk (largest shares):")
+        for c in view.explanation.contributions[:5]:
+            out.print(f"  {c.share:6.1%}  {c.sentence(view.user_id)}")
+    for w in view.what_if:
+        link = f"link to {w.link}" if w.target == "identifier" else w.link
+        out.print(f"without its {link} the score would be {w.credit_score}, {w.decision}  (dispute it: --dispute {w.other}"
+                  + (" --relation" if w.target == "relation" else "") + ")")
+    if not view.what_if:
+        out.print("no link of this user carries flagged accounts' risk to it: the graph does not lower its score")
+    for d in view.disputes.itertuples():
+        out.print(f"disputed: {d.target} link to {d.other} ({d.reason}) by {d.actor} on {d.at}")
+    if view.audit:
+        out.print("audit trail:")
+        for e in view.audit:
+            out.print("  " + _entry_line(e))
+
+
+@app.command("audit")
+def audit_cmd(
+    user: Annotated[Optional[str], typer.Argument(help="The user whose trail to print; omit for the whole log.")] = None,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    store: StoreOpt = "embedded",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """The audit log: every flag change, dispute, appeal decision and recalibration, who made it,
+    when, and the values before and after. The hash chain is verified on every read."""
+
+    def body() -> None:
+        with workflow.open_store(store, workspace) as st:
+            entries = workflow.audit_trail(st, user)
+        if as_json:
+            typer.echo(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
+            return
+        if not entries:
+            out.print(f"no audit entries{' for ' + user if user else ''}")
+        for e in entries:
+            out.print(_entry_line(e))
+
+    _run(body)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Refit the combination on the current labels as a new model version, rescore, and report what
+    changed: the population stability index of the score, the shift of each dimension, and the
+    approval rate at the current thresholds. The previous version stays usable (score --model)."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st, _steps("calibrate") as step:
+            cal = workflow.calibrate(st, settings, workspace=workspace, progress=step)
+        if as_json:
+            typer.echo(json.dumps({
+                "previous": cal.previous, "current": cal.current, "psi": cal.psi, "approval": cal.approval,
+                "shift": None if cal.shift is None else cal.shift.to_dict(orient="records"),
+            }, indent=2, default=str))
+            return
+        out.print(f"model version {cal.current} is current (previous: {cal.previous or 'none'})")
+        if cal.psi is not None:
+            level = "stable" if cal.psi < 0.1 else "moderate shift" if cal.psi < 0.25 else "major shift"
+            out.print(f"population stability index of the credit score, previous run against this one: {cal.psi:.4f} ({level})")
+        if cal.shift is not None:
+            table = Table(title="shift per dimension (users scored both times)", show_edge=False)
+            for c in ("dimension", "users", "mean before", "mean after", "shift", "PSI"):
+                table.add_column(c, justify="left" if c == "dimension" else "right")
+            for r in cal.shift.itertuples():
+                cells = [f"{v:.4f}" if v == v else "-" for v in (r.mean_before, r.mean_after, r.mean_shift, r.psi)]
+                table.add_row(str(r.dimension), f"{int(r.users) if r.users == r.users else 0:,}", *cells)
+            out.print(table)
+        before, after = cal.approval["before"], cal.approval["after"]
+        shares = lambda a: ", ".join(f"{k} {v:.1%}" for k, v in a.items())  # noqa: E731
+        out.print(f"approval at the current thresholds: {shares(before) + ' -> ' if before else ''}{shares(after)}")
+
+    _run(body)
+
+
+@app.command("models")
+def models_cmd(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    store: StoreOpt = "embedded",
+) -> None:
+    """The stored model versions, oldest first, and which one is current."""
+
+    def body() -> None:
+        with workflow.open_store(store, workspace) as st:
+            models = st.list_models()
+        if not models:
+            out.print("no model versions yet: 'socialrisk score' fits the first")
+        table = Table(show_edge=False)
+        for c in ("", "version", "created", "combination", "labels", "reason"):
+            table.add_column(c)
+        for m in models:
+            labels = m.get("labels") or {}
+            table.add_row("*" if m.get("current") else "", str(m["version"]), str(m.get("created_at", "")), str(m.get("combination", "")),
+                          f"{labels.get('fraud', 0)} fraud / {labels.get('benign', 0)} benign", str(m.get("reason", "")))
+        out.print(table)
+
+    _run(body)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     data_dir: Annotated[Path, typer.Argument(help="Data directory with flags of both labels.")],
@@ -434,6 +641,16 @@ def evaluate_cmd(
             else:
                 table.add_row(label, f"{m['mean']:.4f}", f"{m['std']:.4f}")
         out.print(table)
+        if len(report.tradeoff):
+            approve_at = settings.scoring.approve_at
+            curve = Table(title=f"trade-off: users refused below each credit-score cut-off (* approve_at, {approve_at})", show_edge=False)
+            for c in ("cut-off", "risk above", "fraud refused", "good refused", "of all good, for the graph alone"):
+                curve.add_column(c, justify="right")
+            for r in report.tradeoff.itertuples():
+                cells = [f"{r.fraud_recall:.3f}", f"{r.good_refused:.3f}", f"{r.collateral_rate:.4f}"]
+                cutoff = f"{r.credit_score_cutoff}{' *' if r.credit_score_cutoff == approve_at else ''}"
+                curve.add_row(cutoff, f"{r.risk_threshold:.3f}", *("-" if v == "nan" else v for v in cells))
+            out.print(curve)
         out.print(f"train_frac {train_frac}, {repeats} repeats, seed {seed}; {time.perf_counter() - t0:.1f} s")
 
     _run(body)

@@ -60,7 +60,7 @@ def run_demo(
     workflow.propagate(store, settings, progress=say)
     timings["propagate"] = time.perf_counter() - t
     t = time.perf_counter()
-    result = workflow.score(store, settings, progress=say)
+    result = workflow.score(store, settings, workspace=workspace, progress=say)
     timings["score"] = time.perf_counter() - t
     scores = result.scores
     scores_path = out / "scores.csv"

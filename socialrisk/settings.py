@@ -43,6 +43,7 @@ class _GraphModel(_Strict):
     hub_exponent: float | None = Field(None, ge=0)
     hub_max_degree: int | None = Field(None, ge=2)
     half_life_days: float | None = Field(None, gt=0)
+    dispute_weights: dict[str, float] | None = None
 
 
 class _ColumnModel(_Strict):
@@ -147,6 +148,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
         g = model.graph
         if g.link_weights is not None:
             graph_kwargs["link_weights"] = {**GraphConfig().link_weights, **g.link_weights}
+        if g.dispute_weights is not None:
+            graph_kwargs["dispute_weights"] = {**GraphConfig().dispute_weights, **g.dispute_weights}
         if g.relation_kinds is not None:
             kinds = dict(GraphConfig().relation_kinds)
             kinds.update({k: RelationKind(v.weight, v.direction) for k, v in g.relation_kinds.items()})

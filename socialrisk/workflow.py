@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
+import pickle
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +26,7 @@ from loaders.schema import Tables
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
 from scoring.features import Walks, flag_vectors
-from scoring.pipeline import MODEL_VERSION, ScoreResult, Scorer
+from scoring.pipeline import MODEL_VERSION, Combination, ScoreResult, Scorer
 from socialrisk.settings import ENV_KEY, Settings, resolve_key
 
 __all__ = [
@@ -30,12 +35,22 @@ __all__ = [
     "load_into",
     "propagate",
     "score",
+    "calibrate",
+    "Calibration",
+    "save_model",
+    "load_model",
     "explain",
     "rings",
     "evaluate_dir",
     "PropagationSummary",
     "flag",
     "FlagUpdate",
+    "appeal",
+    "appeal_view",
+    "AppealView",
+    "AppealOutcome",
+    "WhatIf",
+    "audit_trail",
     "RingsSummary",
 ]
 
@@ -89,7 +104,7 @@ def load_into(
 def _provenance(store: GraphStore, settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     meta = store.metadata()
     out = {
-        "model_version": MODEL_VERSION,
+        "code_version": MODEL_VERSION,
         "config_hash": settings.config_hash(),
         "snapshot": meta.get("snapshot", 0),
     }
@@ -142,19 +157,155 @@ def propagate(store: GraphStore, settings: Settings, *, progress: Progress | Non
     return PropagationSummary(frame=frame, meta=meta)
 
 
-def score(store: GraphStore, settings: Settings, *, progress: Progress | None = None) -> ScoreResult:
-    """Score every user in the store and keep the scores with their provenance."""
+def _model_key(settings: Settings, workspace: str | Path) -> bytes:
+    key, _ = resolve_key(settings, workspace)
+    return hashlib.sha256(b"socialrisk model signature\0" + key).digest()
+
+
+def save_model(store: GraphStore, settings: Settings, workspace: str | Path, combination: Combination, extra: dict[str, Any]) -> Combination:
+    """Register a fitted combination as a new model version, signed with the store's key, and make it current."""
+    from graph.store.models import new_model_version
+
+    payload = pickle.dumps(dataclasses.replace(combination, version=None), protocol=pickle.HIGHEST_PROTOCOL)
+    version = new_model_version(payload)
+    if any(m["version"] == version for m in store.list_models()):
+        # the same fit in the same second (same payload digest): it is that version
+        store.set_current_model(version)
+        return dataclasses.replace(combination, version=version)
+    meta = {
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code_version": MODEL_VERSION,
+        "config_hash": settings.config_hash(),
+        "snapshot": int(store.metadata().get("snapshot", 0)),
+        "combination": combination.kind,
+        "labels": combination.labels,
+        "features": len(combination.columns),
+        "signature": hmac.new(_model_key(settings, workspace), payload, hashlib.sha256).hexdigest(),
+        **extra,
+    }
+    store.write_model(version, payload, meta)
+    store.set_current_model(version)
+    return dataclasses.replace(combination, version=version)
+
+
+def load_model(store: GraphStore, settings: Settings, workspace: str | Path, version: str) -> Combination:
+    """A stored model version, after checking its signature against the store's key.
+
+    Model payloads are pickles: one is only unpickled when it was signed with the
+    pseudonymisation key this store is bound to.
+    """
+    payload, meta = store.read_model(version)
+    expected = hmac.new(_model_key(settings, workspace), payload, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(str(meta.get("signature", "")), expected):
+        raise ConfigError(
+            f"{store}: model version {version} is not signed with this store's pseudonymisation key; it was not written by "
+            "socialrisk with this key and is not loaded. Run 'socialrisk calibrate' to fit a new version."
+        )
+    combination = pickle.loads(payload)  # noqa: S301 - signed by this store's key, checked above
+    return dataclasses.replace(combination, version=version)
+
+
+def score(
+    store: GraphStore,
+    settings: Settings,
+    *,
+    workspace: str | Path,
+    model: str | None = None,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """Score every user in the store and keep the scores with their provenance.
+
+    The combination is the store's current model version (``model`` names another one); the
+    first scoring of a store fits one and registers it. ``calibrate`` fits new versions.
+    Every row carries its ``model_version``, ``config_hash`` and ``snapshot``.
+    """
     say = progress or (lambda _m: None)
     say("projecting the graph")
     projection = _projection(store, settings)
     tables = store.read_tables()
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+    version = model or store.current_model()
+    combination = load_model(store, settings, workspace, version) if version else None
+    result = scorer.score(scorer.flags_from(tables.flags), progress=progress, combination=combination)
+    fitted = result.fitted
+    if combination is None and fitted is not None:
+        fitted = save_model(store, settings, workspace, fitted, {"reason": "first scoring of this store"})
+    return _write_scores(store, settings, result, fitted)
+
+
+def _write_scores(store: GraphStore, settings: Settings, result: ScoreResult, fitted: Combination | None) -> ScoreResult:
+    version = fitted.version if fitted is not None else None
+    meta = _provenance(store, settings, {**result.meta, "model_version": version, "code_version": MODEL_VERSION})
+    scores = result.scores.assign(model_version=version, config_hash=meta["config_hash"], snapshot=int(meta["snapshot"]))
+    store.write_result("scores", scores, meta=meta)
+    return dataclasses.replace(result, scores=scores, meta=meta, fitted=fitted)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What ``calibrate`` changed.
+
+    Attributes
+    ----------
+    previous, current : str or None
+        Model versions before and after (``previous`` None on a store never scored).
+    result : ScoreResult
+        The scores under the new version (written as the store's ``scores``).
+    shift : DataFrame or None
+        Per dimension and for the credit score: mean before and after, shift and PSI over the
+        users scored both times (:func:`scoring.drift.dimension_shift`); None without
+        previous scores.
+    psi : float or None
+        Population stability index of the credit score, previous run against this one.
+    approval : dict
+        ``before`` and ``after``: shares of approve / review / reject at the current thresholds.
+    """
+
+    previous: str | None
+    current: str
+    result: ScoreResult
+    shift: pd.DataFrame | None
+    psi: float | None
+    approval: dict[str, dict[str, float] | None]
+
+
+def calibrate(store: GraphStore, settings: Settings, *, workspace: str | Path, progress: Progress | None = None) -> Calibration:
+    """Refit the combination on the current labels, register it as the new current model
+    version, rescore, and report the drift against the previous scores.
+
+    The previous version stays in the store: ``score --model VERSION`` scores with it.
+    ``workspace`` is where the store's pseudonymisation key is found when it is not configured
+    (model versions are signed with it).
+    """
+    from scoring.drift import approval_rate, dimension_shift, population_stability_index
+
+    say = progress or (lambda _m: None)
+    previous = store.current_model()
+    before = store.read_result("scores")[0] if store.has_result("scores") else None
+    say("projecting the graph")
+    projection = _projection(store, settings)
+    tables = store.read_tables()
+    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     result = scorer.score(scorer.flags_from(tables.flags), progress=progress)
-    meta = _provenance(store, settings, dict(result.meta))
-    store.write_result("scores", result.scores, meta=meta)
-    return ScoreResult(
-        scores=result.scores, features=result.features, combination=result.combination, contributions=result.contributions, meta=meta
-    )
+    assert result.fitted is not None
+    fitted = save_model(store, settings, workspace, result.fitted, {"reason": "calibrate", "previous": previous})
+    result = _write_scores(store, settings, result, fitted)
+    after = result.scores
+    shift = psi = None
+    if before is not None and len(before):
+        before = before.drop_duplicates("user_id", keep="last")
+        shift = dimension_shift(before, after)
+        common = before.merge(after[["user_id", "credit_score"]], on="user_id", suffixes=("_before", "_after"))
+        psi = population_stability_index(common["credit_score_before"], common["credit_score_after"]) if len(common) else None
+    approval = {"before": approval_rate(before["decision"]) if before is not None and "decision" in before else None,
+                "after": approval_rate(after["decision"])}
+    store.append_audit([{
+        "action": "calibrate",
+        "before": {"model_version": previous},
+        "after": {"model_version": fitted.version, "labels": fitted.labels, "psi": psi, "approval": approval["after"]},
+        "detail": {"config_hash": settings.config_hash(), "snapshot": int(store.metadata().get("snapshot", 0))},
+    }])
+    return Calibration(previous=previous, current=str(fitted.version), result=result, shift=shift, psi=psi, approval=approval)
 
 
 def explain(store: GraphStore, settings: Settings, user_id: str, *, top: int = 5) -> tuple[pd.Series, Explanation, dict[str, Any]]:
@@ -271,6 +422,7 @@ class FlagUpdate:
     user_id: str
     label: str
     moved: pd.DataFrame
+    n_moved: int
     pushes: int
     error_bound: float
     rebuilt: bool
@@ -331,7 +483,7 @@ def _load_state(path: Path, snapshot: int, config_hash: str) -> tuple[Any, np.nd
 
 def flag(
     store: GraphStore, settings: Settings, workspace: str | Path, user_id: str, label: str, *, severity: float = 1.0, top: int = 10,
-    progress: Progress | None = None,
+    progress: Progress | None = None, audit_action: str = "flag", note: str = "",
 ) -> FlagUpdate:
     """Record a flag on a user and update the propagated fraud exposure incrementally.
 
@@ -394,10 +546,254 @@ def flag(
     # record the flag; the store's snapshot moves on, and the state is saved for the new one
     key, _ = resolve_key(settings, workspace)
     now = pd.Timestamp.now(tz="UTC").floor("s")
-    flags = pd.DataFrame({"user_id": [user_id], "label": [label], "severity": [severity], "source": ["socialrisk flag"], "ts": [now]})
+    previous = store.read_table("flags")
+    previous = previous.loc[previous["user_id"].astype(str) == user_id]
+    before = {"label": str(previous["label"].iloc[-1]), "severity": float(previous["severity"].iloc[-1])} if len(previous) else {"label": None}
+    source = "socialrisk flag" if audit_action == "flag" else f"socialrisk appeal {audit_action}" + (f": {note}" if note else "")
+    flags = pd.DataFrame({"user_id": [user_id], "label": [label], "severity": [severity], "source": [source], "ts": [now]})
     load({"flags": flags}, store, key=key, label_map=settings.label_map)
+    store.append_audit([{
+        "action": audit_action, "user_id": user_id, "before": before, "after": {"label": canonical, "severity": severity},
+        "detail": {"note": note, "users_moved": int((up.nodes < len(user_ids)).sum()), "error_bound": float(up.error_bound)},
+    }])
     _save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
     return FlagUpdate(
-        user_id=user_id, label=canonical, moved=moved, pushes=up.pushes, error_bound=state.error_bound / max(total_after, 1e-300),
+        user_id=user_id, label=canonical, moved=moved, n_moved=int(len(users)), pushes=up.pushes, error_bound=state.error_bound / max(total_after, 1e-300),
         rebuilt=rebuilt, seconds=seconds,
     )
+
+
+# -- appeals ---------------------------------------------------------------------------------
+
+#: Appeal actions an analyst can take, as written to the audit log.
+APPEAL_ACTIONS = ("dispute", "withdraw", "clear_flag", "overturn_flag", "counter_evidence")
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """The user's score if one of its links were ignored."""
+
+    target: str
+    other: str
+    link: str
+    risk: float
+    credit_score: int
+    decision: str
+
+
+@dataclass(frozen=True)
+class AppealView:
+    """What an analyst needs to handle an appeal: the stored score and reasons, the paths behind
+    the graph risk, what would change the decision, and the user's disputes and audit trail."""
+
+    user_id: str
+    score: pd.Series
+    explanation: Explanation
+    what_if: list[WhatIf]
+    disputes: pd.DataFrame
+    audit: list[Any]
+
+
+def _score_row(frame: pd.DataFrame, user_id: str) -> pd.Series:
+    row = frame.loc[frame["user_id"] == user_id]
+    if row.empty:
+        raise NotFoundError(f"unknown user {user_id!r}: not in the stored scores")
+    return row.iloc[-1]
+
+
+def _rescore(
+    store: GraphStore, settings: Settings, workspace: str | Path, *, what_if: pd.DataFrame | None = None, progress: Progress | None = None
+) -> ScoreResult:
+    """Every user scored with the current model version on the graph as it stands (plus
+    hypothetical disputes): features recomputed, the combination as fitted."""
+    version = store.current_model()
+    if version is None:
+        raise NotFoundError("no model version yet: run 'socialrisk score' first")
+    projection = store.projection(settings.graph, what_if=what_if)
+    tables = store.read_tables()
+    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+    combination = load_model(store, settings, workspace, version)
+    return scorer.score(scorer.flags_from(tables.flags), combination=combination, progress=progress)
+
+
+def _own_links(explanation: Explanation) -> list[tuple[str, str, str]]:
+    """The user's own links on its explanation paths (the last hop of each), most important first."""
+    seen: list[tuple[str, str, str]] = []
+    for c in explanation.contributions:
+        if not c.path:
+            continue
+        step = c.path[-1]
+        if step.kind == "identifier" and step.ident:
+            link = ("identifier", step.ident, step.via)
+        else:
+            link = ("relation", step.source, f"{step.via} relation with account {step.source}")
+        if link[:2] not in [s[:2] for s in seen]:
+            seen.append(link)
+    return seen
+
+
+def _flagged_identifiers(store: GraphStore, settings: Settings, user_id: str) -> list[tuple[str, str, str]]:
+    """The user's links to shared identifiers that an account flagged fraud also uses."""
+    from graph.explain import ident_label
+
+    projection = store.projection(settings.graph)
+    fraud = flag_vectors(store.read_table("flags"), projection).fraud > 0
+    u = int(projection.index_of([user_id])[0])
+    out = []
+    for j in projection.incidence[u].indices.tolist():
+        others = projection.incidence[:, j].nonzero()[0]
+        if fraud[others[others != u]].any():
+            key = str(projection.ident_keys[j])
+            out.append(("identifier", key, ident_label(key)))
+    return out
+
+
+def appeal_view(store: GraphStore, settings: Settings, workspace: str | Path, user_id: str, *, top: int = 4) -> AppealView:
+    """The stored score of ``user_id``, the paths behind its graph risk, and for each of its own
+    links on those paths, then its links to identifiers a flagged account uses (at most ``top``
+    in all), the score and decision it would have without it (all else as it stands, the
+    current model version)."""
+    scores, _ = store.read_result("scores")
+    row = _score_row(scores, user_id)
+    _, explanation, _ = explain(store, settings, user_id, top=10)
+    links = _own_links(explanation)
+    links += [link for link in _flagged_identifiers(store, settings, user_id) if link[:2] not in [k[:2] for k in links]]
+    what_if = []
+    for target, other, label in links[:top]:
+        hypothetical = pd.DataFrame([{"user_id": user_id, "target": target, "other": other, "reason": "stolen_device"}])
+        if settings.graph.dispute_weight("stolen_device") != 0.0:
+            hypothetical["reason"] = next((r for r, w in settings.graph.dispute_weights.items() if w == 0.0), "stolen_device")
+        new = _score_row(_rescore(store, settings, workspace, what_if=hypothetical).scores, user_id)
+        what_if.append(WhatIf(target, other, label, float(new["risk"]), int(new["credit_score"]), str(new["decision"])))
+    disputes = store.disputes()
+    return AppealView(
+        user_id=user_id, score=row, explanation=explanation, what_if=what_if,
+        disputes=disputes.loc[disputes["user_id"] == user_id].reset_index(drop=True), audit=store.read_audit(user_id),
+    )
+
+
+@dataclass(frozen=True)
+class AppealOutcome:
+    """An appeal action applied: the score before and after, and the exposure update."""
+
+    user_id: str
+    action: str
+    before: pd.Series
+    after: pd.Series
+    moved: int
+    error_bound: float | None
+
+
+def _check_link(store: GraphStore, settings: Settings, user_id: str, target: str, other: str) -> None:
+    projection = store.projection(settings.graph)
+    u = int(projection.index_of([user_id])[0])
+    if target == "identifier":
+        j = np.flatnonzero(projection.ident_keys == other)
+        if not j.size or projection.incidence[u, int(j[0])] == 0 and int(j[0]) not in projection.incidence[u].indices:
+            raise NotFoundError(f"user {user_id!r} has no link to a shared identifier {other!r}")
+    else:
+        v = int(projection.index_of([other])[0])
+        if not (projection.related[u, v] or projection.related[v, u]):
+            raise NotFoundError(f"user {user_id!r} has no relation with user {other!r}")
+
+
+def _dispute_exposure(store: GraphStore, settings: Settings, workspace: str | Path, user_id: str, target: str, other: str) -> tuple[int, float | None]:
+    """Apply a dispute to the kept exposure state by local push (the disputed link's edges
+    re-weighted); returns how many users moved and the error bound. Without a kept state (no
+    ``flag`` since the last load) there is nothing to update."""
+    from graph.projection import walk_matrix
+    from graph.propagation.push import set_edge
+
+    path = _state_path(workspace)
+    loaded = _load_state(path, int(store.metadata().get("snapshot", 0)), settings.config_hash())
+    if loaded is None:
+        return 0, None
+    state, user_ids = loaded
+    projection = store.projection(settings.graph)  # disputes in force, the new one included
+    W = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent)
+    u = int(projection.index_of([user_id])[0])
+    if target == "identifier":
+        v = projection.n_users + int(np.flatnonzero(projection.ident_keys == other)[0])
+    else:
+        v = int(projection.index_of([other])[0])
+    moved: set[int] = set()
+    for a, b in ((u, v), (v, u)):
+        up = set_edge(state, a, b, float(W[a, b]))
+        moved.update(up.nodes[up.nodes < len(user_ids)].tolist())
+    _save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
+    return len(moved), state.error_bound / max(float(state.seeds.sum()), 1e-300)
+
+
+def appeal(
+    store: GraphStore,
+    settings: Settings,
+    workspace: str | Path,
+    user_id: str,
+    action: str,
+    *,
+    other: str | None = None,
+    target: str = "identifier",
+    reason: str = "other",
+    note: str = "",
+    progress: Progress | None = None,
+) -> AppealOutcome:
+    """Apply an analyst's appeal action to ``user_id`` and rescore with the current model version.
+
+    Actions: ``dispute`` (the link to ``other`` is marked and weighted by
+    ``settings.graph.dispute_weight(reason)``; it stays in the store), ``withdraw`` (a
+    dispute), ``clear_flag`` and ``overturn_flag`` (the user's fraud flag is replaced by a
+    benign one), ``counter_evidence`` (a benign flag with ``note`` as its evidence: trust that
+    propagates to the user's neighbours). Each is appended to the audit log with the score
+    before and after; the kept fraud exposure is updated by local push.
+    """
+    from graph.disputes import dispute_record
+
+    if action not in APPEAL_ACTIONS:
+        raise ParameterError(f"Unknown appeal action {action!r}; expected one of {', '.join(APPEAL_ACTIONS)}.")
+    scores, _ = store.read_result("scores")
+    before = _score_row(scores, user_id)
+    moved, bound = 0, None
+    if action in ("dispute", "withdraw"):
+        if not other:
+            raise ParameterError(f"'{action}' needs the link: an identifier key (kind:pseudonym) or, with target relation, a user id")
+        if target not in ("identifier", "relation"):
+            raise ParameterError(f"The 'target' of a dispute must be identifier or relation. Got {target!r} instead.")
+        if action == "dispute":
+            settings.graph.dispute_weight(reason)  # an unknown reason is refused before anything is written
+            _check_link(store, settings, user_id, target, other)
+        elif not ((store.disputes()[["user_id", "target", "other"]] == [user_id, target, other]).all(axis=1)).any():
+            raise NotFoundError(f"no dispute of {user_id!r}'s {target} link to {other!r} is in force")
+        store.append_audit([dispute_record(user_id, target, other, reason, note, withdraw=action == "withdraw")])
+        store.mark_dispute(user_id, target, other, reason if action == "dispute" else None)
+        moved, bound = _dispute_exposure(store, settings, workspace, user_id, target, other)
+    else:
+        label = "benign"
+        update = flag(store, settings, workspace, user_id, label, top=0, progress=progress, audit_action=action, note=note)
+        moved, bound = update.n_moved, update.error_bound
+    result = _rescore(store, settings, workspace, progress=progress)
+    fitted = load_model(store, settings, workspace, str(store.current_model()))
+    written = _write_scores(store, settings, result, fitted)
+    after = _score_row(written.scores, user_id)
+    keep = ["risk", "credit_score", "decision", "reason_codes"]
+    store.append_audit([{
+        "action": "appeal_decision",
+        "user_id": user_id,
+        "before": {k: _plain_value(before.get(k)) for k in keep},
+        "after": {k: _plain_value(after.get(k)) for k in keep},
+        "detail": {"appeal_action": action, "other": other, "reason": reason if action == "dispute" else None, "note": note,
+                   "model_version": fitted.version},
+    }])
+    return AppealOutcome(user_id=user_id, action=action, before=before, after=after, moved=moved, error_bound=bound)
+
+
+def _plain_value(v: Any) -> Any:
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return float(v)
+    return v
+
+
+def audit_trail(store: GraphStore, user_id: str | None = None) -> list[Any]:
+    """The audit entries of ``user_id`` (every entry when None), oldest first, chain verified."""
+    return store.read_audit(user_id)

@@ -13,7 +13,8 @@ Then the exact scores are :math:`\\pi = p + \\mathrm{PPR}(r)`, so :math:`\\|\\pi
 
 - a seed gains weight ``w``: ``r[u] += w``, then push;
 - a seed loses it: ``r[u] -= w`` (residuals may be negative), then push;
-- an edge ``u -> v`` appears: row ``u`` of :math:`\\tilde P` changes, and the invariant is
+- an edge ``u -> v`` appears, or changes weight (:func:`set_edge`; a disputed link is
+  down-weighted or removed): row ``u`` of :math:`\\tilde P` changes, and the invariant is
   restored by ``r += (alpha / beta) * p[u] * (new row - old row)`` (Zhang, Lofgren and Goel,
   KDD 2016), then push.
 
@@ -32,7 +33,7 @@ import scipy.sparse as sp
 from graph.propagation.pagerank import personalized_pagerank, transition_transpose
 from loaders.errors import ParameterError
 
-__all__ = ["PushState", "PushUpdate", "push_state", "add_seed", "add_edge"]
+__all__ = ["PushState", "PushUpdate", "push_state", "add_seed", "add_edge", "set_edge", "edge_weight"]
 
 
 @dataclass
@@ -205,30 +206,58 @@ def add_edge(state: PushState, source: int, target: int, weight: float) -> PushU
 
     For an undirected relation call it once per direction.
     """
-    n = state.p.shape[0]
-    for name, v in (("source", source), ("target", target)):
-        if not 0 <= int(v) < n:
-            raise ParameterError(f"The '{name}' of add_edge must be in 0..{n - 1}. Got {v!r} instead.")
     if not (np.isfinite(weight) and weight > 0):
         raise ParameterError(f"The 'weight' of add_edge must be > 0. Got {weight!r} instead.")
+    return set_edge(state, source, target, edge_weight(state, source, target) + weight)
+
+
+def edge_weight(state: PushState, source: int, target: int) -> float:
+    """Current weight of the edge ``source -> target`` (0 when there is none)."""
+    _check_nodes(state, "edge_weight", source, target)
+    idx, w = _row(state, int(source))
+    return float(w[idx == int(target)].sum())
+
+
+def set_edge(state: PushState, source: int, target: int, weight: float) -> PushUpdate:
+    """Give the edge ``source -> target`` the weight ``weight`` (0 removes it: a disputed link
+    ignored, or down-weighted with a smaller weight) and push.
+
+    Row ``source`` of the transition changes; the invariant is restored by moving
+    ``(alpha / beta) * p[source]`` of residual from the old row's targets to the new row's
+    (Zhang, Lofgren and Goel, KDD 2016). A row left without weight becomes dangling (a
+    self-loop, as :func:`push_state` treats dangling nodes).
+    """
+    _check_nodes(state, "set_edge", source, target)
+    if not (np.isfinite(weight) and weight >= 0):
+        raise ParameterError(f"The 'weight' of set_edge must be >= 0. Got {weight!r} instead.")
     u, v = int(source), int(target)
     idx, w = _row(state, u)
     old_total = float(state.out_weight[u])
     old_idx, old_p = (np.array([u]), np.array([1.0])) if old_total <= 0 else (idx, w / old_total)
     pos = np.flatnonzero(idx == v)
+    w = w.copy()
     if pos.size:
-        w = w.copy()
-        w[pos[0]] += weight
+        w[pos] = 0.0
+        w[pos[0]] = weight
     else:
         idx, w = np.append(idx, v), np.append(w, weight)
+    keep = w > 0
+    idx, w = idx[keep], w[keep]
     state.extra[u] = (idx, w)
     state.scale[u] = max(idx.size, 1)
-    state.out_weight[u] = old_total + weight
-    new_p = w / state.out_weight[u]
+    state.out_weight[u] = float(w.sum())
+    new_idx, new_p = (np.array([u]), np.array([1.0])) if state.out_weight[u] <= 0 else (idx, w / state.out_weight[u])
     coef = state.alpha / (1.0 - state.alpha) * state.p[u]
     np.subtract.at(state.r, old_idx, coef * old_p)
-    np.add.at(state.r, idx, coef * new_p)
-    return _push(state, np.unique(np.concatenate([old_idx, idx])))
+    np.add.at(state.r, new_idx, coef * new_p)
+    return _push(state, np.unique(np.concatenate([old_idx, new_idx])))
+
+
+def _check_nodes(state: PushState, where: str, source: int, target: int) -> None:
+    n = state.p.shape[0]
+    for name, v in (("source", source), ("target", target)):
+        if not 0 <= int(v) < n:
+            raise ParameterError(f"The '{name}' of {where} must be in 0..{n - 1}. Got {v!r} instead.")
 
 
 def _row(state: PushState, u: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from graph.config import GraphConfig
+from graph.disputes import active_disputes
 from graph.projection import EncodedGraph, Projection, encode, load_projection, project_encoded, save_projection
 
 from graph.store.audit import AuditEntry, verify_chain
@@ -80,24 +81,40 @@ class GraphStore(ABC):
     #: Directory for derived data (the cached projection); None: nothing is cached.
     cache_dir: Path | None = None
 
-    def projection(self, config: GraphConfig | None = None) -> Projection:
-        """The sparse projection of the stored tables under ``config``.
+    def mark_dispute(self, user_id: str, target: str, other: str, reason: str | None) -> None:  # noqa: B027 - optional hook
+        """Mark a disputed link on the stored graph itself (``reason`` None: the dispute was
+        withdrawn). The audit log is the record every store keeps; stores whose graph analysts
+        query directly (Neo4j) mark the link there too."""
+
+    def disputes(self) -> pd.DataFrame:
+        """The disputed links in force, folded from the audit log (:func:`graph.disputes.active_disputes`)."""
+        return active_disputes(self.read_audit())
+
+    def projection(self, config: GraphConfig | None = None, *, what_if: pd.DataFrame | None = None) -> Projection:
+        """The sparse projection of the stored tables under ``config``, disputed links weighted.
 
         Stores with a :attr:`cache_dir` keep the last projection there, keyed by the data
-        snapshot and the graph configuration, so repeated propagations skip re-projecting
-        unchanged data; a load (a new snapshot) or another configuration projects afresh.
+        snapshot, the graph configuration and the disputes in force, so repeated propagations
+        skip re-projecting unchanged data; a load (a new snapshot), another configuration or a
+        new dispute projects afresh. ``what_if`` adds hypothetical disputes (same columns as
+        :meth:`disputes`) to those in force; such projections are not kept.
         """
         config = config or GraphConfig()
+        disputes = self.disputes()
+        if what_if is not None and len(what_if):
+            disputes = pd.concat([disputes, what_if[[c for c in disputes.columns if c in what_if]]], ignore_index=True)
+            return project_encoded(self.encoded(), config, disputes=disputes)
         if self.cache_dir is None:
-            return project_encoded(self.encoded(), config)
+            return project_encoded(self.encoded(), config, disputes=disputes)
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         plain = {k: dict(v) if isinstance(v, Mapping) else v for k, v in fields.items()}
+        plain["disputes"] = disputes[["user_id", "target", "other", "reason"]].astype(str).values.tolist()
         digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()[:16]
         snapshot = int(self.metadata().get("snapshot", 0))
         path = Path(self.cache_dir) / f"projection-{snapshot}-{digest}.npz"
         if path.exists():
             return load_projection(path)
-        projection = project_encoded(self.encoded(), config)
+        projection = project_encoded(self.encoded(), config, disputes=disputes)
         save_projection(projection, path)
         for old in Path(self.cache_dir).glob("projection-*.npz"):
             if old != path:

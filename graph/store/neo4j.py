@@ -157,6 +157,17 @@ RETURN collect(r._seq) AS seq, collect(id(u)) AS user_nid, collect(i.kind) AS ki
        collect(coalesce(r.last_seen.epochMillis, $null_ms)) AS last_seen,
        collect(coalesce(r.weight, 0.0 / 0.0)) AS weight
 """
+#: A disputed link stays in the graph, marked with the dispute's reason and audit entry (null: withdrawn).
+MARK_DISPUTE_LINK = """
+MATCH (u:User {id: $user_id})-[r:USES]->(i:Identifier {key: $other})
+SET r.disputed = $reason, r.disputed_at = CASE WHEN $reason IS NULL THEN null ELSE datetime() END
+RETURN count(r) AS marked
+"""
+MARK_DISPUTE_RELATION = """
+MATCH (u:User {id: $user_id})-[r:RELATES]-(o:User {id: $other})
+SET r.disputed = $reason, r.disputed_at = CASE WHEN $reason IS NULL THEN null ELSE datetime() END
+RETURN count(r) AS marked
+"""
 READ_RELATIONS = """
 MATCH (a:User) WHERE id(a) % $parts = $part
 MATCH (a)-[r:RELATES]->(b)
@@ -746,6 +757,10 @@ class Neo4jStore(GraphStore):
         )
 
     # -- results ----------------------------------------------------------------------------
+
+    def mark_dispute(self, user_id: str, target: str, other: str, reason: str | None) -> None:
+        query = MARK_DISPUTE_LINK if target == "identifier" else MARK_DISPUTE_RELATION
+        self._call(lambda: self._driver.execute_query(query, user_id=user_id, other=other, reason=reason, database_=self.database))
 
     def write_result(self, name: str, frame: pd.DataFrame, *, meta: dict[str, Any]) -> None:
         """Write a per-user result onto the :User nodes; ``scores`` columns keep their names

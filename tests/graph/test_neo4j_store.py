@@ -57,11 +57,11 @@ def test_hostile_ids_are_stored_as_data(neo4j_store) -> None:  # type: ignore[no
     assert sorted(neo4j_store.known_user_ids()) == sorted([hostile, "ok"])
 
 
-def test_scores_are_written_back_with_provenance(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+def test_scores_are_written_back_with_provenance(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     load(tiny_frames(), neo4j_store, key=KEY)
     with pytest.raises(NotFoundError):
         neo4j_store.read_result("scores")
-    result = score(neo4j_store, Settings())
+    result = score(neo4j_store, Settings(), workspace=tmp_path)
     frame, meta = neo4j_store.read_result("scores")
     assert meta["model_version"] == result.meta["model_version"] and meta["config_hash"] == Settings().config_hash()
     assert frame["user_id"].tolist() == result.scores["user_id"].tolist()
@@ -84,8 +84,8 @@ def test_parity_with_the_embedded_store(neo4j_store, tmp_path: Path, name: str) 
     load(data, neo4j_store, key=KEY)
     embedded = EmbeddedStore(tmp_path / "ws")
     load(data, embedded, key=KEY)
-    a = score(embedded, Settings()).scores
-    b = score(neo4j_store, Settings()).scores
+    a = score(embedded, Settings(), workspace=tmp_path).scores
+    b = score(neo4j_store, Settings(), workspace=tmp_path).scores
     assert a["user_id"].tolist() == b["user_id"].tolist()
     assert np.abs(a["risk"].to_numpy() - b["risk"].to_numpy()).max() <= 1e-9
     assert np.abs(a["graph_risk"].to_numpy() - b["graph_risk"].to_numpy()).max() <= 1e-9
@@ -102,11 +102,11 @@ def test_users_known_only_from_relations_are_not_users_rows(neo4j_store, tmp_pat
     assert "newcomer" in set(neo4j_store.known_user_ids())
 
 
-def test_query_helpers(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+def test_query_helpers(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from loaders import ParameterError
 
     load(tiny_frames(), neo4j_store, key=KEY)
-    score(neo4j_store, Settings())
+    score(neo4j_store, Settings(), workspace=tmp_path)
     nodes, edges = neo4j_store.neighbourhood("a", hops=2, limit=50)
     users = set(nodes.loc[nodes["node_type"] == "user", "name"])
     # 1 hop: device, phone, b (transfer), c (rating); 2 hops: f1 through the device, g through... no: g is 3 hops

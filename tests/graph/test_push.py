@@ -88,3 +88,33 @@ def test_errors() -> None:
         add_seed(state, A.shape[0], 1.0)
     with pytest.raises(ParameterError, match="must be > 0"):
         add_edge(state, 0, 1, 0.0)
+
+
+def test_down_weighted_and_removed_edges_match_full_recomputes() -> None:
+    from graph.propagation.push import edge_weight, set_edge
+
+    A = _graph(seed=4)
+    s = np.zeros(A.shape[0])
+    s[[2, 11, 30]] = 1.0
+    state = push_state(A, s, eps=1e-10)
+    B = A.tolil()
+    u, v = (int(x) for x in np.argwhere(A.toarray() > 0)[3])
+    w = float(A[u, v])
+    assert edge_weight(state, u, v) == pytest.approx(w)
+    # a disputed link down-weighted to a quarter, then ignored altogether
+    for new in (w / 4, 0.0):
+        set_edge(state, u, v, new)
+        B[u, v] = new
+        exact = _exact(sp.csr_matrix(B.tocsr()), s)
+        assert np.abs(state.p - exact).sum() <= state.error_bound + 1e-9 and state.error_bound < 1e-5
+        assert edge_weight(state, u, v) == pytest.approx(new)
+    # every edge out of a node removed: the node becomes dangling (a self-loop)
+    for t in A[u].indices.tolist():
+        set_edge(state, u, int(t), 0.0)
+        B[u, t] = 0.0
+    C = sp.csr_matrix(B.tocsr())
+    C.eliminate_zeros()
+    assert C[u].nnz == 0 and state.out_weight[u] == 0
+    assert np.abs(state.p - _exact(C, s)).sum() <= state.error_bound + 1e-9
+    with pytest.raises(ParameterError, match="must be >= 0"):
+        set_edge(state, u, v, -1.0)
