@@ -386,8 +386,12 @@ def flag_cmd(
     _run(body)
 
 
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else ("-" if v in (None, "") else str(v))
+
+
 def _entry_line(e: Any) -> str:
-    change = ", ".join(f"{k}: {e.before.get(k)!s} -> {v!s}" for k, v in e.after.items() if e.before.get(k) != v)
+    change = ", ".join(f"{k}: {_short(e.before.get(k))} -> {_short(v)}" for k, v in e.after.items() if e.before.get(k) != v)
     note = e.detail.get("note") if isinstance(e.detail, dict) else None
     return f"#{e.seq} {e.at} {e.actor} {e.action}" + (f" {e.user_id}" if e.user_id else "") + (f": {change}" if change else "") + (
         f" ({note})" if note else ""
@@ -577,14 +581,12 @@ def models_cmd(
             models = st.list_models()
         if not models:
             out.print("no model versions yet: 'socialrisk score' fits the first")
-        table = Table(show_edge=False)
-        for c in ("", "version", "created", "combination", "labels", "reason"):
-            table.add_column(c)
         for m in models:
             labels = m.get("labels") or {}
-            table.add_row("*" if m.get("current") else "", str(m["version"]), str(m.get("created_at", "")), str(m.get("combination", "")),
-                          f"{labels.get('fraud', 0)} fraud / {labels.get('benign', 0)} benign", str(m.get("reason", "")))
-        out.print(table)
+            out.print(
+                f"{'*' if m.get('current') else ' '} {m['version']}  {m.get('created_at', '')}  {m.get('combination', '')}, "
+                f"{labels.get('fraud', 0)} fraud / {labels.get('benign', 0)} benign labels  ({m.get('reason', '')})"
+            )
 
     _run(body)
 
