@@ -98,7 +98,17 @@ def load_into(
     if progress is not None and hasattr(store, "progress"):
         # stores that write in batches (Neo4j) report each batch on the same progress line
         store.progress = lambda table, done, total: progress(f"writing {table}: {done:,} / {total:,} rows")
-    return load(source, store, key=key, label_map=settings.label_map, progress=progress)
+    before = int(store.metadata().get("snapshot", 0))
+    report = load(source, store, key=key, label_map=settings.label_map, progress=progress)
+    if sum(report.added.values()):
+        # flags arrive in bulk too: the log says which load brought which rows
+        store.append_audit([{
+            "action": "load",
+            "before": {"snapshot": before},
+            "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
+            "detail": {"sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()}},
+        }])
+    return report
 
 
 def _provenance(store: GraphStore, settings: Settings, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -44,6 +44,9 @@ def test_scores_carry_their_model_version_config_and_snapshot(ws: Path) -> None:
         # a second scoring uses the same version: nothing is refitted behind the analyst's back
         again = workflow.score(store, Settings(), workspace=ws)
         assert again.meta["model_version"] == version and len(store.list_models()) == 1
+        # the load that brought the flags is in the audit log too
+        (load_entry,) = workflow.audit_trail(store)
+        assert load_entry.action == "load" and load_entry.after["added"]["flags"] == 2 and load_entry.after["snapshot"] == 1
 
 
 def test_what_if_names_the_link_and_the_score_without_it(ws: Path) -> None:
@@ -114,7 +117,7 @@ def test_appeal_errors_are_clear(ws: Path) -> None:
             workflow.appeal(store, settings, ws, "a", "withdraw", other=_device(store))
         with pytest.raises(ParameterError, match="appeal action"):
             workflow.appeal(store, settings, ws, "a", "forgive")
-        assert workflow.audit_trail(store) == []  # nothing refused was written
+        assert [e.action for e in workflow.audit_trail(store)] == ["load"]  # nothing refused was written
 
 
 def test_calibrate_writes_a_new_version_and_reports_the_drift(ws: Path) -> None:
