@@ -45,7 +45,13 @@ class DataError(SocialRiskError):
         column: str | None = None,
         value: object = None,
         expected: str | None = None,
+        positions: object = None,
+        values: object = None,
     ) -> None:
+        #: Every offending row of the check (0-based positions) and its value, when the error
+        #: is about rows: what ``--on-error quarantine`` sets aside.
+        self.positions = positions
+        self.values = values
         self.source = str(source) if source is not None else None
         self.row = row
         self.column = column

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Union
 
+import numpy as np
 import pandas as pd
 
-from loaders.errors import DataError
+from loaders.errors import DataError, ParameterError
 from loaders.read import RawTable, find_tables, read_frame, read_table
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 from loaders.validate import validate_flags, validate_links, validate_relations, validate_users
@@ -48,6 +50,11 @@ class LoadReport:
     sources: dict[str, str] = field(default_factory=dict)
     #: Every user that appears in the loaded tables.
     user_ids: pd.Index = field(default_factory=lambda: pd.Index([], dtype="string"))
+    #: Rows set aside by ``on_error="quarantine"``: table, source, row, column, value, expected
+    #: (a row failing several checks is listed once per check).
+    rejects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["table", "source", "row", "column", "value", "expected"]))
+    #: Where the rejects were written, if they were.
+    rejects_path: str | None = None
 
     def loaded(self, table: str) -> int:
         return self.added.get(table, 0) + self.unchanged.get(table, 0)
@@ -90,24 +97,87 @@ def read_tables(
     DataError
         On the first bad value, naming the source, row, column, value and expectation.
     """
+    tables, _, _ = _read_validated(source, key=key, label_map=label_map, known_user_ids=known_user_ids, progress=progress, on_error="fail")
+    return tables
+
+
+#: What ``load`` does with a bad row: stop with a clear error, or set it aside and go on.
+ON_ERROR = ("fail", "quarantine")
+REJECT_COLUMNS = ["table", "source", "row", "column", "value", "expected"]
+
+
+def _read_validated(
+    source: Source,
+    *,
+    key: bytes,
+    label_map: Mapping[str, str] | None,
+    known_user_ids: pd.Index | None,
+    progress: Progress | None,
+    on_error: str,
+) -> tuple[Tables, pd.DataFrame, dict[str, int]]:
+    """Tables, the rows set aside (``on_error="quarantine"``) and the rows read per table."""
+    if on_error not in ON_ERROR:
+        raise ParameterError(f"The 'on_error' parameter must be one of {', '.join(ON_ERROR)}. Got {on_error!r} instead.")
     raws = _read_raw(source, progress)
     canonical = empty_tables()
     parts: dict[str, pd.DataFrame] = {name: frame for name, frame in canonical}
+    rejects: list[dict[str, object]] = []
+    rows: dict[str, np.ndarray] = {}
     for name, raw in raws.items():
         if progress:
             progress(f"validating {name} ({len(raw.frame):,} rows)")
-        if name == "users":
-            parts[name] = validate_users(raw)
-        elif name == "links":
-            parts[name] = validate_links(raw, key=key)
-        elif name == "relations":
-            parts[name] = validate_relations(raw)
-        else:
-            parts[name] = validate_flags(raw, label_map=label_map)
+        validator = {
+            "users": validate_users,
+            "links": lambda r: validate_links(r, key=key),
+            "relations": validate_relations,
+            "flags": lambda r: validate_flags(r, label_map=label_map),
+        }[name]
+        parts[name], rows[name] = _validate(raw, validator, on_error, rejects)
     tables = Tables(**parts, sources={n: r.source for n, r in raws.items()})
     if "flags" in raws and len(tables.flags):
-        _check_flag_users(tables, raws["flags"], known_user_ids)
-    return tables
+        while True:
+            try:
+                _check_flag_users(tables, raws["flags"], known_user_ids)
+                break
+            except DataError as exc:
+                if on_error != "quarantine" or exc.positions is None:
+                    raise
+                keep = _set_aside(exc, raws["flags"].source, "flags", rows["flags"], len(tables.flags), rejects)
+                rows["flags"] = rows["flags"][keep]
+                tables = dataclasses.replace(tables, flags=tables.flags.loc[keep].reset_index(drop=True))
+    frame = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
+    return tables, frame, {n: len(r.frame) for n, r in raws.items()}
+
+
+def _validate(
+    raw: RawTable, validator: Callable[[RawTable], pd.DataFrame], on_error: str, rejects: list[dict[str, object]]
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Validate, setting aside the rows of each failed check and validating the rest again
+    (quarantine); the original row of every row kept."""
+    rows = np.arange(len(raw.frame))
+    current = raw
+    while True:
+        try:
+            return validator(current), rows
+        except DataError as exc:
+            if on_error != "quarantine" or exc.positions is None:
+                raise
+            keep = _set_aside(exc, raw.source, raw.name, rows, len(current.frame), rejects)
+            rows = rows[keep]
+            current = RawTable(name=raw.name, frame=current.frame.loc[keep].reset_index(drop=True), source=raw.source)
+
+
+def _set_aside(exc: DataError, source: str, table: str, rows: np.ndarray, n: int, rejects: list[dict[str, object]]) -> np.ndarray:
+    positions = np.asarray(exc.positions, dtype=np.int64)
+    values = list(exc.values) if exc.values is not None else [None] * len(positions)
+    for p, v in zip(positions.tolist(), values):
+        rejects.append({
+            "table": table, "source": source, "row": int(rows[p]) + 1, "column": exc.column,
+            "value": None if v is None else str(v), "expected": exc.expected,
+        })
+    keep = np.ones(n, dtype=bool)
+    keep[positions] = False
+    return keep
 
 
 def load(
@@ -117,26 +187,47 @@ def load(
     key: bytes,
     label_map: Mapping[str, str] | None = None,
     progress: Progress | None = None,
+    on_error: str = "fail",
+    rejects_path: str | Path | None = None,
 ) -> LoadReport:
     """Read, validate and pseudonymise ``source``, then write it into ``sink``.
 
     Loading the same rows twice adds nothing; new rows add to the graph.
+
+    Parameters
+    ----------
+    on_error : {"fail", "quarantine"}
+        ``fail``: the first bad value stops the load with a :class:`DataError` and nothing is
+        written. ``quarantine``: every bad row is set aside with the reason (source, row,
+        column, value, expectation), the rest is loaded, and ``rows read = loaded +
+        rejected`` holds per table. Errors about a whole file (missing column, unreadable
+        file) still stop the load.
+    rejects_path : path, optional
+        CSV file to write the rows set aside to (only written when there are some).
+        Identifier values in it are redacted, as in error messages.
 
     Returns
     -------
     LoadReport
         Rows read, added, already present and rejected, per table.
     """
-    tables = read_tables(source, key=key, label_map=label_map, known_user_ids=sink.known_user_ids(), progress=progress)
+    tables, rejects, read = _read_validated(
+        source, key=key, label_map=label_map, known_user_ids=sink.known_user_ids(), progress=progress, on_error=on_error
+    )
     if progress:
         progress("writing to the store")
     counts = sink.write_tables(tables)
-    report = LoadReport(sources=dict(tables.sources), user_ids=tables.all_user_ids())
+    report = LoadReport(sources=dict(tables.sources), user_ids=tables.all_user_ids(), rejects=rejects)
     for name in tables.sources:
-        report.read[name] = len(getattr(tables, name))
+        report.read[name] = read[name]
         report.added[name] = counts[name].added
         report.unchanged[name] = counts[name].unchanged
-        report.rejected[name] = 0
+        report.rejected[name] = int(rejects.loc[rejects["table"] == name, "row"].nunique())
+    if len(rejects) and rejects_path is not None:
+        path = Path(rejects_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rejects.to_csv(path, index=False)
+        report.rejects_path = str(path)
     report.check()
     return report
 
@@ -174,11 +265,14 @@ def _check_flag_users(tables: Tables, raw: RawTable, known: pd.Index | None) -> 
         pool = pool.append(pd.Index(known))
     unknown = ~tables.flags["user_id"].isin(pool)
     if bool(unknown.any()):
-        pos = int(unknown.to_numpy().nonzero()[0][0])
+        positions = unknown.to_numpy().nonzero()[0]
+        pos = int(positions[0])
         raise DataError(
             source=raw.source,
             row=pos + 1,
             column="user_id",
             value=tables.flags["user_id"].iloc[pos],
             expected="a user who appears in users, links or relations (this load or the store)",
+            positions=positions,
+            values=tables.flags["user_id"].iloc[positions].tolist(),
         )

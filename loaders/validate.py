@@ -26,6 +26,7 @@ __all__ = [
     "validate_links",
     "validate_relations",
     "validate_flags",
+    "redact",
 ]
 
 #: Flag labels accepted out of the box and what they mean; extend with ``[labels]`` in the config.
@@ -37,6 +38,8 @@ DEFAULT_LABEL_MAP: dict[str, str] = {
     "good": "benign",
 }
 MAX_ID_LENGTH = 256
+#: Times before this are refused (a parse of a two-digit year, a zero date).
+EARLIEST_TIME = pd.Timestamp("1900-01-01", tz="UTC")
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _KIND_EXPECTED = "a kind: a lowercase word of letters, digits and '_' (at most 32), such as device, phone, transfer"
 
@@ -147,11 +150,24 @@ def _require(raw: RawTable) -> pd.DataFrame:
 def _fail_where(raw: RawTable, bad: pd.Series, column: str, values: pd.Series | None, expected: str) -> None:
     bad = bad.fillna(False).astype(bool)
     if bool(bad.any()):
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        value = None if values is None else values.iloc[pos]
-        if value is not None and value is pd.NA:
-            value = None
-        raise DataError(source=raw.source, row=pos + 1, column=column, value=value, expected=expected)
+        positions = np.flatnonzero(bad.to_numpy())
+        shown = [None if values is None else _shown(raw, column, values.iloc[int(p)]) for p in positions]
+        raise DataError(
+            source=raw.source, row=int(positions[0]) + 1, column=column, value=shown[0], expected=expected, positions=positions, values=shown
+        )
+
+
+def redact(value: object) -> str:
+    """How a raw identifier value appears in errors and reject files: never itself."""
+    return f"<identifier value, {len(str(value))} characters>"
+
+
+def _shown(raw: RawTable, column: str, value: object) -> object:
+    if value is not None and value is pd.NA:
+        return None
+    if raw.name == "links" and column == "value" and value is not None:
+        return redact(value)  # a raw phone number or card number must not reach a log
+    return value
 
 
 def _ids(raw: RawTable, frame: pd.DataFrame, column: str, *, expected: str = "a non-empty id") -> pd.Series:
@@ -211,12 +227,27 @@ def _timestamps(raw: RawTable, frame: pd.DataFrame, column: str) -> pd.Series:
     series = frame[column]
     if pd.api.types.is_datetime64_any_dtype(series):
         values = series if getattr(series.dt, "tz", None) is not None else series.dt.tz_localize("UTC")
-        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        values = values.dt.tz_convert("UTC")
+        _check_time_range(raw, values, column, series)
+        return values.astype("datetime64[ns, UTC]")
     text = series.astype("string").str.strip()
     present = text.notna() & (text.str.len() > 0)
     values = pd.to_datetime(text.where(present), utc=True, format="ISO8601", errors="coerce")
     _fail_where(raw, present & values.isna(), column, series, "an ISO 8601 time such as 2026-03-01 or 2026-03-01T12:00:00Z")
+    _check_time_range(raw, values, column, series)
     return values.astype("datetime64[ns, UTC]")
+
+
+def _check_time_range(raw: RawTable, values: pd.Series, column: str, series: pd.Series) -> None:
+    # before converting to nanoseconds, which cannot hold years past 2262
+    _fail_where(raw, values > _latest_time(), column, series, "a time that is not in the future (clock skew of a day is allowed)")
+    _fail_where(raw, values < EARLIEST_TIME, column, series, f"a time from {EARLIEST_TIME.year} on")
+
+
+def _latest_time() -> pd.Timestamp:
+    """Times later than this are refused: a future date is a typo or a broken clock, and it
+    would make every real link look old to time decay."""
+    return pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)
 
 
 def _feature(raw: RawTable, frame: pd.DataFrame, column: str) -> pd.Series:

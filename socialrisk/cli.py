@@ -83,6 +83,13 @@ def _print_load(report: LoadReport) -> None:
             f"{report.rejected[name]:,}",
         )
     out.print(table)
+    if len(report.rejects):
+        where = f"; every one, with its reason, is in {report.rejects_path}" if report.rejects_path else ""
+        first = report.rejects.iloc[0]
+        out.print(
+            f"{int(sum(report.rejected.values())):,} rows set aside (rows read = loaded + rejected for every table){where}. "
+            f"First: {first['source']}, row {first['row']}, column '{first['column']}': got {first['value']!r}, expected {first['expected']}"
+        )
 
 
 @app.command()
@@ -114,13 +121,18 @@ def load_cmd(
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     config: ConfigOpt = None,
     store: StoreOpt = "embedded",
+    on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad value, load nothing. quarantine: set bad rows aside with their reason, load the rest.")] = "fail",
+    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="CSV file for the rows set aside (default: <workspace>/rejects/load-<time>.csv).")] = None,
 ) -> None:
     """Validate, pseudonymise and load a data directory into the store (idempotent)."""
 
     def body() -> None:
         settings = _settings(config)
+        target = rejects or Path(workspace) / "rejects" / f"load-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.csv"
         with workflow.open_store(store, workspace) as st, _steps("load") as step:
-            report = workflow.load_into(st, data_dir, settings, workspace, progress=step, notice=_notice)
+            report = workflow.load_into(
+                st, data_dir, settings, workspace, progress=step, notice=_notice, on_error=on_error, rejects_path=target
+            )
         _print_load(report)
 
     _run(body)

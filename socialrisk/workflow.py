@@ -89,8 +89,13 @@ def load_into(
     *,
     progress: Progress | None = None,
     notice: Notice | None = None,
+    on_error: str = "fail",
+    rejects_path: str | Path | None = None,
 ) -> LoadReport:
-    """Load a data directory into the store, binding the pseudonymisation key to it."""
+    """Load a data directory into the store, binding the pseudonymisation key to it.
+
+    ``on_error="quarantine"`` sets bad rows aside (written to ``rejects_path``) and loads the
+    rest; the audit entry of the load counts them."""
     key, message = resolve_key(settings, workspace)
     if message and notice:
         notice(message)
@@ -99,14 +104,17 @@ def load_into(
         # stores that write in batches (Neo4j) report each batch on the same progress line
         store.progress = lambda table, done, total: progress(f"writing {table}: {done:,} / {total:,} rows")
     before = int(store.metadata().get("snapshot", 0))
-    report = load(source, store, key=key, label_map=settings.label_map, progress=progress)
-    if sum(report.added.values()):
+    report = load(source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+    if sum(report.added.values()) or sum(report.rejected.values()):
         # flags arrive in bulk too: the log says which load brought which rows
         store.append_audit([{
             "action": "load",
             "before": {"snapshot": before},
             "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
-            "detail": {"sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()}},
+            "detail": {
+                "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
+                "rejects_file": report.rejects_path,
+            },
         }])
     return report
 
