@@ -36,16 +36,18 @@ class EmbeddedStore(GraphStore):
     Layout::
 
         workspace/
-          meta.json               format version, counts, snapshot, key fingerprint
-          graph/<table>.parquet   canonical users, links, relations, flags
-          graph/encoded.npz       the same graph as integer codes, made at load time
+          meta.json               format version, counts, snapshot, key fingerprint, current files
+          graph/<table>-<n>.parquet  canonical users, links, relations, flags of snapshot n
+          graph/encoded-<n>.npz   the same graph as integer codes, made at load time
           results/<name>.parquet  computed results, with results/<name>.json provenance
           cache/                  the last projection (derived; safe to delete)
           audit/log.jsonl         the audit log, one JSON entry a line, only ever appended to
           models/<version>.bin    registered model payloads, with models/<version>.json metadata
 
-    Every file but the audit log is written to a temporary name and renamed into place, so a
-    crash leaves the previous version readable. The audit log is appended to under a file lock
+    Every file but the audit log is written to a temporary name and renamed into place. Graph
+    files carry the snapshot they belong to and ``meta.json`` names the current ones, so a load
+    commits by replacing ``meta.json`` alone: a crash at any point leaves the previous version
+    whole. The audit log is appended to under a file lock
     and synced; a crash mid-append leaves an incomplete last line, which reads report.
 
     Parameters
@@ -94,6 +96,13 @@ class EmbeddedStore(GraphStore):
 
     # -- tables -----------------------------------------------------------------------------
 
+    def _table_path(self, name: str, meta: dict[str, Any] | None = None) -> Path:
+        """Where the current version of a table is: named in ``meta.json`` (one file per
+        snapshot, so that a write commits by replacing ``meta.json`` alone), or the unversioned
+        name of workspaces written before that."""
+        files = (meta if meta is not None else self._read_meta()).get("files", {})
+        return self.workspace / files.get(name, "graph/encoded.npz" if name == "encoded" else f"graph/{name}.parquet")
+
     def known_user_ids(self) -> pd.Index:
         if not (self.workspace / "graph").exists():
             return pd.Index([], dtype="string")
@@ -104,8 +113,9 @@ class EmbeddedStore(GraphStore):
             return self._tables
         base = empty_tables()
         parts = {}
+        meta = self._read_meta()
         for name, empty in base:
-            path = self.workspace / "graph" / f"{name}.parquet"
+            path = self._table_path(name, meta)
             if path.exists():
                 try:
                     frame = pd.read_parquet(path)
@@ -122,7 +132,7 @@ class EmbeddedStore(GraphStore):
             return getattr(self._tables, name)
         if name not in TABLE_NAMES:
             raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
-        path = self.workspace / "graph" / f"{name}.parquet"
+        path = self._table_path(name)
         if not path.exists():
             return getattr(empty_tables(), name)
         try:
@@ -132,7 +142,7 @@ class EmbeddedStore(GraphStore):
 
     @property
     def _encoded_path(self) -> Path:
-        return self.workspace / "graph" / "encoded.npz"
+        return self._table_path("encoded")
 
     def _kept_encoded(self) -> tuple[EncodedGraph, int] | None:
         if not self._encoded_path.exists():
@@ -143,7 +153,7 @@ class EmbeddedStore(GraphStore):
             raise StoreError(f"{self._encoded_path}: cannot be read ({exc}); delete it and it will be rebuilt from the tables") from exc
 
     def encoded(self) -> EncodedGraph:
-        """The integer codes kept since the last load (``graph/encoded.npz``), or the tables
+        """The integer codes kept since the last load (``graph/encoded-<snapshot>.npz``), or the tables
         encoded afresh when they are missing or older than the tables (a workspace from an
         earlier version)."""
         snapshot = int(self._read_meta().get("snapshot", 0))
@@ -152,13 +162,17 @@ class EmbeddedStore(GraphStore):
             return kept[0]
         encoded = encode(self.read_tables())
         if (self.workspace / "graph").exists():
-            save_encoded(encoded, self._encoded_path, snapshot=snapshot)
+            # kept beside the tables of this snapshot, and named in meta.json from now on
+            path = self.workspace / f"graph/encoded-{snapshot}.npz"
+            save_encoded(encoded, path, snapshot=snapshot)
+            self._update_metadata({"files": {**self._read_meta().get("files", {}), "encoded": f"graph/encoded-{snapshot}.npz"}})
         return encoded
 
     def _read_stored(self) -> dict[str, pd.DataFrame]:
         out = {}
+        meta = self._read_meta()
         for name in TABLE_NAMES:
-            path = self.workspace / "graph" / f"{name}.parquet"
+            path = self._table_path(name, meta)
             out[name] = pd.read_parquet(path) if path.exists() else None
         return out
 
@@ -172,12 +186,19 @@ class EmbeddedStore(GraphStore):
             counts[name] = count
             if count.added or old is None:
                 merged[name] = frame
-        for name, frame in merged.items():
-            _atomic_write_parquet(self.workspace / "graph" / f"{name}.parquet", frame)
+        # Every file of the new version gets a new name; replacing meta.json, which names them,
+        # is the one step that commits the write. A crash before it leaves the previous
+        # version whole (and some unnamed files, removed by the next write).
         meta = self._read_meta()
-        if any(c.added for c in counts.values()):
-            previous = int(meta.get("snapshot", 0))
-            meta["snapshot"] = previous + 1
+        previous = int(meta.get("snapshot", 0))
+        changed = any(c.added for c in counts.values())
+        version = previous + 1 if changed else previous
+        files = dict(meta.get("files", {}))
+        for name, frame in merged.items():
+            files[name] = f"graph/{name}-{version}.parquet"
+            _atomic_write_parquet(self.workspace / files[name], frame)
+        if changed:
+            meta["snapshot"] = version
             meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             # the integer codes every projection starts from, made once per load: a new flag
             # only appends the users it brings, a change to the graph tables encodes afresh
@@ -187,7 +208,8 @@ class EmbeddedStore(GraphStore):
                 encoded = kept[0].with_users(current["flags"]["user_id"]) if current["flags"] is not None else kept[0]
             else:
                 encoded = encode(Tables(**{name: current[name] if current[name] is not None else empty for name, empty in empty_tables()}))
-            save_encoded(encoded, self._encoded_path, snapshot=meta["snapshot"])
+            files["encoded"] = f"graph/encoded-{version}.npz"
+            save_encoded(encoded, self.workspace / files["encoded"], snapshot=version)
         for name in TABLE_NAMES:
             if name in merged:
                 meta.setdefault("counts", {})[name] = len(merged[name])
@@ -196,7 +218,9 @@ class EmbeddedStore(GraphStore):
             else:
                 meta.setdefault("counts", {})[name] = 0
         meta["format_version"] = FORMAT_VERSION
+        meta["files"] = files
         self._write_meta(meta)
+        _remove_unnamed(self.workspace / "graph", set(files.values()), self.workspace)
         self._tables = None
         return counts
 
@@ -303,6 +327,16 @@ class EmbeddedStore(GraphStore):
         if not folder.exists():
             return []
         return [_read_model_meta(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+
+
+def _remove_unnamed(directory: Path, named: set[str], root: Path) -> None:
+    """Drop the graph files the committed version does not name (older versions, leftovers of
+    a crashed write)."""
+    if not directory.exists():
+        return
+    for path in directory.iterdir():
+        if path.is_file() and str(path.relative_to(root)) not in named:
+            path.unlink(missing_ok=True)
 
 
 def _check_result_name(name: str) -> None:

@@ -172,18 +172,18 @@ def test_the_embedded_store_keeps_integer_codes_from_load_time(tmp_path) -> None
     frames = tiny_frames()
     store = EmbeddedStore(tmp_path)
     load({k: v for k, v in frames.items() if k != "flags"}, store, key=KEY)
-    assert load_encoded(tmp_path / "graph" / "encoded.npz")[1] == store.metadata()["snapshot"]
+    assert load_encoded(store._encoded_path)[1] == store.metadata()["snapshot"]
     # a flags-only load keeps the codes (flags name known users: the loader refuses others)
     load({"flags": frames["flags"]}, store, key=KEY)
-    kept, snapshot = load_encoded(tmp_path / "graph" / "encoded.npz")
+    kept, snapshot = load_encoded(store._encoded_path)
     assert snapshot == store.metadata()["snapshot"]
     tables = EmbeddedStore(tmp_path).read_tables()
     _same_projection(EmbeddedStore(tmp_path).projection(GraphConfig()), project(tables, GraphConfig()))
     # codes older than the tables (a crash between the two writes) are not used: encoded afresh
     load({"users": pd.DataFrame({"user_id": ["late"]})}, store, key=KEY)
-    save_encoded(kept, tmp_path / "graph" / "encoded.npz", snapshot=snapshot)  # from before 'late'
+    save_encoded(kept, store._encoded_path, snapshot=snapshot)  # from before 'late'
     assert "late" in EmbeddedStore(tmp_path).projection(GraphConfig()).user_ids.tolist()
-    assert load_encoded(tmp_path / "graph" / "encoded.npz")[1] == store.metadata()["snapshot"]
+    assert load_encoded(store._encoded_path)[1] == store.metadata()["snapshot"]
 
 
 def test_users_named_only_by_new_flags_join_the_end_of_the_order() -> None:

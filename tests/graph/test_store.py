@@ -80,3 +80,56 @@ def test_results_round_trip_with_provenance(tmp_path: Path) -> None:
     assert meta["model_version"] == "m1" and meta["snapshot"] == 1
     with pytest.raises(ValueError):
         store.write_result("../escape", frame, meta={})
+
+
+@pytest.mark.parametrize("crash_at", ["second_table", "codes", "commit"])
+def test_a_crash_mid_load_leaves_the_previous_version_whole(tmp_path, monkeypatch, crash_at) -> None:  # type: ignore[no-untyped-def]
+    import graph.store.embedded as embedded
+    from loaders import load
+    from tests.conftest import KEY, tiny_frames
+
+    store = EmbeddedStore(tmp_path)
+    load(tiny_frames(), store, key=KEY)
+    before = EmbeddedStore(tmp_path).read_tables()
+    snapshot = store.metadata()["snapshot"]
+
+    class Crash(Exception):
+        pass
+
+    writes = {"n": 0}
+    real_parquet = embedded._atomic_write_parquet
+
+    def parquet(path, frame):  # type: ignore[no-untyped-def]
+        writes["n"] += 1
+        if crash_at == "second_table" and writes["n"] == 2:
+            raise Crash
+        real_parquet(path, frame)
+
+    def codes(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise Crash
+
+    def meta(self, values):  # type: ignore[no-untyped-def]
+        raise Crash
+
+    monkeypatch.setattr(embedded, "_atomic_write_parquet", parquet)
+    if crash_at == "codes":
+        monkeypatch.setattr(embedded, "save_encoded", codes)
+    if crash_at == "commit":
+        monkeypatch.setattr(EmbeddedStore, "_write_meta", meta)
+    more = {
+        "users": pd.DataFrame({"user_id": ["n1", "n2"]}),
+        "relations": pd.DataFrame({"src": ["n1"], "dst": ["a"], "kind": ["transfer"]}),
+    }
+    with pytest.raises(Crash):
+        load(more, store, key=KEY)
+    monkeypatch.undo()  # the process restarts
+    after = EmbeddedStore(tmp_path)
+    assert after.metadata()["snapshot"] == snapshot
+    for (name, x), (_, y) in zip(before, after.read_tables()):
+        pd.testing.assert_frame_equal(x, y, obj=name)
+    assert "n1" not in after.projection().user_ids.tolist()
+    # and the next load goes through, leaving only the files of its version
+    load(more, after, key=KEY)
+    assert "n1" in EmbeddedStore(tmp_path).projection().user_ids.tolist()
+    named = set(EmbeddedStore(tmp_path).metadata()["files"].values())
+    assert {str(p.relative_to(tmp_path)) for p in (tmp_path / "graph").iterdir()} == named
