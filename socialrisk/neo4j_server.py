@@ -205,6 +205,11 @@ def _pid(settings: ServerSettings) -> int | None:
         os.kill(pid, 0)
     except OSError:
         return None
+    try:  # a killed server not yet reaped by its parent is a zombie: gone for our purposes
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return None
+    except (OSError, IndexError):
+        pass
     return pid
 
 
