@@ -56,6 +56,10 @@ class EvaluationReport:
     #: refused against the share of good users refused, and refused for their graph alone
     #: (:func:`scoring.misjudgment.tradeoff_curve`).
     tradeoff: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Hidden users of every repeat, one row per user and repeat: ``repeat``, ``user_id``, ``y``
+    #: (1 fraud, 0 benign), ``risk``, ``graph_risk``, ``credit_score``, ``decision``. What the
+    #: curves and score distributions are drawn from (not part of :meth:`to_dict`).
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard deviation of each metric over repeats."""
@@ -157,6 +161,7 @@ def evaluate(
     segments = {name: mask[idx] for name, mask in user_segments(scorer.projection, labelled=idx).items()}
     cfg = scorer.config
     pooled_y, pooled_risk, pooled_without = [], [], []
+    predictions = []
     severity = rows["severity"].fillna(1.0).to_numpy(dtype=np.float64)
     splitter = StratifiedShuffleSplit(n_splits=repeats, train_size=train_frac, random_state=seed)
     n = scorer.projection.n_users
@@ -201,6 +206,10 @@ def evaluate(
         # without graph wherever the graph raised the risk, and the risk itself elsewhere,
         # which decides the same refusals
         pooled_without.append(risk - graph_risk)
+        predictions.append(pd.DataFrame({
+            "repeat": r, "user_id": hidden["user_id"].to_numpy(), "y": yt, "risk": risk, "graph_risk": graph_risk,
+            "credit_score": hidden["credit_score"].to_numpy(), "decision": hidden["decision"].to_numpy(dtype=object),
+        }))
         if progress:
             progress(r + 1, repeats)
     all_y = np.concatenate(pooled_y)
@@ -215,6 +224,7 @@ def evaluate(
         combination=combination,
         reliability=reliability_table(all_y, np.concatenate(pooled_risk)),
         tradeoff=tradeoff_curve(np.concatenate(pooled_risk), np.concatenate(pooled_without), all_y == 1, all_y == 0, cutoffs=cutoffs),
+        predictions=pd.concat(predictions, ignore_index=True),
         segments={
             "high_degree": {"definition": "labelled users above the median number of shared identifiers plus relation partners", "users": int(segments["high_degree"].sum())},
             "low_degree": {"definition": "the other labelled users", "users": int(segments["low_degree"].sum())},

@@ -9,6 +9,18 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 
+# Headless Chromium renders the HTML views in tests/test_views_browser.py: Debian's package.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "== installing Debian's chromium (for the browser tests of the HTML views)"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    log="$(mktemp)"
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        echo "error: could not install Debian's chromium, which the browser tests need; install it ('apt-get install chromium') and run again" >&2
+        exit 1
+    fi
+fi
+
 export SOCIALRISK_NEO4J_HOME="${SOCIALRISK_NEO4J_HOME:-$PWD/.neo4j}"
 export SOCIALRISK_NEO4J_PORT="${SOCIALRISK_NEO4J_PORT:-7697}"
 export SOCIALRISK_NEO4J_PASSWORD="${SOCIALRISK_NEO4J_PASSWORD:-socialrisk-test-password}"
