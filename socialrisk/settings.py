@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from loaders.validate import DEFAULT_LABEL_MAP
 from scoring.config import ColumnSpec, ScoringConfig
 
-__all__ = ["Settings", "load_settings", "resolve_key", "ENV_KEY", "ENV_WORKSPACE", "DEFAULT_WORKSPACE"]
+__all__ = ["Settings", "ServiceConfig", "load_settings", "resolve_key", "ENV_KEY", "ENV_WORKSPACE", "DEFAULT_WORKSPACE"]
 
 ENV_KEY = "SOCIALRISK_PSEUDONYM_KEY"
 ENV_WORKSPACE = "SOCIALRISK_WORKSPACE"
@@ -74,11 +75,57 @@ class _ScoringModel(_Strict):
     propagation: list[Literal["belief_propagation", "label_spreading", "trustrank"]] | None = None
 
 
+class _ServiceModel(_Strict):
+    api_keys: list[str] | None = None
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    unknown_user: Literal["404", "neutral"] | None = None
+    neutral_risk: float | None = Field(None, gt=0, lt=1)
+    health_seconds: float | None = Field(None, gt=0)
+    refresh_seconds: float | None = Field(None, gt=0)
+    store_timeout: float | None = Field(None, gt=0)
+
+
 class _FileModel(_Strict):
     pseudonym_key: str | None = None
     labels: dict[str, Literal["fraud", "benign"]] | None = None
     graph: _GraphModel = _GraphModel()
     scoring: _ScoringModel = _ScoringModel()
+    service: _ServiceModel = _ServiceModel()
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How ``socialrisk serve`` runs (the ``[service]`` table of the config file).
+
+    Attributes
+    ----------
+    api_keys : tuple of str
+        Keys accepted as ``Authorization: Bearer KEY`` on every ``/v1`` route;
+        ``SOCIALRISK_API_KEYS`` (comma-separated) replaces them when set. Never logged.
+    host, port : str, int
+        Where to listen; loopback by default.
+    unknown_user : {"404", "neutral"}
+        What ``/v1/enrich`` answers for a user without a score: 404, or a neutral score.
+    neutral_risk : float or None
+        The risk of the neutral score; None: ``scoring.prior_fraud_rate`` (0.05 if unset).
+    health_seconds : float
+        How often the store is probed; ``/readyz`` and the ``stale`` mark follow it.
+    refresh_seconds : float
+        How often the store is asked whether a new scoring was written (then it is reloaded).
+    store_timeout : float
+        Deadline of a call to the store made for a request (neighbourhood on Neo4j); past it
+        the answer is 503 with ``Retry-After``.
+    """
+
+    api_keys: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    unknown_user: str = "404"
+    neutral_risk: float | None = None
+    health_seconds: float = 1.0
+    refresh_seconds: float = 10.0
+    store_timeout: float = 2.0
 
 
 class Settings:
@@ -93,6 +140,8 @@ class Settings:
         Pseudonymisation key from the config file (the environment takes precedence).
     source : Path or None
         The file the settings came from.
+    service : ServiceConfig
+        How the HTTP service runs (not part of :meth:`config_hash`: it changes no score).
     """
 
     def __init__(
@@ -103,8 +152,10 @@ class Settings:
         label_map: dict[str, str] | None = None,
         config_key: str | None = None,
         source: Path | None = None,
+        service: ServiceConfig | None = None,
     ) -> None:
         self.graph = graph or GraphConfig()
+        self.service = service or ServiceConfig()
         self.scoring = scoring or ScoringConfig()
         self.label_map = dict(label_map or DEFAULT_LABEL_MAP)
         self.config_key = config_key
@@ -175,7 +226,11 @@ def load_settings(path: str | Path | None = None) -> Settings:
     except ParameterError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     labels = {**DEFAULT_LABEL_MAP, **(model.labels or {})}
-    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path)
+    svc = model.service.model_dump(exclude_none=True)
+    if "api_keys" in svc:
+        svc["api_keys"] = tuple(svc["api_keys"])
+    service = ServiceConfig(**svc)
+    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service)
 
 
 def resolve_key(settings: Settings, workspace: str | Path) -> tuple[bytes, str | None]:

@@ -1,0 +1,887 @@
+"""The service's moving parts: the store connection and its health, the served scores, the graph
+in memory, the flag journal and the one thread that writes to the store.
+
+Threads (all daemons, stopped by :meth:`ServiceRuntime.stop`):
+
+- ``monitor``: probes the store every ``health_seconds``; on recovery it reconnects, reloads
+  scores written by a new scoring, and rebuilds the graph view when the store's graph changed
+  under the service. Requests never wait for it.
+- ``writer``: writes accepted flags to the store in acceptance order (batched), then runs
+  queued appeals; retries while the store is down, so nothing accepted is dropped.
+- ``warm-up``: reads the graph (:class:`~socialrisk.service.graphview.GraphView`) in the
+  background; flags and explanations answer 503 until it is there, enrich never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from graph.store import GraphStore
+from loaders.errors import ConfigError, DataError, NotFoundError, ParameterError, SocialRiskError, StoreError, TransientStoreError
+from loaders.load import load
+from scoring.config import DIMENSIONS
+from scoring.credit import credit_score, decide
+from socialrisk import workflow
+from socialrisk.service.graphview import GraphView
+from socialrisk.service.journal import FlagJournal
+from socialrisk.service.metrics import Metrics
+from socialrisk.service.neighbourhood import neighbourhood as projection_neighbourhood
+from socialrisk.service.scores import FlagEvent, ScoreTable, load_cache, save_cache
+from socialrisk.settings import Settings, resolve_key
+
+__all__ = ["ServiceRuntime", "Unavailable"]
+
+log = logging.getLogger("socialrisk.service")
+
+#: Flags written to the store in one load at most.
+WRITE_BATCH = 500
+#: Appeal outcomes and flag statuses kept for GET (oldest dropped first).
+KEEP_STATUSES = 10_000
+
+
+class Unavailable(SocialRiskError):
+    """The service cannot answer this now (store down, graph still loading): 503 with
+    ``Retry-After``."""
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(np.ceil(retry_after)))
+
+
+class ServiceRuntime:
+    """Everything the HTTP handlers call. Handlers stay thin; this wires the libraries.
+
+    Parameters
+    ----------
+    settings : Settings
+    store_kind : {"embedded", "neo4j"}
+    workspace : path
+        The workspace ``load``/``score`` used; the service keeps its journal, cache and lock in
+        ``<workspace>/service/``.
+    metrics : Metrics, optional
+    open_store : callable, optional
+        ``(kind, workspace) -> GraphStore``; :func:`socialrisk.workflow.open_store` by default.
+    """
+
+    def __init__(
+        self, settings: Settings, store_kind: str, workspace: str | Path, *, metrics: Metrics | None = None,
+        open_store: Callable[[str, str | Path], GraphStore] | None = None,
+    ) -> None:
+        if store_kind not in workflow.STORES:
+            raise ConfigError(f"Unknown store {store_kind!r}; expected one of {', '.join(workflow.STORES)}.")
+        self.settings = settings
+        self.config = settings.service
+        self.store_kind = store_kind
+        self.workspace = Path(workspace)
+        self.folder = self.workspace / "service"
+        self.metrics = metrics or Metrics()
+        self._open_store = open_store or workflow.open_store
+        self.store: GraphStore | None = None
+        self.store_ok = False
+        self.store_error: str | None = "not connected yet"
+        self.table: ScoreTable | None = None
+        self.model: dict[str, Any] = {"loaded": False, "version": None, "error": "not checked yet"}
+        self.graph: GraphView | None = None
+        self.graph_status = "not started"
+        self.events: list[FlagEvent] = []
+        self.flag_status: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.appeals: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self.started = False
+        self._stop = threading.Event()
+        self._queue: collections.deque[dict[str, Any]] = collections.deque()
+        self._queue_cv = threading.Condition()
+        self._flag_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._warm_lock = threading.Lock()
+        self._warming = False
+        self._threads: list[threading.Thread] = []
+        self._store_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="socialrisk-store")
+        self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-probe")
+        self._probe: Future[Any] | None = None
+        self._inflight = threading.BoundedSemaphore(8)
+        self._lock_fd: int | None = None
+        self._last_refresh = 0.0
+        self._write_failing = False
+        self.journal = FlagJournal(self.folder / "flags.jsonl")
+        risk = self.config.neutral_risk or settings.scoring.prior_fraud_rate or 0.05
+        score = int(credit_score(np.array([risk]))[0])
+        self._neutral = {
+            "risk": float(risk), "graph_risk": 0.0, "credit_score": score,
+            "decision": str(decide(np.array([score]), approve_at=settings.scoring.approve_at, review_at=settings.scoring.review_at)[0]),
+        }
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the workspace, connect, load the scores and start the threads.
+
+        Raises
+        ------
+        ConfigError
+            Another service holds this workspace, or the store is misconfigured.
+        NotFoundError
+            The store is reachable but holds no scores (run ``socialrisk score`` first).
+        """
+        if self.started:
+            return
+        self._take_workspace()
+        try:
+            self._connect()
+            self._load_scores(initial=True)
+            if self.store_ok and self.store is not None:
+                self._check_model()
+                try:
+                    self._warm_store(self.store)
+                except TransientStoreError as exc:
+                    self._mark_down("warm_store", exc)
+        except BaseException:
+            self._release_workspace()
+            raise
+        pending = self.journal.pending()
+        for record in pending:
+            self._note_flag(record["flag_id"], {"flag_id": record["flag_id"], "user_id": record["user_id"], "label": record["canonical"],
+                                                "persisted": False, "failed": None, "snapshot": None})
+            self._enqueue({"kind": "flag", "record": record, "replay": True})
+        self.metrics.flags_pending.set(len(pending))
+        self.started = True
+        for name, target in (("monitor", self._monitor), ("writer", self._writer)):
+            t = threading.Thread(target=target, name=f"socialrisk-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.warm_up()
+
+    def stop(self, *, drain_seconds: float = 10.0) -> None:
+        """Stop the threads. Flags not yet written stay in the journal for the next start."""
+        if not self.started:
+            return
+        deadline = time.monotonic() + drain_seconds
+        while self._queue and time.monotonic() < deadline and self.store_ok and not self._write_failing:
+            time.sleep(0.05)
+        self._stop.set()
+        with self._queue_cv:
+            self._queue_cv.notify_all()
+        for t in self._threads:
+            # a write in progress is let finish: after stop() nothing more is written
+            t.join(timeout=60.0 if t.name == "socialrisk-writer" else 1.0)
+        self._store_pool.shutdown(wait=False, cancel_futures=True)
+        self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection must not stop the shutdown
+                pass
+        self._release_workspace()
+        self.started = False
+
+    def _take_workspace(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / "serve.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(
+                f"{self.folder / 'serve.lock'}: another 'socialrisk serve' is running on this workspace; stop it, or serve another workspace"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _release_workspace(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- the store and its health ----------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            store = self._open_store(self.store_kind, self.workspace)
+            self._warm_store(store)
+        except TransientStoreError as exc:
+            self._mark_down("connect", exc)
+            return
+        self.store = store
+        self._mark_up()
+
+    def _warm_store(self, store: GraphStore) -> None:
+        """Run the queries requests make once before taking traffic: on a server just started,
+        the first run of a query (planning, cold caches) can take longer than a request's deadline."""
+        helper = getattr(store, "neighbourhood", None)
+        table = self.table
+        if self.store_kind != "neo4j" or helper is None or table is None or not len(table):
+            return  # the embedded store answers neighbourhoods from the graph in memory
+        try:
+            helper(str(table.user_ids[0]), hops=2, limit=50)
+        except NotFoundError:
+            pass
+
+    def _mark_down(self, operation: str, exc: BaseException) -> None:
+        if self.store_ok:
+            log.warning("store unavailable (%s): %s", operation, exc)
+        self.store_ok = False
+        self.store_error = str(exc) or type(exc).__name__
+        self.metrics.store_errors.labels(operation).inc()
+        self.metrics.store_up.set(0)
+        self.metrics.stale.set(1)
+
+    def _mark_up(self) -> None:
+        if not self.store_ok and self.started:
+            log.warning("store reachable again")
+        self.store_ok = True
+        self.store_error = None
+        self.metrics.store_up.set(1)
+        self.metrics.stale.set(0 if self.table is not None and self.table.source == "store" else 1)
+
+    def _bolt_address(self) -> tuple[str, int] | None:
+        uri = getattr(self.store, "uri", None)
+        if not uri:
+            return None
+        parsed = urlparse(str(uri))
+        return parsed.hostname or "127.0.0.1", parsed.port or 7687
+
+    def probe(self) -> bool:
+        """Ask the store whether it answers (a socket connect first for Neo4j, then a metadata
+        read), within ``health_seconds``; updates :attr:`store_ok`."""
+        if self.store is None:
+            self._connect()
+            return self.store_ok
+        address = self._bolt_address()
+        if address is not None:
+            try:
+                with socket.create_connection(address, timeout=0.5):
+                    pass
+            except OSError as exc:
+                self._mark_down("probe", exc)
+                return False
+        if self._probe is not None and not self._probe.done():
+            self._mark_down("probe", TimeoutError("the previous probe has not returned"))
+            return False
+        if address is not None and not self.store_ok:
+            # the server is back: connect afresh, since the old driver's pooled connections died
+            # with it and each would cost a request a failed attempt and a retry
+            old = self.store
+            self._connect()
+            if old is not None and old is not self.store:
+                threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
+            if not self.store_ok:
+                return False
+        store = self.store
+        self._probe = self._probe_pool.submit(store.metadata)
+        try:
+            self._probe.result(timeout=max(1.0, self.config.health_seconds))
+        except FutureTimeout as exc:
+            self._mark_down("probe", TimeoutError(f"no answer within {max(1.0, self.config.health_seconds):g} s"))
+            del exc
+            return False
+        except (SocialRiskError, OSError) as exc:
+            self._mark_down("probe", exc)
+            return False
+        self._mark_up()
+        return True
+
+    def _call_store(self, operation: str, fn: Callable[[GraphStore], Any], *, timeout: float) -> Future[Any]:
+        """Run ``fn(store)`` on the store pool; refused at once while the store is down or
+        too many calls are already waiting on it."""
+        store = self.store
+        if store is None or not self.store_ok:
+            raise Unavailable(f"the {self.store_kind} store is unavailable ({self.store_error}); retry later",
+                              retry_after=2 * self.config.health_seconds)
+        if not self._inflight.acquire(blocking=False):
+            raise Unavailable(f"too many requests are waiting on the {self.store_kind} store; retry later", retry_after=1)
+
+        def run() -> Any:
+            try:
+                return fn(store)
+            finally:
+                self._inflight.release()
+
+        return self._store_pool.submit(run)
+
+    async def store_call(self, operation: str, fn: Callable[[GraphStore], Any], *, timeout: float) -> Any:
+        """:meth:`_call_store` awaited with a deadline: 503 (:class:`Unavailable`) when the
+        store is down, fails transiently, or does not answer within ``timeout`` seconds."""
+        future = self._call_store(operation, fn, timeout=timeout)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            self.metrics.store_errors.labels(operation).inc()
+            raise Unavailable(f"the {self.store_kind} store did not answer within {timeout:g} s; retry later",
+                              retry_after=2 * self.config.health_seconds) from None
+        except TransientStoreError as exc:
+            self._mark_down(operation, exc)
+            raise Unavailable(str(exc), retry_after=2 * self.config.health_seconds) from None
+        except StoreError as exc:
+            self.metrics.store_errors.labels(operation).inc()
+            raise Unavailable(f"the {self.store_kind} store failed: {exc}", retry_after=2 * self.config.health_seconds) from None
+
+    def _monitor(self) -> None:
+        while not self._stop.wait(self.config.health_seconds):
+            try:
+                was_ok = self.store_ok
+                if not self.probe():
+                    continue
+                due = time.monotonic() - self._last_refresh >= self.config.refresh_seconds
+                if not was_ok or due or self.table is None or self.table.source != "store":
+                    self._last_refresh = time.monotonic()
+                    self._refresh()
+                if self.graph is None and not self._warming:
+                    self.warm_up()
+            except Exception as exc:  # noqa: BLE001 - the monitor must outlive any one failure
+                self._mark_down("monitor", exc)
+
+    # -- scores ----------------------------------------------------------------------------------
+
+    def _load_scores(self, *, initial: bool = False) -> None:
+        """Read the ``scores`` result from the store (and keep a local copy when the store is a
+        server); when the store is down, the local copy, served as stale."""
+        if self.store is not None and self.store_ok:
+            try:
+                frame, meta = self.store.read_result("scores")
+            except NotFoundError as exc:
+                if initial:
+                    raise NotFoundError(f"{self.store}: no scores yet; the service serves precomputed scores: run 'socialrisk score' on this store first") from None
+                raise
+            except TransientStoreError as exc:
+                self._mark_down("read_scores", exc)
+            else:
+                self._install(ScoreTable.from_frame(frame, meta, source="store"))
+                if self.store_kind != "embedded":
+                    threading.Thread(target=save_cache, args=(self.folder / "cache", frame, meta), daemon=True).start()
+                return
+        if self.table is None:
+            cached = load_cache(self.folder / "cache")
+            if cached is not None:
+                self._install(ScoreTable.from_frame(cached[0], cached[1], source="cache"))
+
+    def _install(self, table: ScoreTable) -> None:
+        """Swap in a new table, with the flags it does not include applied again."""
+        scored_at = int(table.meta.get("snapshot", 0) or 0)
+        keep = [e for e in self.events if e.persisted_snapshot is None or e.persisted_snapshot > scored_at]
+        for event in keep:
+            self._apply_to_table(table, event)
+        self.events = keep
+        self.table = table
+        self.metrics.users.set(len(table))
+        self.metrics.stale.set(0 if table.source == "store" and self.store_ok else 1)
+
+    def _apply_to_table(self, table: ScoreTable, event: FlagEvent) -> list[dict[str, Any]]:
+        s = self.settings.scoring
+        return table.apply(event, approve_at=s.approve_at, review_at=s.review_at, min_reason_share=s.min_reason_share, max_reasons=s.max_reasons)
+
+    def _refresh(self) -> None:
+        """Reload the scores when a new scoring was written; rebuild the graph view when the
+        store's graph changed under the service."""
+        store = self.store
+        if store is None:
+            return
+        try:
+            meta = _scores_provenance(store)
+        except TransientStoreError as exc:
+            self._mark_down("refresh", exc)
+            return
+        table = self.table
+        keys = ("written_at", "model_version", "snapshot", "config_hash")
+        if table is None or meta is None or any(meta.get(k) != table.meta.get(k) for k in keys):
+            self._load_scores()
+            self._check_model()
+        elif table.source != "store":
+            table.source = "store"  # the cached copy is what the store holds
+            self._check_model()
+            self.metrics.stale.set(0)
+        with self._write_lock:
+            graph = self.graph
+            if graph is not None and int(store.metadata().get("snapshot", 0)) != graph.snapshot:
+                self.warm_up(force=True)
+
+    def _check_model(self) -> None:
+        """The model version of the served scores, read and its signature checked."""
+        table, store = self.table, self.store
+        version = table.meta.get("model_version") if table is not None else None
+        if table is None or store is None:
+            self.model = {"loaded": False, "version": None, "error": "no scores loaded"}
+            return
+        if version is None:
+            self.model = {"loaded": True, "version": None, "error": None}  # a scorecard: nothing was fitted
+            return
+        if self.model.get("loaded") and self.model.get("version") == version:
+            return
+        try:
+            workflow.load_model(store, self.settings, self.workspace, str(version))
+        except TransientStoreError as exc:
+            self._mark_down("model", exc)
+            self.model = {"loaded": False, "version": version, "error": str(exc)}
+        except SocialRiskError as exc:
+            self.model = {"loaded": False, "version": version, "error": str(exc)}
+        else:
+            self.model = {"loaded": True, "version": version, "error": None}
+
+    @property
+    def stale(self) -> bool:
+        table = self.table
+        return not self.store_ok or table is None or table.source != "store"
+
+    def enrich(self, user_id: str) -> bytes:
+        """One user's score as JSON bytes."""
+        table = self._need_table()
+        body = table.render(user_id, stale=self.stale)
+        if body is not None:
+            return body
+        return orjson.dumps(self._neutral_or_404(table, user_id))
+
+    def enrich_many(self, user_ids: list[str]) -> bytes:
+        table = self._need_table()
+        stale = self.stale
+        results, unknown = [], []
+        for user_id in user_ids:
+            i = table.index.get(user_id)
+            if i is not None:
+                with table.lock:
+                    results.append(table.record(i, stale=stale))
+            elif self.config.unknown_user == "neutral":
+                results.append(self._neutral_record(table, user_id))
+            else:
+                unknown.append(user_id)
+        return orjson.dumps({"results": results, "unknown": unknown})
+
+    def _need_table(self) -> ScoreTable:
+        table = self.table
+        if table is None:
+            raise Unavailable(f"no scores loaded yet: the {self.store_kind} store is unavailable ({self.store_error}) and there is no local copy",
+                              retry_after=2 * self.config.health_seconds)
+        return table
+
+    def _neutral_or_404(self, table: ScoreTable, user_id: str) -> dict[str, Any]:
+        if self.config.unknown_user != "neutral":
+            raise NotFoundError(f"unknown user {user_id!r}: no score for this user (scored population of {len(table):,})")
+        return self._neutral_record(table, user_id)
+
+    def _neutral_record(self, table: ScoreTable, user_id: str) -> dict[str, Any]:
+        return {
+            "user_id": user_id, **self._neutral, "dimensions": {d: None for d in DIMENSIONS}, "reasons": [], "reason_codes": [],
+            "flag": None, "ring_id": None, "model_version": table.meta.get("model_version"),
+            "snapshot": int(table.meta.get("snapshot", 0) or 0), "stale": self.stale, "updated": False, "neutral": True,
+        }
+
+    def reload(self) -> dict[str, Any]:
+        """Reload the scores from the store now (on demand)."""
+        if self.store is None or not self.store_ok:
+            raise Unavailable(f"the {self.store_kind} store is unavailable ({self.store_error}); retry later", retry_after=2 * self.config.health_seconds)
+        self._load_scores()
+        self._check_model()
+        if self.stale:
+            raise Unavailable(f"the {self.store_kind} store is unavailable ({self.store_error}); retry later", retry_after=2 * self.config.health_seconds)
+        return self.readiness()
+
+    # -- the graph in memory ---------------------------------------------------------------------
+
+    def warm_up(self, *, force: bool = False) -> None:
+        """Read the graph in the background (once at a time)."""
+        with self._warm_lock:
+            if self._warming or (self.graph is not None and not force):
+                return
+            self._warming = True
+        self.graph_status = "warming up" if self.graph is None else "reading the changed graph"
+        threading.Thread(target=self._build_graph, name="socialrisk-warm-up", daemon=True).start()
+
+    def _build_graph(self) -> None:
+        try:
+            store, table = self.store, self.table
+            if store is None or table is None or not self.store_ok:
+                self.graph_status = f"waiting for the {self.store_kind} store"
+                return
+            t0 = time.perf_counter()
+            graph = GraphView.build(store, self.settings, self.workspace, table, neighbours=self.store_kind == "embedded")
+            with self._flag_lock:
+                for event in self.events:
+                    if event.persisted_snapshot is None:
+                        graph.replay_seed(event.user_id, event.label, event.severity)
+                self.graph = graph
+            self.graph_status = "ready"
+            log.info("graph read in %.1f s", time.perf_counter() - t0)
+        except TransientStoreError as exc:
+            self._mark_down("warm_up", exc)
+            self.graph_status = f"waiting for the {self.store_kind} store"
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz, retried by the monitor
+            log.exception("reading the graph failed")
+            self.graph_status = f"failed: {exc}"
+        finally:
+            with self._warm_lock:
+                self._warming = False
+
+    def _need_graph(self) -> GraphView:
+        graph = self.graph
+        if graph is None:
+            raise Unavailable(f"the graph is not in memory yet ({self.graph_status}); retry shortly", retry_after=5)
+        return graph
+
+    # -- flags -----------------------------------------------------------------------------------
+
+    def flag(self, user_id: str, label: str, severity: float, *, note: str, actor: str) -> dict[str, Any]:
+        """Accept a flag: journal it (synced), apply it to the served scores, queue it for the
+        store. Returns what moved."""
+        canonical = self.settings.label_map.get(label.strip().lower())
+        if canonical is None:
+            raise ParameterError(f"unknown flag label {label!r}; expected one of {', '.join(sorted(self.settings.label_map))}")
+        table = self._need_table()
+        graph = self._need_graph()
+        if user_id not in graph.node_of:
+            raise NotFoundError(f"unknown user {user_id!r}: not in the loaded graph")
+        flag_id = uuid.uuid4().hex
+        record = {
+            "flag_id": flag_id, "user_id": user_id, "label": label.strip().lower(), "canonical": canonical, "severity": float(severity),
+            "note": note, "actor": actor, "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
+        }
+        with self._flag_lock:
+            t0 = time.perf_counter()
+            self.journal.accept(record)
+            effect = graph.apply(flag_id, user_id, canonical, float(severity))
+            table = self.table or table
+            changes = self._apply_to_table(table, effect.event)
+            self.events.append(effect.event)
+            self.metrics.flag_apply.observe(time.perf_counter() - t0)
+            self._note_flag(flag_id, {"flag_id": flag_id, "user_id": user_id, "label": canonical, "persisted": False, "failed": None,
+                                      "snapshot": None})
+            self._enqueue({"kind": "flag", "record": {**record, "users_moved": effect.users_moved, "error_bound": effect.error_bound},
+                           "replay": False})
+        if effect.needs_resolve:
+            threading.Thread(target=graph.resolve, name="socialrisk-resolve", daemon=True).start()
+        self.metrics.flags.labels(canonical).inc()
+        return {
+            "flag_id": flag_id, "user_id": user_id, "label": canonical, "severity": float(severity), "persisted": False,
+            "users_moved": effect.users_moved, "error_bound": effect.error_bound, "scores_changed": changes[:20],
+            "scores_changed_total": len(changes), "status_url": f"/v1/flags/{flag_id}",
+        }
+
+    def flag_state(self, flag_id: str) -> dict[str, Any]:
+        status = self.flag_status.get(flag_id)
+        if status is None:
+            raise NotFoundError(f"unknown flag {flag_id!r}: not accepted by this service (statuses of the last {KEEP_STATUSES:,} are kept)")
+        return dict(status)
+
+    def _note_flag(self, flag_id: str, status: dict[str, Any]) -> None:
+        self.flag_status[flag_id] = status
+        while len(self.flag_status) > KEEP_STATUSES:
+            self.flag_status.popitem(last=False)
+
+    def _enqueue(self, item: dict[str, Any]) -> None:
+        with self._queue_cv:
+            self._queue.append(item)
+            self._queue_cv.notify()
+        self.metrics.flags_pending.set(sum(1 for q in self._queue if q["kind"] == "flag"))
+
+    def _writer(self) -> None:
+        backoff = 0.2
+        while True:
+            with self._queue_cv:
+                while not self._queue and not self._stop.is_set():
+                    self._queue_cv.wait(timeout=1.0)
+                if self._stop.is_set():
+                    return  # what is left stays in the journal for the next start
+                head = self._queue[0]
+                batch = [head]
+                if head["kind"] == "flag":
+                    for item in list(self._queue)[1:WRITE_BATCH]:
+                        if item["kind"] != "flag":
+                            break
+                        batch.append(item)
+            if self.store is None or not self.store_ok:
+                self._stop.wait(self.config.health_seconds)
+                continue
+            try:
+                if head["kind"] == "flag":
+                    self._write_flags([b["record"] for b in batch], replay=[b["replay"] for b in batch])
+                else:
+                    self._run_appeal(head)
+            except TransientStoreError as exc:
+                self._write_failing = True
+                self._mark_down("write", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except (StoreError, OSError) as exc:
+                # a fault that may pass (a locked file, a full disk): keep the flags, try again
+                self._write_failing = True
+                self.metrics.store_errors.labels("write").inc()
+                if backoff >= 5.0 or backoff == 0.2:
+                    log.error("writing to the store failed, will retry: %s", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except (DataError, ParameterError, ConfigError, NotFoundError) as exc:
+                # refused for good: keep them in the journal, marked, for an operator
+                ids = [b["record"]["flag_id"] for b in batch if b["kind"] == "flag"]
+                self.journal.failed(ids, str(exc))
+                for i in ids:
+                    self.flag_status.get(i, {}).update(failed=str(exc))
+                log.error("the store refused %d flag(s) for good: %s", len(ids), exc)
+            backoff = 0.2
+            self._write_failing = False
+            with self._queue_cv:
+                for _ in batch:
+                    self._queue.popleft()
+            self.metrics.flags_pending.set(sum(1 for q in self._queue if q["kind"] == "flag"))
+
+    def _write_flags(self, records: list[dict[str, Any]], *, replay: list[bool]) -> None:
+        store = self.store
+        assert store is not None
+        with self._write_lock:
+            before = int(store.metadata().get("snapshot", 0))
+            write_flags(store, self.settings, self.workspace, records, replay=replay)
+            after = int(store.metadata().get("snapshot", 0))
+            graph = self.graph
+            if graph is not None and graph.snapshot == before:
+                graph.snapshot = after  # the view holds these flags already
+        ids = [r["flag_id"] for r in records]
+        self.journal.done(ids, after)
+        done = set(ids)
+        for event in self.events:
+            if event.flag_id in done:
+                event.persisted_snapshot = after
+        for i in ids:
+            self.flag_status.get(i, {}).update(persisted=True, snapshot=after)
+        if not self._queue or len(self._queue) == len(records):
+            try:
+                self.journal.compact()
+            except OSError as exc:
+                log.warning("could not compact the flag journal: %s", exc)
+
+    # -- appeals ---------------------------------------------------------------------------------
+
+    def appeal(self, user_id: str, action: str, *, other: str | None, target: str, reason: str, note: str, actor: str) -> dict[str, Any]:
+        """Queue an appeal action behind the flags already accepted; it rescores every user
+        (seconds to minutes), so the answer is a status to poll."""
+        table = self._need_table()
+        if user_id not in table.index:
+            raise NotFoundError(f"unknown user {user_id!r}: no score for this user")
+        if action == "dispute":
+            self.settings.graph.dispute_weight(reason)  # an unknown reason is refused now, not in the queue
+        appeal_id = uuid.uuid4().hex
+        status = {"appeal_id": appeal_id, "user_id": user_id, "action": action, "status": "queued", "error": None,
+                  "before": None, "after": None, "users_moved": None, "actor": actor}
+        self.appeals[appeal_id] = status
+        while len(self.appeals) > KEEP_STATUSES:
+            self.appeals.popitem(last=False)
+        self._enqueue({"kind": "appeal", "appeal_id": appeal_id, "user_id": user_id, "action": action, "other": other,
+                       "target": target, "reason": reason, "note": note})
+        return {**status, "status_url": f"/v1/appeals/{appeal_id}"}
+
+    def appeal_state(self, appeal_id: str) -> dict[str, Any]:
+        status = self.appeals.get(appeal_id)
+        if status is None:
+            raise NotFoundError(f"unknown appeal {appeal_id!r}: not queued by this service since it started")
+        return {**status, "status_url": f"/v1/appeals/{appeal_id}"}
+
+    def _run_appeal(self, job: dict[str, Any]) -> None:
+        status = self.appeals.get(job["appeal_id"], {})
+        status["status"] = "running"
+        store = self.store
+        assert store is not None
+        try:
+            with self._write_lock:
+                out = workflow.appeal(store, self.settings, self.workspace, job["user_id"], job["action"], other=job["other"],
+                                      target=job["target"], reason=job["reason"], note=job["note"])
+        except TransientStoreError as exc:
+            status.update(status="failed", error=f"{exc} (nothing or part of it was applied; look at the audit trail, then retry)")
+            self._mark_down("appeal", exc)
+            return
+        except SocialRiskError as exc:
+            status.update(status="failed", error=str(exc))
+            return
+        keep = ("risk", "credit_score", "decision", "reasons", "reason_codes", "flag")
+        status.update(status="done", users_moved=int(out.moved),
+                      before={k: _plain(out.before.get(k)) for k in keep}, after={k: _plain(out.after.get(k)) for k in keep})
+        # the appeal rescored every user and changed the graph's flags or links
+        self._load_scores()
+        self.warm_up(force=True)
+
+    # -- reads of the graph ----------------------------------------------------------------------
+
+    def explanation(self, user_id: str, *, top: int) -> dict[str, Any]:
+        table = self._need_table()
+        i = table.index.get(user_id)
+        if i is None:
+            raise NotFoundError(f"unknown user {user_id!r}: no score for this user")
+        graph = self._need_graph()
+        explanation = graph.explain(user_id, top=top)
+        with table.lock:
+            score = table.record(i, stale=self.stale)
+        return {
+            **score,
+            "contributions": [
+                {"seed": c.seed, "share": float(c.share), "flagged_on": c.flagged_on, "sentence": c.sentence(user_id),
+                 "path": [{"source": s.source, "target": s.target, "via": s.via, "kind": s.kind, "when": s.when, "forward": bool(s.forward),
+                           "ident": s.ident} for s in c.path]}
+                for c in explanation.contributions
+            ],
+        }
+
+    def local_neighbourhood(self, user_id: str, *, hops: int, limit: int) -> dict[str, Any]:
+        """The neighbourhood from the graph in memory (the embedded store)."""
+        table = self._need_table()
+        graph = self._need_graph()
+        index = graph.neighbours
+        if index is None:
+            raise Unavailable("the graph in memory has no neighbour index; retry shortly", retry_after=5)
+        rows = graph.rows_in(table)
+
+        def risk_of(users: np.ndarray) -> np.ndarray:
+            r = rows[users]
+            return np.where(r >= 0, table.risk[np.maximum(r, 0)], np.nan)
+
+        nodes, edges = projection_neighbourhood(index, user_id, hops=hops, limit=limit, user_risk=risk_of)
+        return self._neighbourhood_body(table, user_id, hops, limit, nodes, edges, stale=self.stale)
+
+    async def store_neighbourhood(self, user_id: str, *, hops: int, limit: int) -> dict[str, Any]:
+        """The neighbourhood from the store (Neo4j), within ``store_timeout``."""
+        table = self._need_table()
+        frames = await self.store_call("neighbourhood", lambda s: s.neighbourhood(user_id, hops=hops, limit=limit),  # type: ignore[attr-defined]
+                                       timeout=self.config.store_timeout)
+        return self._neighbourhood_body(table, user_id, hops, limit, frames[0].to_dict(orient="records"), frames[1].to_dict(orient="records"),
+                                        stale=False)
+
+    def _neighbourhood_body(self, table: ScoreTable, user_id: str, hops: int, limit: int, nodes: list[dict[str, Any]],
+                            edges: list[dict[str, Any]], *, stale: bool) -> dict[str, Any]:
+        """Nodes and edges as the API shows them, with the served scores of users."""
+        out_nodes = []
+        for node in nodes:
+            item = {"id": str(node["name"]), "type": node["node_type"], "hop": int(node["hop"]),
+                    "ident_kind": _text(node.get("ident_kind")), "risk": None, "credit_score": None, "decision": None, "fraud_flag": None}
+            if node["node_type"] == "user":
+                i = table.index.get(item["id"])
+                if i is not None:
+                    item.update(risk=float(table.risk[i]), credit_score=int(table.credit_score[i]), decision=str(table.decision[i]),
+                                fraud_flag=table.flag[i] == "fraud")
+                else:
+                    item.update(risk=_num(node.get("risk")), credit_score=_int(node.get("credit_score")), decision=_text(node.get("decision")) if _text(node.get("decision")) in ("approve", "review", "reject") else None,
+                                fraud_flag=bool(node.get("fraud_flag")))
+            out_nodes.append(item)
+        out_edges = [{"source": str(e["source"]), "target": str(e["target"]), "type": str(e["type"]), "kind": str(e["kind"]),
+                      "weight": _num(e.get("weight")), "ts": None if e.get("ts") is None or e.get("ts") != e.get("ts") else str(e["ts"])}
+                     for e in edges]
+        return {"user_id": user_id, "hops": hops, "limit": limit, "store": self.store_kind, "stale": stale, "nodes": out_nodes, "edges": out_edges}
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, Any]:
+        table = self.table
+        ready = bool(self.store_ok and table is not None and self.model.get("loaded"))
+        return {
+            "ready": ready,
+            "store": {"kind": self.store_kind, "reachable": self.store_ok, "error": self.store_error},
+            "scores": None if table is None else {"users": len(table), "source": table.source, "stale": self.stale, **table.provenance()},
+            "model": dict(self.model),
+            "graph": self.graph_status,
+            "flags_pending": sum(1 for q in self._queue if q["kind"] == "flag"),
+        }
+
+
+def write_flags(store: GraphStore, settings: Settings, workspace: str | Path, records: list[dict[str, Any]], *, replay: list[bool]) -> None:
+    """Record accepted flags in the store and the audit log, as ``socialrisk flag`` does.
+
+    Idempotent for a replay after a crash: each flag row names its flag id in ``source`` (the
+    loader keeps one row per content), and a replayed flag whose audit entry is already there
+    gets no second one.
+    """
+    key, _ = resolve_key(settings, workspace)
+    previous = store.read_table("flags")
+    last = previous.assign(_o=range(len(previous))).drop_duplicates("user_id", keep="last").set_index("user_id") if len(previous) else None
+    rows, audit = [], []
+    seen: dict[str, dict[str, Any]] = {}
+    for record, replayed in zip(records, replay):
+        user = record["user_id"]
+        if user in seen:
+            before = seen[user]
+        elif last is not None and user in last.index:
+            before = {"label": str(last.loc[user, "label"]), "severity": float(last.loc[user, "severity"])}
+        else:
+            before = {"label": None}
+        seen[user] = {"label": record["canonical"], "severity": record["severity"]}
+        rows.append({"user_id": user, "label": record["label"], "severity": record["severity"],
+                     "source": f"socialrisk serve flag {record['flag_id']}", "ts": pd.Timestamp(record["ts"])})
+        if replayed and any((e.detail or {}).get("flag_id") == record["flag_id"] for e in store.read_audit(user)):
+            continue
+        audit.append({
+            "action": "flag", "actor": record["actor"], "user_id": user, "before": before,
+            "after": {"label": record["canonical"], "severity": record["severity"]},
+            "detail": {"note": record.get("note", ""), "flag_id": record["flag_id"], "via": "socialrisk serve",
+                       "users_moved": record.get("users_moved"), "error_bound": record.get("error_bound")},
+        })
+    load({"flags": pd.DataFrame(rows)}, store, key=key, label_map=settings.label_map)
+    if audit:
+        store.append_audit(audit)
+
+
+def _scores_provenance(store: GraphStore) -> dict[str, Any] | None:
+    """The provenance of the stored ``scores`` result, without reading its rows.
+
+    GraphStore has no public call for a result's metadata alone; until it does, each store's is
+    read where that store keeps it.
+    """
+    from graph.store import EmbeddedStore
+
+    if isinstance(store, EmbeddedStore):
+        path = store.workspace / "results" / "scores.json"
+        try:
+            return dict(json.loads(path.read_text())) if path.exists() else None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: unreadable ({exc})") from exc
+    from graph.store.neo4j import READ_RESULT_META, Neo4jStore
+
+    if isinstance(store, Neo4jStore):
+        records = store._read(READ_RESULT_META, name="scores")
+        return dict(json.loads(records[0]["meta"])) if records else None
+    return store.read_result("scores")[1] if store.has_result("scores") else None
+
+
+def _close_quietly(store: GraphStore) -> None:
+    try:
+        store.close()
+    except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped anyway
+        pass
+
+
+def _plain(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if f != f else f
+
+
+def _text(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and v != v) or v == "":
+        return None
+    return str(v)
+
+
+def _int(v: Any) -> int | None:
+    f = _num(v)
+    return None if f is None else int(f)
