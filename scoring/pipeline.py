@@ -152,15 +152,18 @@ class Scorer:
             dims["social_network"] = social
 
         y = flags.y
-        groups = _feature_groups(list(X.columns), cfg)
+        feature_note: dict[str, list[str]] = {}
         if combination is None:
             combination = fit_combination(X, y, cfg, progress=say)
         elif combination.columns != tuple(X.columns):
-            raise ParameterError(
-                f"model version {combination.version or '(unsaved)'} was fitted on {len(combination.columns)} features that this "
-                f"configuration does not make ({len(X.columns)} now, e.g. {sorted(set(X.columns) ^ set(combination.columns))[:3]}); "
-                "run 'socialrisk calibrate' to fit the combination under the current configuration"
-            )
+            # Some features exist only for the kinds present (a phone column needs a shared
+            # phone): one the model knows that the data no longer makes is 0, one it does not
+            # know is not used. The meta says which.
+            absent = [c for c in combination.columns if c not in X.columns]
+            unused = [c for c in X.columns if c not in combination.columns]
+            X = X.reindex(columns=list(combination.columns), fill_value=0.0)
+            feature_note = {"absent_taken_as_0": absent, "unused": unused}
+        groups = _feature_groups(list(X.columns), cfg)
         n_fraud, n_benign = int((y == 1).sum()), int((y == 0).sum())
         if combination.kind != "scorecard":
             Xa = X.to_numpy(dtype=np.float64)
@@ -220,6 +223,7 @@ class Scorer:
             "users": n,
             "features": int(X.shape[1]),
             "propagation": {"features": list(cfg.propagation), "converged": converged},
+            **({"features_aligned": feature_note} if feature_note else {}),
         }
         return ScoreResult(
             scores=frame, features=X, combination=combination.kind, contributions=contributions, meta=meta, fitted=combination

@@ -304,6 +304,7 @@ def rings_cmd(
     config: ConfigOpt = None,
     store: StoreOpt = "embedded",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    html_path: Annotated[Optional[Path], typer.Option("--html", help="Also write the rings as interactive network views (one self-contained HTML file).")] = None,
 ) -> None:
     """The rings holding the most risk: members, shared identifiers and flags (run 'score' first)."""
 
@@ -311,6 +312,12 @@ def rings_cmd(
         settings = _settings(config)
         with workflow.open_store(store, workspace) as st, _steps("rings") as step:
             summary = workflow.rings(st, settings, kind=kind, top=top, seed=seed, progress=step)
+            if html_path is not None:
+                from socialrisk import investigate, views
+
+                step("drawing")
+                views.write_html(html_path, views.rings_html(*investigate.ring_views(st, settings, summary=summary)))
+                _notice(f"rings drawn in {html_path} (self-contained; open it in a browser)")
         frame, meta = summary.frame, summary.meta
         if meta["unscored"]:
             _notice(f"{meta['unscored']:,} users of the graph have no stored score (loaded after the last 'socialrisk score'); they count as risk 0")
@@ -581,6 +588,31 @@ def calibrate_cmd(
     _run(body)
 
 
+@app.command("forget")
+def forget_cmd(
+    user: Annotated[str, typer.Argument(help="The user whose personal data to erase.")],
+    note: Annotated[str, typer.Option(help="Why (a request reference), kept in the audit log.")] = "",
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+) -> None:
+    """Erase a user's personal data: its features, its links to identifiers no one else uses, its
+    scores. Relations, shared links and flags stay (other users' records, fraud evidence). The
+    erasure is recorded in the audit log; later scoring leaves the user out."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with workflow.open_store(store, workspace) as st:
+            removed = workflow.forget(st, settings, user, note=note)
+        out.print(
+            f"erased {user}: {removed.get('feature_values', 0)} feature values, {removed.get('links', 0)} links to identifiers "
+            f"only this user had, {removed.get('scores', 0)} score rows; recorded in the audit log. "
+            "Remove the user from your source files too: loading them again would bring the data back."
+        )
+
+    _run(body)
+
+
 @app.command("models")
 def models_cmd(
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
@@ -611,6 +643,7 @@ def evaluate_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigOpt = None,
+    plots: Annotated[Optional[Path], typer.Option("--plots", help="Write figures into this directory: score distributions by label, ROC, precision-recall, recall against collateral, calibration (PNG).")] = None,
 ) -> None:
     """Hide a stratified share of the labels, score with the rest, report AUROC, AUPRC and Rec@K."""
 
@@ -631,10 +664,19 @@ def evaluate_cmd(
 
             report = workflow.evaluate_dir(data_dir, settings, train_frac=train_frac, repeats=repeats, seed=seed, progress=step, repeat_progress=done)
         summary = report.summary()
+        written = {}
+        if plots is not None:
+            from socialrisk.plots import write_evaluation_plots
+
+            written = write_evaluation_plots(
+                report, plots, approve_at=settings.scoring.approve_at, review_at=settings.scoring.review_at, name=data_dir.name
+            )
         if as_json:
             payload = report.to_dict()
             payload["data"] = str(data_dir)
             payload["seconds"] = round(time.perf_counter() - t0, 2)
+            if written:
+                payload["plots"] = {k: str(v) for k, v in written.items()}
             out.print_json(json.dumps(payload))
             return
         table = Table(title=f"{data_dir}: {report.n_labelled:,} labelled ({report.n_fraud:,} fraud), {report.combination}", show_edge=False)
@@ -665,6 +707,8 @@ def evaluate_cmd(
                 cutoff = f"{r.credit_score_cutoff}{' *' if r.credit_score_cutoff == approve_at else ''}"
                 curve.add_row(cutoff, f"{r.risk_threshold:.3f}", *("-" if v == "nan" else v for v in cells))
             out.print(curve)
+        if written:
+            out.print(f"figures written to {plots}: " + ", ".join(p.name for p in written.values()))
         out.print(f"train_frac {train_frac}, {repeats} repeats, seed {seed}; {time.perf_counter() - t0:.1f} s")
 
     _run(body)
@@ -736,6 +780,44 @@ def neo4j_status() -> None:
     _run(body)
 
 
+@app.command("serve")
+def serve_cmd(
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on; default 127.0.0.1 (loopback only), or \\[service] host.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="Port; default 8000, or \\[service] port.")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request (off: it costs time at high rates).")] = False,
+) -> None:
+    """Serve the scores over HTTP: enrich, flags, appeals, explanations, neighbourhoods (see docs/service.md).
+
+    Needs API keys: SOCIALRISK_API_KEYS (comma-separated) or \\[service] api_keys in the config.
+    Serves the workspace (and store) that 'load' and 'score' produced; one uvicorn worker."""
+
+    def body() -> None:
+        import uvicorn
+
+        from socialrisk.service import ServiceRuntime, create_app
+
+        settings = _settings(config)
+        runtime = ServiceRuntime(settings, store, workspace)
+        application = create_app(settings, store, workspace, runtime=runtime)  # refuses to start without API keys
+        bind_host, bind_port = host or settings.service.host, port or settings.service.port
+        if bind_host not in ("127.0.0.1", "localhost", "::1"):
+            _notice(f"listening on {bind_host}: reachable from other machines, and the API has no TLS; put a TLS proxy in front")
+        with _steps("serve") as step:
+            step("loading scores")
+            runtime.start()
+        try:
+            served = f"{len(runtime.table):,} users" if runtime.table is not None else "no scores yet (the store is unreachable)"
+            out.print(f"serving {served} from the {store} store on http://{bind_host}:{bind_port} (API docs at /docs; Ctrl-C stops)")
+            uvicorn.run(application, host=bind_host, port=bind_port, workers=1, access_log=access_log, log_level="info")
+        finally:
+            runtime.stop()
+
+    _run(body)
+
+
 def main() -> None:
     """Entry point of the ``socialrisk`` script."""
     app()
@@ -743,3 +825,5 @@ def main() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+from socialrisk import cli_views  # noqa: E402,F401 - registers explore, path, case

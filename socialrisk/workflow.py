@@ -51,6 +51,12 @@ __all__ = [
     "AppealOutcome",
     "WhatIf",
     "audit_trail",
+    "forget",
+    "forgotten_users",
+    "state_path",
+    "load_state",
+    "save_state",
+    "folded_adjacency",
     "RingsSummary",
 ]
 
@@ -253,6 +259,9 @@ def score(
 
 def _write_scores(store: GraphStore, settings: Settings, result: ScoreResult, fitted: Combination | None) -> ScoreResult:
     version = fitted.version if fitted is not None else None
+    gone = forgotten_users(store)
+    if gone:  # erased users are not scored any more
+        result = dataclasses.replace(result, scores=result.scores.loc[~result.scores["user_id"].astype(str).isin(gone)].reset_index(drop=True))
     meta = _provenance(store, settings, {**result.meta, "model_version": version, "code_version": MODEL_VERSION})
     scores = result.scores.assign(model_version=version, config_hash=meta["config_hash"], snapshot=int(meta["snapshot"]))
     store.write_result("scores", scores, meta=meta)
@@ -452,7 +461,8 @@ class FlagUpdate:
 REBUILD_AT = 0.01
 
 
-def _folded(state: Any) -> Any:
+def folded_adjacency(state: Any) -> Any:
+    """The state's adjacency with the rows changed by new or re-weighted edges folded in."""
     import scipy.sparse as sp
 
     A = sp.lil_matrix(state.adjacency)
@@ -461,15 +471,17 @@ def _folded(state: Any) -> Any:
     return sp.csr_matrix(A)
 
 
-def _state_path(workspace: str | Path) -> Path:
+def state_path(workspace: str | Path) -> Path:
+    """Where the kept fraud-exposure state (a local-push state) of a workspace lives."""
     return Path(workspace) / "state" / "push.npz"
 
 
-def _save_state(path: Path, state: Any, user_ids: np.ndarray, snapshot: int, config_hash: str) -> None:
+def save_state(path: Path, state: Any, user_ids: np.ndarray, snapshot: int, config_hash: str) -> None:
+    """Keep a push state for a store snapshot and configuration (written atomically)."""
     import scipy.sparse as sp
 
     if state.extra:  # rows changed by new edges: fold them in before saving
-        state.adjacency, state.extra = _folded(state), {}
+        state.adjacency, state.extra = folded_adjacency(state), {}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     A = state.adjacency
@@ -481,7 +493,9 @@ def _save_state(path: Path, state: Any, user_ids: np.ndarray, snapshot: int, con
     tmp.replace(path)
 
 
-def _load_state(path: Path, snapshot: int, config_hash: str) -> tuple[Any, np.ndarray] | None:
+def load_state(path: Path, snapshot: int, config_hash: str) -> tuple[Any, np.ndarray] | None:
+    """The kept push state and its user ids, or None when none is kept for this snapshot and
+    configuration."""
     import scipy.sparse as sp
 
     from graph.propagation.push import PushState
@@ -521,10 +535,10 @@ def flag(
         raise ParameterError(f"unknown flag label {label!r}; expected one of {', '.join(sorted(settings.label_map))}")
     if not (np.isfinite(severity) and 0 < severity <= 1):
         raise ParameterError(f"The 'severity' of a flag must be in (0, 1]. Got {severity!r} instead.")
-    path = _state_path(workspace)
+    path = state_path(workspace)
     meta = store.metadata()
     snapshot = int(meta.get("snapshot", 0))
-    loaded = _load_state(path, snapshot, settings.config_hash())
+    loaded = load_state(path, snapshot, settings.config_hash())
     rebuilt = loaded is None
     if loaded is None:
         say("solving the exposure from scratch (no state kept for this data)")
@@ -552,7 +566,7 @@ def flag(
     if total_after > 0 and up.error_bound > REBUILD_AT * total_after:
         # residuals left by many updates add up: solve again once they could matter
         say("re-solving the exposure (the residual of past updates reached the limit)")
-        state = push_state(state.adjacency if not state.extra else _folded(state), state.seeds, alpha=state.alpha, tol=1e-10)
+        state = push_state(state.adjacency if not state.extra else folded_adjacency(state), state.seeds, alpha=state.alpha, tol=1e-10)
         rebuilt = True
     users = up.nodes[up.nodes < len(user_ids)]
     delta = up.delta[up.nodes < len(user_ids)]
@@ -574,7 +588,7 @@ def flag(
         "action": audit_action, "user_id": user_id, "before": before, "after": {"label": canonical, "severity": severity},
         "detail": {"note": note, "users_moved": int((up.nodes < len(user_ids)).sum()), "error_bound": float(up.error_bound)},
     }])
-    _save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
+    save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
     return FlagUpdate(
         user_id=user_id, label=canonical, moved=moved, n_moved=int(len(users)), pushes=up.pushes, error_bound=state.error_bound / max(total_after, 1e-300),
         rebuilt=rebuilt, seconds=seconds,
@@ -722,8 +736,8 @@ def _dispute_exposure(store: GraphStore, settings: Settings, workspace: str | Pa
     from graph.projection import walk_matrix
     from graph.propagation.push import set_edge
 
-    path = _state_path(workspace)
-    loaded = _load_state(path, int(store.metadata().get("snapshot", 0)), settings.config_hash())
+    path = state_path(workspace)
+    loaded = load_state(path, int(store.metadata().get("snapshot", 0)), settings.config_hash())
     if loaded is None:
         return 0, None
     state, user_ids = loaded
@@ -738,7 +752,7 @@ def _dispute_exposure(store: GraphStore, settings: Settings, workspace: str | Pa
     for a, b in ((u, v), (v, u)):
         up = set_edge(state, a, b, float(W[a, b]))
         moved.update(up.nodes[up.nodes < len(user_ids)].tolist())
-    _save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
+    save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
     return len(moved), state.error_bound / max(float(state.seeds.sum()), 1e-300)
 
 
@@ -815,3 +829,29 @@ def _plain_value(v: Any) -> Any:
 def audit_trail(store: GraphStore, user_id: str | None = None) -> list[Any]:
     """The audit entries of ``user_id`` (every entry when None), oldest first, chain verified."""
     return store.read_audit(user_id)
+
+
+def forget(store: GraphStore, settings: Settings, user_id: str, *, note: str = "") -> dict[str, int]:
+    """Erase a user's personal data (``GraphStore.forget_user``), stop serving its scores, and
+    record the erasure in the audit log (what kinds of data and how much, never the data).
+
+    The user id stays as a node where other users' relations point to it; its scores are
+    removed from the stored result, and later ``score`` runs leave it out.
+    """
+    scores, meta = store.read_result("scores") if store.has_result("scores") else (None, {})
+    removed = store.forget_user(user_id)
+    if scores is not None:
+        mine = scores["user_id"].astype(str) == user_id
+        removed["scores"] = int(mine.sum())
+        if mine.any():
+            store.write_result("scores", scores.loc[~mine].reset_index(drop=True), meta=meta)
+    store.append_audit([{
+        "action": "forget", "user_id": user_id, "before": {"personal_data": True},
+        "after": {"personal_data": False, "removed": removed}, "detail": {"note": note},
+    }])
+    return removed
+
+
+def forgotten_users(store: GraphStore) -> set[str]:
+    """Users erased by :func:`forget` (from the audit log): scoring leaves them out."""
+    return {str(e.user_id) for e in store.read_audit() if e.action == "forget"}

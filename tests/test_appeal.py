@@ -206,3 +206,43 @@ def test_appeal_audit_and_calibrate_on_neo4j(neo4j_store, tmp_path: Path, monkey
     cal = workflow.calibrate(neo4j_store, settings, workspace=tmp_path)
     assert cal.previous == version and neo4j_store.current_model() == cal.current
     assert workflow.audit_trail(neo4j_store)[-1].action == "calibrate"
+
+
+def test_forget_erases_personal_data_and_stops_serving_scores(ws: Path) -> None:
+    settings = Settings()
+    with EmbeddedStore(ws) as store:
+        before = store.read_tables()
+        removed = workflow.forget(store, settings, "a", note="erasure request 2026-77")
+        # a's phone is its own (removed); its device is shared with f1 (kept, evidence for f1)
+        assert removed == {"feature_values": 3, "links": 1, "scores": 1}  # repayments total, late, chargebacks
+        after = store.read_tables()
+        assert after.users.set_index("user_id").loc["a"].isna().all()
+        mine = after.links.loc[after.links["user_id"] == "a"]
+        assert len(mine) == 1 and mine["kind"].tolist() == ["device"]
+        assert len(after.relations) == len(before.relations) and len(after.flags) == len(before.flags)
+        scores, _ = store.read_result("scores")
+        assert "a" not in scores["user_id"].tolist()
+        again = workflow.score(store, settings, workspace=ws)
+        assert "a" not in again.scores["user_id"].tolist()  # later scoring leaves it out
+        (entry,) = [e for e in workflow.audit_trail(store, "a") if e.action == "forget"]
+        assert entry.after["removed"]["links"] == 1 and entry.detail["note"] == "erasure request 2026-77"
+        with pytest.raises(NotFoundError, match="ghost"):
+            workflow.forget(store, settings, "ghost")
+
+
+@pytest.mark.neo4j
+def test_forget_on_neo4j(neo4j_store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from loaders import load
+    from tests.conftest import KEY as STORE_KEY
+    from tests.conftest import tiny_frames
+
+    monkeypatch.setenv("SOCIALRISK_PSEUDONYM_KEY", STORE_KEY.decode())
+    load(tiny_frames(), neo4j_store, key=STORE_KEY)
+    workflow.score(neo4j_store, Settings(), workspace=tmp_path)
+    removed = workflow.forget(neo4j_store, Settings(), "a")
+    assert removed["links"] == 1 and removed["scores"] == 1
+    q = neo4j_store._driver.execute_query
+    rec = q("MATCH (u:User {id: 'a'}) RETURN u.risk AS risk, [(u)-[:USES]->(i) | i.kind] AS kinds", database_="neo4j").records[0]
+    assert rec["risk"] is None and rec["kinds"] == ["device"]
+    assert "a" not in neo4j_store.read_result("scores")[0]["user_id"].tolist()
+    assert [e.action for e in workflow.audit_trail(neo4j_store, "a")][-1] == "forget"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from graph.config import GraphConfig
 from graph.disputes import active_disputes
+from graph.neighbourhood import GraphIndex, UserAttributes, graph_index, neighbourhood, ring_members, shortest_paths, user_attributes
 from graph.projection import EncodedGraph, Projection, encode, load_projection, project_encoded, save_projection
 
 from graph.store.audit import AuditEntry, verify_chain
@@ -81,6 +82,13 @@ class GraphStore(ABC):
     #: Directory for derived data (the cached projection); None: nothing is cached.
     cache_dir: Path | None = None
 
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        """Erase a user's personal data: its feature values, its links to identifiers no other
+        user has (and those identifiers), and on stores that keep results on users, its
+        results. Relations, links to shared identifiers and flags stay (they are other users'
+        records and fraud evidence too). Returns how many links and values were removed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot erase a user")
+
     def mark_dispute(self, user_id: str, target: str, other: str, reason: str | None) -> None:  # noqa: B027 - optional hook
         """Mark a disputed link on the stored graph itself (``reason`` None: the dispute was
         withdrawn). The audit log is the record every store keeps; stores whose graph analysts
@@ -141,6 +149,58 @@ class GraphStore(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- local views for analysts (graph.neighbourhood) -----------------------------------------
+
+    def graph_index(self) -> tuple[GraphIndex, UserAttributes]:
+        """The adjacency index of :meth:`encoded` and the users' stored scores and latest flags,
+        kept on this store object until the snapshot or the scores change."""
+        meta = self.metadata()
+        scores, scores_meta = self.read_result("scores") if self.has_result("scores") else (None, {})
+        stamp = (int(meta.get("snapshot", 0)), str(scores_meta.get("written_at")), len(scores) if scores is not None else -1)
+        kept = getattr(self, "_views_index", None)
+        if kept is not None and kept[0] == stamp:
+            return kept[1], kept[2]
+        index = graph_index(self.encoded())
+        attrs = user_attributes(index, scores, self.read_table("flags"))
+        self._views_index = (stamp, index, attrs)
+        return index, attrs
+
+    def neighbourhood(self, user_id: str, *, hops: int = 2, limit: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The user's neighbourhood up to ``hops`` edges away (a user-identifier and a user-user
+        edge each count one), expanding at most ``limit`` neighbours per node: shared identifiers
+        first, then users by decreasing risk.
+
+        Returns
+        -------
+        nodes, edges : DataFrame
+            :data:`graph.neighbourhood.NODE_COLUMNS` and :data:`~graph.neighbourhood.EDGE_COLUMNS`
+            (see :func:`graph.neighbourhood.neighbourhood`).
+        """
+        index, attrs = self.graph_index()
+        return neighbourhood(index, attrs, user_id, hops=hops, limit=limit)
+
+    def shortest_paths(self, a: str, b: str, *, max_hops: int = 8, limit: int = 5) -> list[dict[str, list[Any]]]:
+        """Shortest paths between two users through identifiers and relations, each
+        ``{"nodes", "node_types", "edges", "degrees"}`` (:func:`graph.neighbourhood.shortest_paths`);
+        empty when none is within ``max_hops`` (at most 12)."""
+        index, _ = self.graph_index()
+        return shortest_paths(index, a, b, max_hops=max_hops, limit=limit)
+
+    def ring_members(self, user_id: str) -> pd.DataFrame:
+        """Members of the user's ring (users joined by shared identifiers, as of the last
+        ``score``: its ``ring_id``), riskiest first, with the ring's identifiers each member uses.
+        Empty when the user is in no ring."""
+        index, attrs = self.graph_index()
+        index.user_code(user_id)  # unknown users are an error, not an empty ring
+        members: list[str] = []
+        if self.has_result("scores"):
+            scores = self.read_result("scores")[0].drop_duplicates("user_id", keep="last")
+            if "ring_id" in scores:
+                ring = scores.loc[scores["user_id"].astype(str) == str(user_id), "ring_id"]
+                if len(ring) and isinstance(ring.iloc[0], str) and ring.iloc[0]:
+                    members = scores.loc[scores["ring_id"] == ring.iloc[0], "user_id"].astype(str).tolist()
+        return ring_members(index, attrs, members)
 
     # -- audit log ----------------------------------------------------------------------------
 

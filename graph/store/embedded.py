@@ -186,12 +186,19 @@ class EmbeddedStore(GraphStore):
             counts[name] = count
             if count.added or old is None:
                 merged[name] = frame
+        self._write_version(stored, merged, {name: c.added > 0 for name, c in counts.items()})
+        self._tables = None
+        return counts
+
+    def _write_version(self, stored: dict[str, pd.DataFrame | None], merged: dict[str, pd.DataFrame], changed_tables: dict[str, bool]) -> None:
+        """Write the tables in ``merged`` (the rest as ``stored``) as the next version."""
+        counts_added = changed_tables
         # Every file of the new version gets a new name; replacing meta.json, which names them,
         # is the one step that commits the write. A crash before it leaves the previous
         # version whole (and some unnamed files, removed by the next write).
         meta = self._read_meta()
         previous = int(meta.get("snapshot", 0))
-        changed = any(c.added for c in counts.values())
+        changed = any(counts_added.values())
         version = previous + 1 if changed else previous
         files = dict(meta.get("files", {}))
         for name, frame in merged.items():
@@ -204,7 +211,7 @@ class EmbeddedStore(GraphStore):
             # only appends the users it brings, a change to the graph tables encodes afresh
             current = {name: merged.get(name, stored[name]) for name in TABLE_NAMES}
             kept = self._kept_encoded()
-            if kept is not None and kept[1] == previous and not any(counts[name].added for name in TABLE_NAMES if name != "flags"):
+            if kept is not None and kept[1] == previous and not any(counts_added.get(name, False) for name in TABLE_NAMES if name != "flags"):
                 encoded = kept[0].with_users(current["flags"]["user_id"]) if current["flags"] is not None else kept[0]
             else:
                 encoded = encode(Tables(**{name: current[name] if current[name] is not None else empty for name, empty in empty_tables()}))
@@ -221,8 +228,42 @@ class EmbeddedStore(GraphStore):
         meta["files"] = files
         self._write_meta(meta)
         _remove_unnamed(self.workspace / "graph", set(files.values()), self.workspace)
+
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        """Erase a user's personal data: its feature values, and its links to identifiers no
+        other user has (with them, the identifiers). Its relations (other users' records too),
+        links to shared identifiers and flags stay. Returns what was removed, by kind."""
+        stored = self._read_stored()
+        if stored["users"] is None and stored["links"] is None:
+            raise NotFoundError(f"{self.workspace}: the store holds no users yet")
+        known = self.read_tables().all_user_ids()
+        if user_id not in set(known.astype(str)):
+            raise NotFoundError(f"unknown user {user_id!r}: not in the store")
+        merged: dict[str, pd.DataFrame] = {}
+        removed = {"feature_values": 0, "links": 0}
+        users = stored["users"]
+        if users is not None:
+            mine = users["user_id"].astype(str) == user_id
+            features = [c for c in users.columns if c != "user_id"]
+            if mine.any() and features:
+                removed["feature_values"] = int(users.loc[mine, features].notna().sum().sum())
+                users = users.copy()
+                for c in features:
+                    users.loc[mine, c] = None
+                merged["users"] = users
+        links = stored["links"]
+        if links is not None and len(links):
+            pair = links["kind"].astype(str) + "\0" + links["ident"].astype(str)
+            holders = links.assign(_pair=pair).groupby("_pair")["user_id"].transform("nunique")
+            drop = (links["user_id"].astype(str) == user_id) & (holders == 1)
+            removed["links"] = int(drop.sum())
+            if drop.any():
+                merged["links"] = links.loc[~drop].reset_index(drop=True)
         self._tables = None
-        return counts
+        if merged:
+            self._write_version(stored, merged, {name: name in merged for name in TABLE_NAMES})
+        self._tables = None
+        return removed
 
     # -- results ----------------------------------------------------------------------------
 

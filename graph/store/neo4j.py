@@ -97,6 +97,18 @@ UNWIND $rows AS row
 MERGE (u:User {id: row.id})
 SET u += row.props, u._seq = row.seq
 """
+#: Erase a user's personal data: identifiers only it uses (with their links), and the given
+#: properties (its features and per-user results).
+FORGET_USER = """
+MATCH (u:User {id: $id})
+OPTIONAL MATCH (u)-[:USES]->(i:Identifier)
+WHERE COUNT { (i)<-[:USES]-() } = 1
+WITH u, collect(i) AS own
+FOREACH (i IN own | DETACH DELETE i)
+WITH u, size(own) AS links, size([k IN $drop WHERE u[k] IS NOT NULL]) AS values
+FOREACH (k IN $drop | SET u[k] = null)
+RETURN links, values
+"""
 REMOVE_USER_PROPS = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.id})
@@ -203,35 +215,63 @@ READ_RESULT_ROWS = """
 MATCH (u:User) WHERE u[$probe] IS NOT NULL
 RETURN u.id AS user_id, [c IN $properties | u[c]] AS values ORDER BY u._seq
 """
-#: One hop of a neighbourhood from a frontier of nodes, at most $limit edges per node.
+#: The latest flag of a user is the last of its flags by time (flags without one first), then
+#: by stored order, as :func:`graph.neighbourhood.latest_flags` and the scoring read them.
+#: One hop of a neighbourhood from a frontier of nodes: each node's first $limit neighbours
+#: (shared identifiers first, then users by decreasing risk, then by name), with the
+#: relationships to each folded per type, kind and direction. Identifiers used by one user
+#: link nobody and are left out.
 NEIGHBOURHOOD_HOP = """
-UNWIND $frontier AS eid
-MATCH (x) WHERE elementId(x) = eid
+UNWIND range(0, size($frontier) - 1) AS fi
+MATCH (x) WHERE elementId(x) = $frontier[fi]
 CALL (x) {
   MATCH (x)-[r:USES|RELATES]-(n)
-  RETURN r, n ORDER BY coalesce(n.risk, 0.0) DESC, elementId(n) LIMIT $limit
+  WHERE n <> x
+  WITH n, collect(r) AS rels
+  WHERE n:User OR COUNT { (n)<-[:USES]-() } >= 2
+  WITH n, rels ORDER BY CASE WHEN n:User THEN 1 ELSE 0 END, coalesce(n.risk, 0.0) DESC, coalesce(n.id, n.key) LIMIT $limit
+  RETURN collect([n, rels]) AS picked
 }
-RETURN eid AS source, elementId(n) AS target, type(r) AS type, r.kind AS kind, r.weight AS weight,
-       toString(coalesce(r.ts, r.last_seen)) AS ts, startNode(r) = x AS outgoing,
+UNWIND range(0, size(picked) - 1) AS ni
+WITH fi, x, ni, picked[ni][0] AS n, picked[ni][1] AS rels
+UNWIND rels AS r
+WITH fi, x, ni, n, type(r) AS type, coalesce(r.kind, 'uses') AS kind, startNode(r) = x AS outgoing,
+     sum(coalesce(r.weight, 1.0)) AS weight, count(r) AS count, max(coalesce(r.ts, r.last_seen)) AS ts
+RETURN $frontier[fi] AS source, elementId(n) AS target, type, kind, outgoing, weight, count, ts.epochMillis AS ts_ms,
        CASE WHEN n:User THEN 'user' ELSE 'identifier' END AS node_type, coalesce(n.id, n.key) AS name,
-       n.kind AS ident_kind, n.risk AS risk, n.credit_score AS credit_score, n.decision AS decision,
-       EXISTS { (n)-[:HAS_FLAG]->(:Flag {label: 'fraud'}) } AS fraud_flag
+       CASE WHEN n:User THEN null ELSE n.kind END AS ident_kind,
+       CASE WHEN n:User THEN null ELSE COUNT { (n)<-[:USES]-() } END AS degree,
+       CASE WHEN n:User THEN n.risk END AS risk, CASE WHEN n:User THEN n.credit_score END AS credit_score,
+       CASE WHEN n:User THEN n.decision END AS decision,
+       CASE WHEN n:User THEN COLLECT { MATCH (n)-[:HAS_FLAG]->(f:Flag) RETURN f.label ORDER BY f.ts IS NOT NULL, f.ts, f._seq }
+            ELSE [] END AS flags
+ORDER BY fi, ni
 """
 NEIGHBOURHOOD_START = """
 MATCH (u:User {id: $id})
 RETURN elementId(u) AS eid, u.risk AS risk, u.credit_score AS credit_score, u.decision AS decision,
-       EXISTS { (u)-[:HAS_FLAG]->(:Flag {label: 'fraud'}) } AS fraud_flag
+       COLLECT { MATCH (u)-[:HAS_FLAG]->(f:Flag) RETURN f.label ORDER BY f.ts IS NOT NULL, f.ts, f._seq } AS flags
 """
-#: Shortest paths through identifiers and relations; the bound must be a literal in Cypher, so
-#: paths are searched up to 12 steps and cut to $max_hops.
+#: Shortest paths through identifiers and relations, as distinct sequences of nodes; the bound
+#: must be a literal in Cypher, so paths are searched up to 12 steps and cut to $max_hops.
 SHORTEST_PATHS = """
 MATCH (a:User {id: $a}), (b:User {id: $b})
 MATCH p = allShortestPaths((a)-[:USES|RELATES*..12]-(b))
 WHERE length(p) <= $max_hops
-RETURN [n IN nodes(p) | coalesce(n.id, n.key)] AS nodes,
-       [n IN nodes(p) | CASE WHEN n:User THEN 'user' ELSE 'identifier' END] AS node_types,
-       [r IN relationships(p) | coalesce(r.kind, toLower(type(r)))] AS edges
-LIMIT $limit
+WITH DISTINCT nodes(p) AS ns LIMIT $limit
+RETURN [n IN ns | coalesce(n.id, n.key)] AS nodes,
+       [n IN ns | CASE WHEN n:User THEN 'user' ELSE 'identifier' END] AS node_types
+"""
+#: The relation kinds between pairs of users (either direction), for the hops of a path.
+RELATION_KINDS = """
+UNWIND $pairs AS pair
+MATCH (x:User {id: pair[0]})-[r:RELATES]-(y:User {id: pair[1]})
+RETURN pair[0] AS a, pair[1] AS b, collect(DISTINCT r.kind) AS kinds
+"""
+IDENTIFIER_DEGREES = """
+UNWIND $keys AS k
+MATCH (i:Identifier {key: k})
+RETURN k AS key, COUNT { (i)<-[:USES]-() } AS degree
 """
 RING_MEMBERS = """
 MATCH (u:User {id: $id}) WHERE u.ring_id IS NOT NULL AND u.ring_id <> ''
@@ -242,7 +282,7 @@ CALL (m, u) {
   RETURN collect(DISTINCT i.key) AS identifiers
 }
 RETURN m.id AS user_id, m.risk AS risk, m.credit_score AS credit_score, m.decision AS decision,
-       EXISTS { (m)-[:HAS_FLAG]->(:Flag {label: 'fraud'}) } AS fraud_flag, identifiers
+       COLLECT { MATCH (m)-[:HAS_FLAG]->(f:Flag) RETURN f.label ORDER BY f.ts IS NOT NULL, f.ts, f._seq } AS flags, identifiers
 ORDER BY coalesce(m.risk, 0.0) DESC, m.id
 """
 COUNT_USERS = "MATCH (u:User) RETURN u.id AS id ORDER BY u._seq"
@@ -674,31 +714,42 @@ class Neo4jStore(GraphStore):
     # -- query helpers for analysts and the service ------------------------------------------
 
     def neighbourhood(self, user_id: str, *, hops: int = 2, limit: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The user's neighbourhood up to ``hops`` steps (user-identifier and user-user edges
-        each count one), expanding at most ``limit`` edges per node, riskiest first.
+        """The user's neighbourhood up to ``hops`` edges away (a user-identifier and a user-user
+        edge each count one), expanding at most ``limit`` neighbours per node: shared identifiers
+        first, then users by decreasing risk, then by name.
+
+        The same frames as the embedded store's (:func:`graph.neighbourhood.neighbourhood`).
 
         Returns
         -------
         nodes : DataFrame
-            ``name`` (user id or identifier key), ``node_type``, ``hop``, ``risk``,
-            ``credit_score``, ``decision``, ``fraud_flag``.
+            :data:`graph.neighbourhood.NODE_COLUMNS`: ``name`` (user id or identifier key),
+            ``node_type``, ``hop``, ``ident_kind``, ``degree``, ``risk``, ``credit_score``,
+            ``decision``, ``flag`` (latest), ``fraud_flag``.
         edges : DataFrame
-            ``source``, ``target`` (names), ``type`` (USES/RELATES), ``kind``, ``weight``, ``ts``.
+            :data:`graph.neighbourhood.EDGE_COLUMNS`: ``source``, ``target`` (names), ``type``
+            (USES/RELATES), ``kind``, ``weight`` and ``count`` (relations folded per kind and
+            direction), ``ts``.
         """
-        if not 1 <= hops <= 4:
+        from graph.neighbourhood import edge_frame, node_frame
+
+        if not isinstance(hops, int) or not 1 <= hops <= 4:
             raise ParameterError(f"The 'hops' parameter of neighbourhood must be in 1..4. Got {hops!r} instead.")
-        if not 1 <= limit <= 1000:
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ParameterError(f"The 'limit' parameter of neighbourhood must be in 1..1000. Got {limit!r} instead.")
+
+        def latest(flags: list[str] | None) -> str:
+            return str(flags[-1]) if flags else ""
 
         def work(tx: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             start = tx.run(NEIGHBOURHOOD_START, id=user_id).single()
             if start is None:
                 return [], []
             names = {start["eid"]: user_id}
-            nodes = [{"name": user_id, "node_type": "user", "hop": 0, "ident_kind": None, "risk": start["risk"],
-                      "credit_score": start["credit_score"], "decision": start["decision"], "fraud_flag": start["fraud_flag"]}]
-            edges: list[dict[str, Any]] = []
-            seen_edges: set[tuple[str, str, str, Any]] = set()
+            flag = latest(start["flags"])
+            nodes = [{"name": user_id, "node_type": "user", "hop": 0, "ident_kind": None, "degree": None, "risk": start["risk"],
+                      "credit_score": start["credit_score"], "decision": start["decision"], "flag": flag, "fraud_flag": flag == "fraud"}]
+            edges: dict[tuple[str, str, str, str], dict[str, Any]] = {}
             frontier = [start["eid"]]
             for hop in range(1, hops + 1):
                 nxt = []
@@ -706,20 +757,21 @@ class Neo4jStore(GraphStore):
                     if rec["target"] not in names:
                         names[rec["target"]] = rec["name"]
                         nxt.append(rec["target"])
+                        flag = latest(rec["flags"])
                         nodes.append({"name": rec["name"], "node_type": rec["node_type"], "hop": hop, "ident_kind": rec["ident_kind"],
-                                      "risk": rec["risk"], "credit_score": rec["credit_score"], "decision": rec["decision"],
-                                      "fraud_flag": rec["fraud_flag"]})
+                                      "degree": rec["degree"], "risk": rec["risk"], "credit_score": rec["credit_score"],
+                                      "decision": rec["decision"], "flag": flag, "fraud_flag": flag == "fraud"})
                     a, b = names[rec["source"]], names[rec["target"]]
                     src, dst = (a, b) if rec["outgoing"] else (b, a)
-                    key = (src, dst, rec["type"], rec["kind"])
-                    if key not in seen_edges:
-                        seen_edges.add(key)
-                        edges.append({"source": src, "target": dst, "type": rec["type"], "kind": rec["kind"] or "uses",
-                                      "weight": rec["weight"], "ts": rec["ts"]})
+                    ts = None if rec["ts_ms"] is None else pd.Timestamp(rec["ts_ms"], unit="ms", tz="UTC")
+                    edges.setdefault((src, dst, rec["type"], rec["kind"]), {
+                        "source": src, "target": dst, "type": rec["type"], "kind": rec["kind"], "weight": rec["weight"],
+                        "count": rec["count"], "ts": ts,
+                    })
                 frontier = nxt
                 if not frontier:
                     break
-            return nodes, edges
+            return nodes, list(edges.values())
 
         def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             with self._driver.session(database=self.database) as session:
@@ -728,39 +780,78 @@ class Neo4jStore(GraphStore):
         nodes, edges = self._call(run)
         if not nodes:
             raise NotFoundError(f"unknown user {user_id!r}: not in the graph at {self.uri}")
-        return pd.DataFrame(nodes), pd.DataFrame(edges, columns=["source", "target", "type", "kind", "weight", "ts"])
+        return node_frame(nodes), edge_frame(edges)
 
-    def shortest_paths(self, a: str, b: str, *, max_hops: int = 8, limit: int = 5) -> list[dict[str, list[str]]]:
+    def shortest_paths(self, a: str, b: str, *, max_hops: int = 8, limit: int = 5) -> list[dict[str, list[Any]]]:
         """Shortest paths between two users through identifiers and relations.
 
-        Each path is ``{"nodes": [...], "node_types": [...], "edges": [...]}``; empty when none
-        is within ``max_hops`` (at most 12).
+        Each path is ``{"nodes": [...], "node_types": [...], "edges": [...], "degrees": [...]}``
+        as :func:`graph.neighbourhood.shortest_paths` gives them (``edges``: ``uses`` or the
+        relation kinds between the two users joined by ``+``; ``degrees``: users sharing each
+        identifier), sorted by the names along the path; empty when none is within
+        ``max_hops`` (at most 12) or ``a == b``.
         """
-        if not 1 <= max_hops <= 12:
+        if not isinstance(max_hops, int) or not 1 <= max_hops <= 12:
             raise ParameterError(f"The 'max_hops' parameter of shortest_paths must be in 1..12. Got {max_hops!r} instead.")
-        known = set(self._read("UNWIND $ids AS id MATCH (u:User {id: id}) RETURN u.id AS id", ids=[a, b]))
+        if not isinstance(limit, int) or limit < 1:
+            raise ParameterError(f"The 'limit' parameter of shortest_paths must be an integer >= 1. Got {limit!r} instead.")
+        known = {r["id"] for r in self._read("UNWIND $ids AS id MATCH (u:User {id: id}) RETURN u.id AS id", ids=[a, b])}
         for uid in (a, b):
-            if uid not in {r["id"] for r in known}:
+            if uid not in known:
                 raise NotFoundError(f"unknown user {uid!r}: not in the graph at {self.uri}")
+        if a == b:
+            return []
         records = self._read(SHORTEST_PATHS, a=a, b=b, max_hops=max_hops, limit=limit)
-        return [{"nodes": list(r["nodes"]), "node_types": list(r["node_types"]), "edges": list(r["edges"])} for r in records]
+        paths = [(list(r["nodes"]), list(r["node_types"])) for r in records]
+        pairs = sorted({(n[i], n[i + 1]) for n, t in paths for i in range(len(n) - 1) if t[i] == t[i + 1] == "user"})
+        kinds = {(r["a"], r["b"]): "+".join(sorted(r["kinds"])) for r in self._read(RELATION_KINDS, pairs=[list(p) for p in pairs])} if pairs else {}
+        keys = sorted({x for n, t in paths for x, k in zip(n, t) if k == "identifier"})
+        degrees = {r["key"]: int(r["degree"]) for r in self._read(IDENTIFIER_DEGREES, keys=keys)} if keys else {}
+        out = [
+            {
+                "nodes": n, "node_types": t,
+                "edges": ["uses" if "identifier" in (t[i], t[i + 1]) else kinds.get((n[i], n[i + 1]), "") for i in range(len(n) - 1)],
+                "degrees": [degrees.get(x) if k == "identifier" else None for x, k in zip(n, t)],
+            }
+            for n, t in paths
+        ]
+        return sorted(out, key=lambda p: p["nodes"])
 
     def ring_members(self, user_id: str) -> pd.DataFrame:
         """Members of the user's ring (users joined by shared identifiers, as of the last
-        ``score``), riskiest first, with the ring's identifiers each member uses. Empty when the
-        user is in no ring."""
+        ``score``), riskiest first, with the ring's identifiers each member uses (sorted keys)
+        and its latest flag. Empty when the user is in no ring."""
         if not self._read("MATCH (u:User {id: $id}) RETURN u.id AS id", id=user_id):
             raise NotFoundError(f"unknown user {user_id!r}: not in the graph at {self.uri}")
-        records = self._read(RING_MEMBERS, id=user_id)
-        return pd.DataFrame(
-            [dict(r) for r in records], columns=["user_id", "risk", "credit_score", "decision", "fraud_flag", "identifiers"]
-        )
+        rows = []
+        for r in self._read(RING_MEMBERS, id=user_id):
+            flag = str(r["flags"][-1]) if r["flags"] else ""
+            rows.append({"user_id": r["user_id"], "risk": r["risk"], "credit_score": r["credit_score"], "decision": r["decision"],
+                         "flag": flag, "fraud_flag": flag == "fraud", "identifiers": sorted(r["identifiers"])})
+        frame = pd.DataFrame(rows, columns=["user_id", "risk", "credit_score", "decision", "flag", "fraud_flag", "identifiers"])
+        frame["credit_score"] = pd.array([None if pd.isna(v) else int(v) for v in frame["credit_score"]], dtype="Int64")
+        return frame
 
     # -- results ----------------------------------------------------------------------------
 
     def mark_dispute(self, user_id: str, target: str, other: str, reason: str | None) -> None:
         query = MARK_DISPUTE_LINK if target == "identifier" else MARK_DISPUTE_RELATION
         self._call(lambda: self._driver.execute_query(query, user_id=user_id, other=other, reason=reason, database_=self.database))
+
+    def forget_user(self, user_id: str) -> dict[str, int]:
+        meta = self._meta()
+        if user_id not in set(self.known_user_ids().astype(str)):
+            raise NotFoundError(f"unknown user {user_id!r}: not in the graph at {self.uri}")
+        results = self._read("MATCH (r:Result) RETURN r.properties AS properties")
+        drop = sorted(set(meta.get("user_columns", {})) | {p for r in results for p in (r["properties"] or [])})
+        rec = self._call(lambda: self._driver.execute_query(FORGET_USER, id=user_id, drop=drop, database_=self.database)).records[0]
+        removed = {"links": int(rec["links"]), "feature_values": int(rec["values"])}
+        if removed["links"]:
+            meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
+            meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self._write_meta(meta)
+        self._tables = None
+        return removed
 
     def write_result(self, name: str, frame: pd.DataFrame, *, meta: dict[str, Any]) -> None:
         """Write a per-user result onto the :User nodes; ``scores`` columns keep their names
