@@ -186,15 +186,19 @@ def _model_key(settings: Settings, workspace: str | Path) -> bytes:
     return hashlib.sha256(b"socialrisk model signature\0" + key).digest()
 
 
-def save_model(store: GraphStore, settings: Settings, workspace: str | Path, combination: Combination, extra: dict[str, Any]) -> Combination:
-    """Register a fitted combination as a new model version, signed with the store's key, and make it current."""
+def save_model(
+    store: GraphStore, settings: Settings, workspace: str | Path, combination: Combination, extra: dict[str, Any], *, make_current: bool = True
+) -> Combination:
+    """Register a fitted combination as a new model version, signed with the store's key, and
+    (unless ``make_current`` is False) make it current."""
     from graph.store.models import new_model_version
 
     payload = pickle.dumps(dataclasses.replace(combination, version=None), protocol=pickle.HIGHEST_PROTOCOL)
     version = new_model_version(payload)
     if any(m["version"] == version for m in store.list_models()):
         # the same fit in the same second (same payload digest): it is that version
-        store.set_current_model(version)
+        if make_current:
+            store.set_current_model(version)
         return dataclasses.replace(combination, version=version)
     meta = {
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -208,7 +212,8 @@ def save_model(store: GraphStore, settings: Settings, workspace: str | Path, com
         **extra,
     }
     store.write_model(version, payload, meta)
-    store.set_current_model(version)
+    if make_current:
+        store.set_current_model(version)
     return dataclasses.replace(combination, version=version)
 
 
@@ -253,7 +258,12 @@ def score(
     result = scorer.score(scorer.flags_from(tables.flags), progress=progress, combination=combination)
     fitted = result.fitted
     if combination is None and fitted is not None:
-        fitted = save_model(store, settings, workspace, fitted, {"reason": "first scoring of this store"})
+        # registered first, made current only once the scores it made are written: a failed
+        # write-back leaves the previous version current
+        fitted = save_model(store, settings, workspace, fitted, {"reason": "first scoring of this store"}, make_current=False)
+        written = _write_scores(store, settings, result, fitted)
+        store.set_current_model(str(fitted.version))
+        return written
     return _write_scores(store, settings, result, fitted)
 
 
@@ -315,8 +325,9 @@ def calibrate(store: GraphStore, settings: Settings, *, workspace: str | Path, p
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     result = scorer.score(scorer.flags_from(tables.flags), progress=progress)
     assert result.fitted is not None
-    fitted = save_model(store, settings, workspace, result.fitted, {"reason": "calibrate", "previous": previous})
+    fitted = save_model(store, settings, workspace, result.fitted, {"reason": "calibrate", "previous": previous}, make_current=False)
     result = _write_scores(store, settings, result, fitted)
+    store.set_current_model(str(fitted.version))  # only once its scores are written
     after = result.scores
     shift = psi = None
     if before is not None and len(before):

@@ -246,3 +246,25 @@ def test_forget_on_neo4j(neo4j_store, tmp_path: Path, monkeypatch: pytest.Monkey
     assert rec["risk"] is None and rec["kinds"] == ["device"]
     assert "a" not in neo4j_store.read_result("scores")[0]["user_id"].tolist()
     assert [e.action for e in workflow.audit_trail(neo4j_store, "a")][-1] == "forget"
+
+
+def test_a_failed_write_back_leaves_the_previous_model_version_current(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loaders import StoreError
+
+    settings = Settings()
+    with EmbeddedStore(ws) as store:
+        first = store.current_model()
+        scores_before = store.read_result("scores")[0]
+        workflow.flag(store, settings, ws, "c", "fraud")
+
+        def refuse(self, name, frame, *, meta):  # type: ignore[no-untyped-def]
+            raise StoreError("disk full (test)")
+
+        monkeypatch.setattr(EmbeddedStore, "write_result", refuse)
+        with pytest.raises(StoreError, match="disk full"):
+            workflow.calibrate(store, settings, workspace=ws)
+        monkeypatch.undo()
+        assert store.current_model() == first  # the new version is registered, not current
+        pd_equal = store.read_result("scores")[0]
+        assert pd_equal["risk"].tolist() == scores_before["risk"].tolist()
+        assert not [e for e in workflow.audit_trail(store) if e.action == "calibrate"]
