@@ -22,7 +22,6 @@ from graph.store import EmbeddedStore, GraphStore
 from loaders.errors import ConfigError, NotFoundError, ParameterError
 from loaders.load import LoadReport, load, read_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
-from loaders.schema import Tables
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
 from scoring.features import Walks, flag_vectors
@@ -53,6 +52,7 @@ __all__ = [
     "audit_trail",
     "forget",
     "forgotten_users",
+    "record_flags",
     "state_path",
     "load_state",
     "save_state",
@@ -472,6 +472,46 @@ class FlagUpdate:
 REBUILD_AT = 0.01
 
 
+def record_flags(
+    store: GraphStore, settings: Settings, workspace: str | Path, records: list[dict[str, Any]], *, replay: list[bool] | None = None
+) -> None:
+    """Write flags to the store and the audit log, each with the user's label before and after.
+
+    A record has ``user_id``, ``label`` (as given), ``canonical`` (fraud/benign), ``severity``,
+    ``ts``, ``source``, and optionally ``action`` (default ``flag``), ``actor``, ``note`` and
+    ``detail`` (more for the audit entry). With ``replay`` (one flag per record), a replayed
+    record whose ``detail.flag_id`` already has an audit entry gets no second one; its row is
+    not added twice either, as long as its ``source`` names the flag id (the loader keeps one
+    row per content).
+    """
+    key, _ = resolve_key(settings, workspace)
+    previous = store.read_table("flags")
+    last = previous.assign(_o=range(len(previous))).drop_duplicates("user_id", keep="last").set_index("user_id") if len(previous) else None
+    rows, audit = [], []
+    seen: dict[str, dict[str, Any]] = {}
+    for i, record in enumerate(records):
+        user = str(record["user_id"])
+        if user in seen:
+            before = seen[user]
+        elif last is not None and user in last.index:
+            before = {"label": str(last.loc[user, "label"]), "severity": float(last.loc[user, "severity"])}
+        else:
+            before = {"label": None}
+        seen[user] = {"label": record["canonical"], "severity": record["severity"]}
+        rows.append({"user_id": user, "label": record["label"], "severity": record["severity"], "source": record["source"],
+                     "ts": pd.Timestamp(record["ts"])})
+        detail = {"note": record.get("note", ""), **(record.get("detail") or {})}
+        if replay is not None and replay[i] and any((e.detail or {}).get("flag_id") == detail.get("flag_id") for e in store.read_audit(user)):
+            continue
+        entry = {"action": record.get("action", "flag"), "user_id": user, "before": before, "after": dict(seen[user]), "detail": detail}
+        if record.get("actor"):
+            entry["actor"] = record["actor"]
+        audit.append(entry)
+    load({"flags": pd.DataFrame(rows)}, store, key=key, label_map=settings.label_map)
+    if audit:
+        store.append_audit(audit)
+
+
 def folded_adjacency(state: Any) -> Any:
     """The state's adjacency with the rows changed by new or re-weighted edges folded in."""
     import scipy.sparse as sp
@@ -489,8 +529,6 @@ def state_path(workspace: str | Path) -> Path:
 
 def save_state(path: Path, state: Any, user_ids: np.ndarray, snapshot: int, config_hash: str) -> None:
     """Keep a push state for a store snapshot and configuration (written atomically)."""
-    import scipy.sparse as sp
-
     if state.extra:  # rows changed by new edges: fold them in before saving
         state.adjacency, state.extra = folded_adjacency(state), {}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -587,17 +625,12 @@ def flag(
     moved["change"] = moved["after"] - moved["before"]
     moved = moved.reindex(moved["change"].abs().sort_values(ascending=False, kind="stable").index).head(top).reset_index(drop=True)
     # record the flag; the store's snapshot moves on, and the state is saved for the new one
-    key, _ = resolve_key(settings, workspace)
     now = pd.Timestamp.now(tz="UTC").floor("s")
-    previous = store.read_table("flags")
-    previous = previous.loc[previous["user_id"].astype(str) == user_id]
-    before = {"label": str(previous["label"].iloc[-1]), "severity": float(previous["severity"].iloc[-1])} if len(previous) else {"label": None}
     source = "socialrisk flag" if audit_action == "flag" else f"socialrisk appeal {audit_action}" + (f": {note}" if note else "")
-    flags = pd.DataFrame({"user_id": [user_id], "label": [label], "severity": [severity], "source": [source], "ts": [now]})
-    load({"flags": flags}, store, key=key, label_map=settings.label_map)
-    store.append_audit([{
-        "action": audit_action, "user_id": user_id, "before": before, "after": {"label": canonical, "severity": severity},
-        "detail": {"note": note, "users_moved": int((up.nodes < len(user_ids)).sum()), "error_bound": float(up.error_bound)},
+    record_flags(store, settings, workspace, [{
+        "user_id": user_id, "label": label, "canonical": canonical, "severity": severity, "ts": now, "source": source,
+        "action": audit_action, "note": note,
+        "detail": {"users_moved": int((up.nodes < len(user_ids)).sum()), "error_bound": float(up.error_bound)},
     }])
     save_state(path, state, np.asarray(user_ids), int(store.metadata().get("snapshot", 0)), settings.config_hash())
     return FlagUpdate(

@@ -53,6 +53,11 @@ class GraphStore(ABC):
     def read_result(self, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         """A stored result and its provenance; :class:`~loaders.errors.NotFoundError` if absent."""
 
+    def result_meta(self, name: str) -> dict[str, Any] | None:
+        """The provenance of a stored result without reading its rows (None when there is
+        none). Stores that keep it apart override this; the default reads the result."""
+        return self.read_result(name)[1] if self.has_result(name) else None
+
     @abstractmethod
     def has_result(self, name: str) -> bool:
         """Whether a result of that name has been written."""

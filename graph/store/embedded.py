@@ -284,6 +284,16 @@ class EmbeddedStore(GraphStore):
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         return pd.read_parquet(path), meta
 
+    def result_meta(self, name: str) -> dict[str, Any] | None:
+        _check_result_name(name)
+        path = self.workspace / "results" / f"{name}.json"
+        if not (self.workspace / "results" / f"{name}.parquet").exists():
+            return None
+        try:
+            return dict(json.loads(path.read_text())) if path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: unreadable ({exc}); the workspace is damaged") from exc
+
     def has_result(self, name: str) -> bool:
         _check_result_name(name)
         return (self.workspace / "results" / f"{name}.parquet").exists()

@@ -877,6 +877,10 @@ class Neo4jStore(GraphStore):
             )
         )
 
+    def result_meta(self, name: str) -> dict[str, Any] | None:
+        recs = self._read(READ_RESULT_META, name=name)
+        return dict(json.loads(recs[0]["meta"])) if recs else None
+
     def read_result(self, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
         recs = self._read(READ_RESULT_META, name=name)
         if not recs:

@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,7 +18,7 @@ from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreErro
 from socialrisk import __version__
 from socialrisk.service import routes
 from socialrisk.service.auth import ApiKeys, api_keys
-from socialrisk.service.metrics import Metrics, MetricsMiddleware
+from socialrisk.service.metrics import MetricsMiddleware
 from socialrisk.service.runtime import ServiceRuntime, Unavailable
 from socialrisk.settings import DEFAULT_WORKSPACE, Settings
 

@@ -24,7 +24,7 @@ from loaders.schema import Tables
 from scoring.features import flag_vectors
 from socialrisk import workflow
 from socialrisk.service.incremental import ExposureMap, exposure_shift, fit_exposure_map
-from socialrisk.service.neighbourhood import NeighbourIndex
+from graph.neighbourhood import GraphIndex, graph_index
 from socialrisk.service.scores import FlagEvent, ScoreTable
 from socialrisk.settings import Settings
 
@@ -53,7 +53,7 @@ class GraphView:
 
     def __init__(
         self, *, projection: Projection, tables: Tables, state: PushState | None, state_users: np.ndarray, snapshot: int,
-        settings: Settings, graph_map: ExposureMap, risk_map: ExposureMap, neighbours: NeighbourIndex | None,
+        settings: Settings, graph_map: ExposureMap, risk_map: ExposureMap, neighbours: GraphIndex | None,
     ) -> None:
         self.projection = projection
         self.tables = tables
@@ -96,7 +96,7 @@ class GraphView:
         graph_map, risk_map = cls._maps(state, users, table)
         return cls(
             projection=projection, tables=tables, state=state, state_users=np.asarray(users).astype(str), snapshot=snapshot,
-            settings=settings, graph_map=graph_map, risk_map=risk_map, neighbours=NeighbourIndex.build(projection) if neighbours else None,
+            settings=settings, graph_map=graph_map, risk_map=risk_map, neighbours=graph_index(store.encoded()) if neighbours else None,
         )
 
     @staticmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import fcntl
-import json
 import logging
 import os
 import socket
@@ -37,16 +36,15 @@ import pandas as pd
 
 from graph.store import GraphStore
 from loaders.errors import ConfigError, DataError, NotFoundError, ParameterError, SocialRiskError, StoreError, TransientStoreError
-from loaders.load import load
 from scoring.config import DIMENSIONS
 from scoring.credit import credit_score, decide
 from socialrisk import workflow
 from socialrisk.service.graphview import GraphView
 from socialrisk.service.journal import FlagJournal
 from socialrisk.service.metrics import Metrics
-from socialrisk.service.neighbourhood import neighbourhood as projection_neighbourhood
+from graph.neighbourhood import UserAttributes, neighbourhood as graph_neighbourhood
 from socialrisk.service.scores import FlagEvent, ScoreTable, load_cache, save_cache
-from socialrisk.settings import Settings, resolve_key
+from socialrisk.settings import Settings
 
 __all__ = ["ServiceRuntime", "Unavailable"]
 
@@ -357,7 +355,7 @@ class ServiceRuntime:
         if self.store is not None and self.store_ok:
             try:
                 frame, meta = self.store.read_result("scores")
-            except NotFoundError as exc:
+            except NotFoundError:
                 if initial:
                     raise NotFoundError(f"{self.store}: no scores yet; the service serves precomputed scores: run 'socialrisk score' on this store first") from None
                 raise
@@ -395,7 +393,7 @@ class ServiceRuntime:
         if store is None:
             return
         try:
-            meta = _scores_provenance(store)
+            meta = store.result_meta("scores")
         except TransientStoreError as exc:
             self._mark_down("refresh", exc)
             return
@@ -742,13 +740,14 @@ class ServiceRuntime:
         index = graph.neighbours
         if index is None:
             raise Unavailable("the graph in memory has no neighbour index; retry shortly", retry_after=5)
-        rows = graph.rows_in(table)
-
-        def risk_of(users: np.ndarray) -> np.ndarray:
-            r = rows[users]
-            return np.where(r >= 0, table.risk[np.maximum(r, 0)], np.nan)
-
-        nodes, edges = projection_neighbourhood(index, user_id, hops=hops, limit=limit, user_risk=risk_of)
+        rows = graph.rows_in(table)  # the index's users are the projection's, in the same order
+        # the served scores, read through the row map only for the users a walk visits
+        attrs = UserAttributes(
+            risk=_Served(table.risk, rows, np.nan), credit_score=_Served(table.credit_score, rows, np.nan),
+            decision=_Served(table.decision, rows, None), flag=_Served(table.flag, rows, ""),
+        )  # type: ignore[arg-type]
+        node_frame, edge_frame = graph_neighbourhood(index, attrs, user_id, hops=hops, limit=limit)
+        nodes, edges = node_frame.to_dict(orient="records"), edge_frame.to_dict(orient="records")
         return self._neighbourhood_body(table, user_id, hops, limit, nodes, edges, stale=self.stale)
 
     async def store_neighbourhood(self, user_id: str, *, hops: int, limit: int) -> dict[str, Any]:
@@ -795,62 +794,38 @@ class ServiceRuntime:
         }
 
 
-def write_flags(store: GraphStore, settings: Settings, workspace: str | Path, records: list[dict[str, Any]], *, replay: list[bool]) -> None:
-    """Record accepted flags in the store and the audit log, as ``socialrisk flag`` does.
+class _Served:
+    """A column of the served score table seen in the order of the graph's users (``rows``:
+    the table row of each, -1 for none), gathered only where indexed."""
 
-    Idempotent for a replay after a crash: each flag row names its flag id in ``source`` (the
-    loader keeps one row per content), and a replayed flag whose audit entry is already there
-    gets no second one.
-    """
-    key, _ = resolve_key(settings, workspace)
-    previous = store.read_table("flags")
-    last = previous.assign(_o=range(len(previous))).drop_duplicates("user_id", keep="last").set_index("user_id") if len(previous) else None
-    rows, audit = [], []
-    seen: dict[str, dict[str, Any]] = {}
-    for record, replayed in zip(records, replay):
-        user = record["user_id"]
-        if user in seen:
-            before = seen[user]
-        elif last is not None and user in last.index:
-            before = {"label": str(last.loc[user, "label"]), "severity": float(last.loc[user, "severity"])}
+    def __init__(self, values: np.ndarray, rows: np.ndarray, missing: Any) -> None:
+        self.values, self.rows, self.missing = values, rows, missing
+
+    def __getitem__(self, at: Any) -> Any:
+        r = self.rows[at]
+        if np.ndim(r) == 0:
+            return self.values[r] if r >= 0 else self.missing
+        out = np.asarray(self.values)[np.maximum(r, 0)]
+        if self.missing is None or isinstance(self.missing, str):
+            out = out.astype(object)
         else:
-            before = {"label": None}
-        seen[user] = {"label": record["canonical"], "severity": record["severity"]}
-        rows.append({"user_id": user, "label": record["label"], "severity": record["severity"],
-                     "source": f"socialrisk serve flag {record['flag_id']}", "ts": pd.Timestamp(record["ts"])})
-        if replayed and any((e.detail or {}).get("flag_id") == record["flag_id"] for e in store.read_audit(user)):
-            continue
-        audit.append({
-            "action": "flag", "actor": record["actor"], "user_id": user, "before": before,
-            "after": {"label": record["canonical"], "severity": record["severity"]},
-            "detail": {"note": record.get("note", ""), "flag_id": record["flag_id"], "via": "socialrisk serve",
-                       "users_moved": record.get("users_moved"), "error_bound": record.get("error_bound")},
-        })
-    load({"flags": pd.DataFrame(rows)}, store, key=key, label_map=settings.label_map)
-    if audit:
-        store.append_audit(audit)
+            out = out.astype(np.float64)
+        out[r < 0] = self.missing
+        return out
 
 
-def _scores_provenance(store: GraphStore) -> dict[str, Any] | None:
-    """The provenance of the stored ``scores`` result, without reading its rows.
-
-    GraphStore has no public call for a result's metadata alone; until it does, each store's is
-    read where that store keeps it.
-    """
-    from graph.store import EmbeddedStore
-
-    if isinstance(store, EmbeddedStore):
-        path = store.workspace / "results" / "scores.json"
-        try:
-            return dict(json.loads(path.read_text())) if path.exists() else None
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{path}: unreadable ({exc})") from exc
-    from graph.store.neo4j import READ_RESULT_META, Neo4jStore
-
-    if isinstance(store, Neo4jStore):
-        records = store._read(READ_RESULT_META, name="scores")
-        return dict(json.loads(records[0]["meta"])) if records else None
-    return store.read_result("scores")[1] if store.has_result("scores") else None
+def write_flags(store: GraphStore, settings: Settings, workspace: str | Path, records: list[dict[str, Any]], *, replay: list[bool]) -> None:
+    """Record accepted flags in the store and the audit log, as ``socialrisk flag`` does
+    (:func:`socialrisk.workflow.record_flags`); each row's ``source`` and audit entry name the
+    flag id, so a replay after a crash adds neither twice."""
+    workflow.record_flags(store, settings, workspace, [
+        {
+            "user_id": r["user_id"], "label": r["label"], "canonical": r["canonical"], "severity": r["severity"], "ts": r["ts"],
+            "source": f"socialrisk serve flag {r['flag_id']}", "actor": r["actor"], "note": r.get("note", ""),
+            "detail": {"flag_id": r["flag_id"], "via": "socialrisk serve", "users_moved": r.get("users_moved"), "error_bound": r.get("error_bound")},
+        }
+        for r in records
+    ], replay=replay)
 
 
 def _close_quietly(store: GraphStore) -> None:
