@@ -310,8 +310,8 @@ def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None, *,
         Weights, directions, hub limit and time decay.
     disputes : DataFrame, optional
         Disputed links (:func:`graph.disputes.active_disputes`): each is weighted by
-        ``config.dispute_weight(reason)``; links of users or identifiers no longer in the
-        graph are skipped.
+        ``config.dispute_weight(reason)``, or by its ``weight`` column where one is given (a
+        what-if); links of users or identifiers no longer in the graph are skipped.
 
     Returns
     -------
@@ -400,8 +400,10 @@ def _dispute_factors(
     users = pd.Index(e.user_ids).get_indexer(disputes["user_id"].astype(str))
     link_factor = rel_factor = None
     idents = pd.Index(e.ident_keys)
-    for u, target, other, reason in zip(users, disputes["target"], disputes["other"], disputes["reason"]):
-        f = config.dispute_weight(str(reason))
+    weights = disputes["weight"] if "weight" in disputes else pd.Series(np.nan, index=disputes.index)
+    for u, target, other, reason, weight in zip(users, disputes["target"], disputes["other"], disputes["reason"], weights):
+        # a hypothetical dispute may name its weight; a recorded one is weighted by its reason
+        f = float(weight) if pd.notna(weight) else config.dispute_weight(str(reason))
         if u < 0:
             continue
         if target == "identifier":

@@ -736,9 +736,7 @@ def appeal_view(store: GraphStore, settings: Settings, workspace: str | Path, us
     links += [link for link in _flagged_identifiers(store, settings, user_id) if link[:2] not in [k[:2] for k in links]]
     what_if = []
     for target, other, label in links[:top]:
-        hypothetical = pd.DataFrame([{"user_id": user_id, "target": target, "other": other, "reason": "stolen_device"}])
-        if settings.graph.dispute_weight("stolen_device") != 0.0:
-            hypothetical["reason"] = next((r for r, w in settings.graph.dispute_weights.items() if w == 0.0), "stolen_device")
+        hypothetical = pd.DataFrame([{"user_id": user_id, "target": target, "other": other, "reason": "what-if", "weight": 0.0}])
         new = _score_row(_rescore(store, settings, workspace, what_if=hypothetical).scores, user_id)
         what_if.append(WhatIf(target, other, label, float(new["risk"]), int(new["credit_score"]), str(new["decision"])))
     disputes = store.disputes()

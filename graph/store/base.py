@@ -109,13 +109,14 @@ class GraphStore(ABC):
         Stores with a :attr:`cache_dir` keep the last projection there, keyed by the data
         snapshot, the graph configuration and the disputes in force, so repeated propagations
         skip re-projecting unchanged data; a load (a new snapshot), another configuration or a
-        new dispute projects afresh. ``what_if`` adds hypothetical disputes (same columns as
-        :meth:`disputes`) to those in force; such projections are not kept.
+        new dispute projects afresh. ``what_if`` adds hypothetical disputes (``user_id``,
+        ``target``, ``other``, and ``reason`` or ``weight``) to those in force; such projections
+        are not kept.
         """
         config = config or GraphConfig()
         disputes = self.disputes()
         if what_if is not None and len(what_if):
-            disputes = pd.concat([disputes, what_if[[c for c in disputes.columns if c in what_if]]], ignore_index=True)
+            disputes = pd.concat([disputes, what_if], ignore_index=True)
             return project_encoded(self.encoded(), config, disputes=disputes)
         if self.cache_dir is None:
             return project_encoded(self.encoded(), config, disputes=disputes)

@@ -193,3 +193,23 @@ def test_users_named_only_by_new_flags_join_the_end_of_the_order() -> None:
     more = encoded.with_users(["zz", "a", "yy", "zz"])
     assert more.user_ids.tolist() == encoded.user_ids.tolist() + ["zz", "yy"]
     assert encoded.with_users(["a"]) is encoded
+
+
+def test_disputes_weight_a_link_by_reason_or_by_a_given_weight() -> None:
+    from graph.projection import encode, project_encoded
+
+    tables = read_tables(tiny_frames(), key=KEY)
+    encoded = encode(tables)
+    plain = project_encoded(encoded)
+    a = int(plain.index_of(["a"])[0])
+    device = next(k for k in plain.ident_keys.tolist() if k.startswith("device:"))
+    j = plain.ident_keys.tolist().index(device)
+    base = {"user_id": "a", "target": "identifier", "other": device}
+    by_reason = project_encoded(encoded, disputes=pd.DataFrame([{**base, "reason": "family_member"}]))
+    assert by_reason.incidence[a, j] == 0.25 * plain.incidence[a, j]
+    what_if = project_encoded(encoded, disputes=pd.DataFrame([{**base, "reason": "what-if", "weight": 0.0}]))
+    assert what_if.incidence[a, j] == 0.0 and what_if.incidence.nnz == plain.incidence.nnz  # kept, weighted 0
+    b, c = (int(i) for i in plain.index_of(["b", "c"]))
+    rel = project_encoded(encoded, disputes=pd.DataFrame([{"user_id": "a", "target": "relation", "other": "b", "reason": "stolen_device"}]))
+    assert rel.relations_walk[a, b] == 0 and rel.relations_walk[b, a] == 0 and plain.relations_walk[b, a] > 0
+    assert (rel.relations_neg != plain.relations_neg).nnz == 0  # a's rating from c is not the disputed link
