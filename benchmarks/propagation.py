@@ -29,6 +29,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,8 +96,8 @@ def main() -> None:
 
     def cold_run():  # type: ignore[no-untyped-def]
         # the first propagation after a load: no projection kept, only the load's integer codes
-        for old in cache.glob("projection-*.npz"):
-            old.unlink()
+        for old in cache.glob("projection-*"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
         projection, project_s = timed(lambda: EmbeddedStore(ws).projection(GraphConfig()))
         W, walk_s = timed(lambda: walk_matrix(projection))
         return projection, W, project_s, walk_s

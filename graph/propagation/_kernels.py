@@ -5,6 +5,10 @@ vector once: ``y = restart + M x`` and ``sum |y - x|`` in the same pass over the
 parallel over blocks of rows. scipy's products need the restart copy and the residual as
 separate passes over the vectors; on a memory-bound machine those passes are a third of the
 cost of an iteration.
+
+Indices are read as unsigned: numba wraps negative indices around (``x[-1]``), a compare and
+branch on every gather of a signed index; unsigned ones have none, and the inner loop then
+runs faster than scipy's own compiled product.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ def fused_step(
         acc = 0.0
         for i in range(starts[b], starts[b + 1]):
             s = restart[i]
-            for k in range(indptr[i], indptr[i + 1]):
-                s += data[k] * x[indices[k]]
+            k = np.uint64(indptr[i])
+            end = np.uint64(indptr[i + 1])
+            while k < end:
+                s += data[k] * x[np.uint64(indices[k])]
+                k += np.uint64(1)
             y[i] = s
             acc += abs(s - x[i])
         partial[b] = acc

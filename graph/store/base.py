@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,14 +126,14 @@ class GraphStore(ABC):
         plain["disputes"] = disputes[["user_id", "target", "other", "reason"]].astype(str).values.tolist()
         digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()[:16]
         snapshot = int(self.metadata().get("snapshot", 0))
-        path = Path(self.cache_dir) / f"projection-{snapshot}-{digest}.npz"
-        if path.exists():
+        path = Path(self.cache_dir) / f"projection-{snapshot}-{digest}"
+        if (path / "complete").exists():
             return load_projection(path)
         projection = project_encoded(self.encoded(), config, disputes=disputes)
         save_projection(projection, path)
-        for old in Path(self.cache_dir).glob("projection-*.npz"):
-            if old != path:
-                old.unlink(missing_ok=True)
+        for old in Path(self.cache_dir).glob("projection-*"):
+            if old != path:  # older snapshots and configurations, and the files of older versions
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         return projection
 
     def encoded(self) -> EncodedGraph:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from graph import GraphConfig, RelationKind, project, walk_matrix
 from loaders import read_tables
@@ -81,12 +82,32 @@ def test_walk_matrix_hub_damping() -> None:
     assert np.allclose(undamped[:n, n:].toarray(), p.incidence.toarray())
 
 
-def test_saved_projection_reads_back_equal(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from graph.projection import load_projection, save_projection
+def _mapped(a: np.ndarray) -> bool:
+    """Whether ``a`` is a view of a memory-mapped file."""
+    import mmap
 
+    while a is not None:
+        if isinstance(a, mmap.mmap):
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_saved_projection_reads_back_equal(tmp_path, monkeypatch, mapped: bool) -> None:  # type: ignore[no-untyped-def]
+    import graph.projection as gp
+
+    if mapped:  # map every array with data, as a large graph's are
+        monkeypatch.setattr(gp, "_MAP_MIN_BYTES", 128)
     p = project(read_tables(tiny_frames(), key=KEY), GraphConfig())
-    save_projection(p, tmp_path / "p.npz")
-    q = load_projection(tmp_path / "p.npz")
+    gp.save_projection(p, tmp_path / "p")
+    q = gp.load_projection(tmp_path / "p")
+    assert _mapped(q.relations_walk.data) == mapped
+    # writes stay in the process (copy-on-write): the saved file is unchanged
+    before = float(q.relations_walk.data[0])
+    q.relations_walk.data[0] = -1.0
+    assert float(gp.load_projection(tmp_path / "p").relations_walk.data[0]) == before
+    q.relations_walk.data[0] = before
     assert q.user_ids.tolist() == p.user_ids.tolist() and q.ident_keys.tolist() == p.ident_keys.tolist()
     assert q.ident_kinds == p.ident_kinds and q.n_self_relations == p.n_self_relations
     for name in ("incidence", "relations_walk", "relations_pos", "relations_neg"):
@@ -102,7 +123,7 @@ def test_the_embedded_store_caches_the_projection_per_snapshot_and_config(tmp_pa
     store = EmbeddedStore(tmp_path)
     load({k: v for k, v in frames.items() if k != "flags"}, store, key=KEY)
     first = store.projection(GraphConfig())
-    assert len(list((tmp_path / "cache").glob("projection-*.npz"))) == 1
+    assert len(list((tmp_path / "cache").glob("projection-*"))) == 1
     again = EmbeddedStore(tmp_path).projection(GraphConfig())
     assert again.user_ids.tolist() == first.user_ids.tolist()
     # another configuration projects afresh; a load (new snapshot) too, and the new user is there
@@ -111,7 +132,13 @@ def test_the_embedded_store_caches_the_projection_per_snapshot_and_config(tmp_pa
     load({"users": pd.DataFrame({"user_id": ["newcomer"]})}, store, key=KEY)
     after = store.projection(GraphConfig())
     assert "newcomer" in after.user_ids.tolist()
-    assert len(list((tmp_path / "cache").glob("projection-*.npz"))) == 1  # older ones are dropped
+    assert len(list((tmp_path / "cache").glob("projection-*"))) == 1  # older ones are dropped
+    # a projection cut short (no 'complete' marker) is projected afresh, not read
+    (kept,) = (tmp_path / "cache").glob("projection-*")
+    (kept / "complete").unlink()
+    (kept / "relations_walk.data.npy").write_bytes(b"cut short")
+    again = EmbeddedStore(tmp_path).projection(GraphConfig())
+    assert (again.relations_walk != after.relations_walk).nnz == 0 and (kept / "complete").exists()
 
 
 def _same_projection(p, q) -> None:  # type: ignore[no-untyped-def]
