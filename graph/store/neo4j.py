@@ -221,10 +221,32 @@ RETURN u.id AS user_id, [c IN $properties | u[c]] AS values ORDER BY u._seq
 #: (shared identifiers first, then users by decreasing risk, then by name), with the
 #: relationships to each folded per type, kind and direction. Identifiers used by one user
 #: link nobody and are left out.
+#:
+#: Ranking a hub's neighbours reads the risk of every one of them (17,000 for a merchant-like
+#: user), so a dense node keeps its ranked neighbours in ``_nb`` (element ids, written with the
+#: scores by :data:`REFRESH_NEIGHBOUR_LISTS`), and a hop takes the first $limit of them. The
+#: list is used only while it is current: written at the store's snapshot and with the node's
+#: relationship count unchanged; otherwise the hop ranks the neighbours itself. Both branches
+#: give the same neighbours in the same order.
 NEIGHBOURHOOD_HOP = """
+MATCH (m:SocialRiskMeta {id: 'meta'})
+WITH coalesce(m.snapshot, 0) AS snapshot
 UNWIND range(0, size($frontier) - 1) AS fi
 MATCH (x) WHERE elementId(x) = $frontier[fi]
-CALL (x) {
+WITH fi, x, x._nb IS NOT NULL AND x._nb_snapshot = snapshot AND x._nb_rels = COUNT { (x)-[:USES|RELATES]-() } AS listed
+CALL (x, listed) {
+  WITH x WHERE listed
+  WITH x, x._nb[..$limit] AS nb
+  UNWIND range(0, size(nb) - 1) AS k
+  MATCH (n) WHERE elementId(n) = nb[k]
+  CALL (x, n) {
+    MATCH (x)-[r:USES|RELATES]-(n)
+    RETURN collect(r) AS rels
+  }
+  WITH n, k, rels ORDER BY k
+  RETURN collect([n, rels]) AS picked
+UNION ALL
+  WITH x WHERE NOT listed
   MATCH (x)-[r:USES|RELATES]-(n)
   WHERE n <> x
   WITH n, collect(r) AS rels
@@ -232,6 +254,7 @@ CALL (x) {
   WITH n, rels ORDER BY CASE WHEN n:User THEN 1 ELSE 0 END, coalesce(n.risk, 0.0) DESC, coalesce(n.id, n.key) LIMIT $limit
   RETURN collect([n, rels]) AS picked
 }
+WITH fi, x, picked WHERE size(picked) > 0
 UNWIND range(0, size(picked) - 1) AS ni
 WITH fi, x, ni, picked[ni][0] AS n, picked[ni][1] AS rels
 UNWIND rels AS r
@@ -246,6 +269,36 @@ RETURN $frontier[fi] AS source, elementId(n) AS target, type, kind, outgoing, we
        CASE WHEN n:User THEN COLLECT { MATCH (n)-[:HAS_FLAG]->(f:Flag) RETURN f.label ORDER BY f.ts IS NOT NULL, f.ts, f._seq }
             ELSE [] END AS flags
 ORDER BY fi, ni
+"""
+#: Nodes with more relationships than this keep a ranked neighbour list for neighbourhoods.
+DENSE_NEIGHBOURS = 64
+#: The ranked neighbours of every dense node, up to 1,000 (the largest neighbourhood limit), in
+#: the order :data:`NEIGHBOURHOOD_HOP` ranks them, stamped with the snapshot and the node's
+#: relationship count; lists of nodes no longer dense are dropped. Run after scores are written.
+REFRESH_NEIGHBOUR_LISTS = """
+MATCH (m:SocialRiskMeta {id: 'meta'})
+WITH coalesce(m.snapshot, 0) AS snapshot
+MATCH (x) WHERE (x:User OR x:Identifier)
+WITH snapshot, x, COUNT { (x)-[:USES|RELATES]-() } AS rels
+WHERE rels > $dense OR x._nb IS NOT NULL
+CALL (x, rels, snapshot) {
+  WITH x WHERE rels <= $dense
+  REMOVE x._nb, x._nb_snapshot, x._nb_rels
+  RETURN 0 AS listed
+UNION ALL
+  WITH x, rels, snapshot WHERE rels > $dense
+  CALL (x) {
+    MATCH (x)-[:USES|RELATES]-(n)
+    WHERE n <> x
+    WITH DISTINCT n
+    WHERE n:User OR COUNT { (n)<-[:USES]-() } >= 2
+    WITH n ORDER BY CASE WHEN n:User THEN 1 ELSE 0 END, coalesce(n.risk, 0.0) DESC, coalesce(n.id, n.key) LIMIT 1000
+    RETURN collect(elementId(n)) AS nb
+  }
+  SET x._nb = nb, x._nb_snapshot = snapshot, x._nb_rels = rels
+  RETURN 1 AS listed
+}
+RETURN sum(listed) AS listed
 """
 NEIGHBOURHOOD_START = """
 MATCH (u:User {id: $id})
@@ -866,6 +919,9 @@ class Neo4jStore(GraphStore):
         values = {p: frame[c].to_numpy(dtype=object) for c, p in zip(columns, properties)}
         rows = [{"id": ids[i], "props": {p: _plain(v[i]) for p, v in values.items()}} for i in range(len(frame))]
         self._write_batches(f"result {name}", WRITE_RESULT_ROWS, rows)
+        if name == "scores":
+            # the risks that rank neighbourhoods have changed: re-rank the hubs' neighbours
+            self._call(lambda: self._driver.execute_query(REFRESH_NEIGHBOUR_LISTS, dense=DENSE_NEIGHBOURS, database_=self.database))
         full = dict(meta)
         full.setdefault("snapshot", store_meta.get("snapshot", 0))
         full.setdefault("written_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

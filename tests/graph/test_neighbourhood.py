@@ -182,3 +182,62 @@ def test_neo4j_gives_the_embedded_answers(neo4j_store, tmp_path: Path) -> None: 
         pd.testing.assert_frame_equal(embedded.ring_members(user), neo4j_store.ring_members(user), check_dtype=False)
     nodes = neo4j_store.neighbourhood(users[0])[0]
     assert np.isfinite(nodes.loc[nodes["node_type"] == "user", "risk"]).all()  # every user scored
+
+
+def _hub_frames() -> dict[str, pd.DataFrame]:
+    """Generated users plus two hubs: IP 10.9.9.9 shared by 150 users, and user u-merchant
+    that 120 users pay."""
+    from loaders.synthetic import generate
+
+    frames = generate(n_users=600, seed=7)
+    frames.pop("truth")
+    users = frames["users"]["user_id"].tolist()
+    hub_links = pd.DataFrame({"user_id": users[:150], "kind": "ip", "value": "10.9.9.9",
+                              "first_seen": "2026-01-01", "last_seen": "2026-03-01"})
+    frames["links"] = pd.concat([frames["links"], hub_links[frames["links"].columns.intersection(hub_links.columns)]], ignore_index=True)
+    merchant = pd.DataFrame({c: [frames["users"][c].iloc[0]] for c in frames["users"].columns}).assign(user_id="u-merchant")
+    frames["users"] = pd.concat([frames["users"], merchant], ignore_index=True)
+    pays = pd.DataFrame({"src": users[100:220], "dst": "u-merchant", "kind": "transfer", "weight": 10.0, "ts": "2026-02-01T00:00:00Z"})
+    frames["relations"] = pd.concat([frames["relations"], pays[frames["relations"].columns.intersection(pays.columns)]], ignore_index=True)
+    return frames
+
+
+@pytest.mark.neo4j
+def test_neo4j_hubs_rank_their_neighbours_alike_listed_or_not(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Dense nodes answer from the neighbour lists written with the scores; after a load the
+    lists are out of date and the hop ranks the neighbours itself. Both agree with the
+    embedded store, which ranks every time."""
+    from graph.store.neo4j import DENSE_NEIGHBOURS
+
+    frames = _hub_frames()
+    embedded = EmbeddedStore(tmp_path / "ws")
+    for store in (embedded, neo4j_store):
+        load(frames, store, key=KEY)
+        score(store, Settings(), workspace=tmp_path)
+    listed = neo4j_store._read("MATCH (x) WHERE x._nb IS NOT NULL RETURN count(x) AS n, min(size(x._nb)) AS smallest")[0]
+    assert listed["n"] >= 2  # the IP and the merchant at least
+    hub_user = frames["users"]["user_id"].iloc[0]  # on the IP, with 149 others
+
+    def same(users: list[str]) -> None:
+        for user in users:
+            for hops, limit in ((1, 1000), (2, 50), (2, 7), (3, 5)):
+                for mine, theirs in zip(embedded.neighbourhood(user, hops=hops, limit=limit),
+                                        neo4j_store.neighbourhood(user, hops=hops, limit=limit)):
+                    pd.testing.assert_frame_equal(_sorted(mine), _sorted(theirs), check_dtype=False, check_exact=False, rtol=1e-9)
+
+    nodes, _ = neo4j_store.neighbourhood(hub_user, hops=2, limit=50)
+    assert nodes.loc[nodes["hop"] == 1, "degree"].max() > DENSE_NEIGHBOURS  # the IP is dense
+    same([hub_user, "u-merchant", frames["users"]["user_id"].iloc[150]])
+    # the list is what answers: reversed, it turns the merchant's top payers into its last
+    top = embedded.neighbourhood("u-merchant", hops=1, limit=5)[0]["name"].tolist()
+    neo4j_store._driver.execute_query("MATCH (u:User {id: 'u-merchant'}) SET u._nb = [i IN range(size(u._nb) - 1, 0, -1) | u._nb[i]]")
+    assert neo4j_store.neighbourhood("u-merchant", hops=1, limit=5)[0]["name"].tolist() != top
+    neo4j_store._driver.execute_query("MATCH (u:User {id: 'u-merchant'}) SET u._nb = [i IN range(size(u._nb) - 1, 0, -1) | u._nb[i]]")
+    assert neo4j_store.neighbourhood("u-merchant", hops=1, limit=5)[0]["name"].tolist() == top
+    # a new relation to the merchant makes its list out of date: the hop ranks again
+    extra = {"relations": pd.DataFrame({"src": ["u-newcomer"], "dst": ["u-merchant"], "kind": ["transfer"], "weight": [5.0],
+                                        "ts": ["2026-02-02T00:00:00Z"]})}
+    for store in (embedded, neo4j_store):
+        load(extra, store, key=KEY)
+    same(["u-merchant", "u-newcomer"])
+    assert "u-newcomer" in set(neo4j_store.neighbourhood("u-merchant", hops=1, limit=1000)[0]["name"])
