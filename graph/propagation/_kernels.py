@@ -1,10 +1,11 @@
 """Compiled kernels for the propagation loops (numba), where scipy has no fused operation.
 
 One power-iteration step of personalized PageRank reads the matrix once and writes the new
-vector once: ``y = restart + M x`` and ``sum |y - x|`` in the same pass over the rows, in
-parallel over blocks of rows. scipy's products need the restart copy and the residual as
-separate passes over the vectors; on a memory-bound machine those passes are a third of the
-cost of an iteration.
+vector once: ``y = M x`` and ``sum |y - x|`` in the same pass over the rows, in parallel over
+blocks of rows. scipy's products need the residual as separate passes over the vectors; on a
+memory-bound machine those passes are a third of the cost of an iteration. The restart, non-zero
+only at the seeds, is added to those few rows afterwards (:mod:`graph.propagation.pagerank`)
+rather than read as a dense vector on every row.
 
 Indices are read as unsigned: numba wraps negative indices around (``x[-1]``), a compare and
 branch on every gather of a signed index; unsigned ones have none, and the inner loop then
@@ -21,16 +22,16 @@ __all__ = ["fused_step"]
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def fused_step(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, restart: np.ndarray, y: np.ndarray, starts: np.ndarray
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, y: np.ndarray, starts: np.ndarray
 ) -> float:  # pragma: no cover - compiled; tested through personalized_pagerank
-    """``y = restart + M x`` for CSR ``M``; returns ``sum |y - x|``. ``starts`` are the first
-    rows of the blocks the threads take (and ``n`` last)."""
+    """``y = M x`` for CSR ``M``; returns ``sum |y - x|``. ``starts`` are the first rows of the
+    blocks the threads take (and ``n`` last)."""
     n_blocks = len(starts) - 1
     partial = np.zeros(n_blocks)
     for b in numba.prange(n_blocks):
         acc = 0.0
         for i in range(starts[b], starts[b + 1]):
-            s = restart[i]
+            s = 0.0
             k = np.uint64(indptr[i])
             end = np.uint64(indptr[i + 1])
             while k < end:

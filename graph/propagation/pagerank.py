@@ -167,19 +167,23 @@ def personalized_pagerank(
         blocks = _row_blocks(indptr, 64 if n >= _PARALLEL_MIN else 1)
         starts = np.array([b[0] for b in blocks] + [n], dtype=np.int64)
         x1, y1 = x[:, 0].copy(), np.empty(n)
-        restart1 = restart[:, 0].copy()
+        restart_rows = restart[seed_rows, 0]
         extra_rows = S_seed[:, 0]
         before = numba.get_num_threads()
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
         try:
             for n_iter in range(1, int(max_iter) + 1):
-                residual = float(fused_step(indptr, indices, data, x1, restart1, y1, starts))
-                if any_dangling:  # dangling walkers restart at the seeds
-                    old = np.abs(y1[seed_rows] - x1[seed_rows]).sum()
+                residual = float(fused_step(indptr, indices, data, x1, y1, starts))
+                # the seed rows get the restart, and the dangling walkers restarting there;
+                # their share of the residual is recounted (a few rows, not a dense pass)
+                old = np.abs(y1[seed_rows] - x1[seed_rows]).sum()
+                if any_dangling:
                     # a gather, not a BLAS dot: BLAS threads spinning between steps would
                     # take the cores from the kernel's threads
-                    y1[seed_rows] += extra_rows * float(x1[d_idx].sum())
-                    residual += float(np.abs(y1[seed_rows] - x1[seed_rows]).sum() - old)
+                    y1[seed_rows] += restart_rows + extra_rows * float(x1[d_idx].sum())
+                else:
+                    y1[seed_rows] += restart_rows
+                residual += float(np.abs(y1[seed_rows] - x1[seed_rows]).sum() - old)
                 x1, y1 = y1, x1
                 if residual < tol:
                     converged = True
