@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Union
@@ -35,6 +35,8 @@ class TableSink(Protocol):
     """What :func:`load` writes into; every ``GraphStore`` is one."""
 
     def known_user_ids(self) -> pd.Index: ...
+
+    def erased_user_ids(self) -> frozenset[str]: ...
 
     def write_tables(self, tables: Tables) -> dict[str, WriteCounts]: ...
 
@@ -104,6 +106,10 @@ def read_tables(
 #: What ``load`` does with a bad row: stop with a clear error, or set it aside and go on.
 ON_ERROR = ("fail", "quarantine")
 REJECT_COLUMNS = ["table", "source", "row", "column", "value", "expected"]
+#: The reason given for the rows of an erased user, which every load sets aside.
+ERASED_USER = "erased user: not loaded again after 'socialrisk forget'"
+#: The columns of each table that name a user.
+USER_COLUMNS: dict[str, tuple[str, ...]] = {"users": ("user_id",), "links": ("user_id",), "relations": ("src", "dst"), "flags": ("user_id",)}
 
 
 def _read_validated(
@@ -114,8 +120,10 @@ def _read_validated(
     known_user_ids: pd.Index | None,
     progress: Progress | None,
     on_error: str,
+    erased: Collection[str] = frozenset(),
 ) -> tuple[Tables, pd.DataFrame, dict[str, int]]:
-    """Tables, the rows set aside (``on_error="quarantine"``) and the rows read per table."""
+    """Tables, the rows set aside (``on_error="quarantine"``, and the rows of ``erased``
+    users in either mode) and the rows read per table."""
     if on_error not in ON_ERROR:
         raise ParameterError(f"The 'on_error' parameter must be one of {', '.join(ON_ERROR)}. Got {on_error!r} instead.")
     raws = _read_raw(source, progress)
@@ -134,6 +142,8 @@ def _read_validated(
         }[name]
         parts[name], rows[name] = _validate(raw, validator, on_error, rejects)
     tables = Tables(**parts, sources={n: r.source for n, r in raws.items()})
+    if erased:
+        tables = _drop_erased(tables, rows, erased, rejects)
     if "flags" in raws and len(tables.flags):
         while True:
             try:
@@ -165,6 +175,28 @@ def _validate(
             keep = _set_aside(exc, raw.source, raw.name, rows, len(current.frame), rejects)
             rows = rows[keep]
             current = RawTable(name=raw.name, frame=current.frame.loc[keep].reset_index(drop=True), source=raw.source)
+
+
+def _drop_erased(tables: Tables, rows: dict[str, np.ndarray], erased: Collection[str], rejects: list[dict[str, object]]) -> Tables:
+    """The tables without the rows that name an erased user (in any user column), each set
+    aside with :data:`ERASED_USER` as its reason. Not an error: a source file may well still
+    hold the user, and an erasure must hold whatever is loaded after it."""
+    gone = pd.Index(list(erased), dtype="string")
+    parts = {}
+    for name, frame in tables:
+        if name not in rows or not len(frame):
+            parts[name] = frame
+            continue
+        hit = np.zeros(len(frame), dtype=bool)
+        for column in USER_COLUMNS[name]:
+            mine = frame[column].isin(gone).to_numpy(dtype=bool)
+            for p in np.flatnonzero(mine).tolist():
+                rejects.append({"table": name, "source": tables.sources[name], "row": int(rows[name][p]) + 1, "column": column,
+                                "value": str(frame[column].iloc[p]), "expected": ERASED_USER})
+            hit |= mine
+        rows[name] = rows[name][~hit]
+        parts[name] = frame.loc[~hit].reset_index(drop=True) if hit.any() else frame
+    return dataclasses.replace(tables, **parts)
 
 
 def _set_aside(exc: DataError, source: str, table: str, rows: np.ndarray, n: int, rejects: list[dict[str, object]]) -> np.ndarray:
@@ -206,13 +238,19 @@ def load(
         CSV file to write the rows set aside to (only written when there are some).
         Identifier values in it are redacted, as in error messages.
 
+    Rows that name a user the sink has erased (``sink.erased_user_ids()``, see
+    ``GraphStore.forget_user``) are never loaded: in either mode they are set aside with the
+    reason :data:`ERASED_USER` and counted as rejected, so ``rows read = loaded + rejected``
+    still holds.
+
     Returns
     -------
     LoadReport
         Rows read, added, already present and rejected, per table.
     """
     tables, rejects, read = _read_validated(
-        source, key=key, label_map=label_map, known_user_ids=sink.known_user_ids(), progress=progress, on_error=on_error
+        source, key=key, label_map=label_map, known_user_ids=sink.known_user_ids(), progress=progress, on_error=on_error,
+        erased=sink.erased_user_ids(),
     )
     if progress:
         progress("writing to the store")

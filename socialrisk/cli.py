@@ -598,7 +598,8 @@ def forget_cmd(
 ) -> None:
     """Erase a user's personal data: its features, its links to identifiers no one else uses, its
     scores. Relations, shared links and flags stay (other users' records, fraud evidence). The
-    erasure is recorded in the audit log; later scoring leaves the user out."""
+    erasure is recorded in the audit log; later scoring leaves the user out, and later loads skip
+    its rows (the store keeps its id as a tombstone)."""
 
     def body() -> None:
         settings = _settings(config)
@@ -607,7 +608,7 @@ def forget_cmd(
         out.print(
             f"erased {user}: {removed.get('feature_values', 0)} feature values, {removed.get('links', 0)} links to identifiers "
             f"only this user had, {removed.get('scores', 0)} score rows; recorded in the audit log. "
-            "Remove the user from your source files too: loading them again would bring the data back."
+            "Later loads set aside every row that names the user (reason: erased user)."
         )
 
     _run(body)

@@ -20,7 +20,7 @@ from graph.projection import Projection, project
 from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
 from loaders.errors import ConfigError, NotFoundError, ParameterError
-from loaders.load import LoadReport, load, read_tables
+from loaders.load import ERASED_USER, LoadReport, load, read_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
@@ -101,7 +101,7 @@ def load_into(
     """Load a data directory into the store, binding the pseudonymisation key to it.
 
     ``on_error="quarantine"`` sets bad rows aside (written to ``rejects_path``) and loads the
-    rest; the audit entry of the load counts them."""
+    rest; the audit entry of the load counts them, and the rows of erased users it set aside."""
     key, message = resolve_key(settings, workspace)
     if message and notice:
         notice(message)
@@ -119,6 +119,7 @@ def load_into(
             "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
             "detail": {
                 "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
+                "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
                 "rejects_file": report.rejects_path,
             },
         }])
@@ -484,6 +485,9 @@ def record_flags(
     not added twice either, as long as its ``source`` names the flag id (the loader keeps one
     row per content).
     """
+    erased = sorted({str(r["user_id"]) for r in records} & store.erased_user_ids())
+    if erased:  # a load would set the row aside: refuse it rather than audit a flag never stored
+        raise NotFoundError(f"user {erased[0]!r} was erased ('socialrisk forget'): no flag is recorded about it any more")
     key, _ = resolve_key(settings, workspace)
     previous = store.read_table("flags")
     last = previous.assign(_o=range(len(previous))).drop_duplicates("user_id", keep="last").set_index("user_id") if len(previous) else None
@@ -878,7 +882,9 @@ def forget(store: GraphStore, settings: Settings, user_id: str, *, note: str = "
     record the erasure in the audit log (what kinds of data and how much, never the data).
 
     The user id stays as a node where other users' relations point to it; its scores are
-    removed from the stored result, and later ``score`` runs leave it out.
+    removed from the stored result, and later ``score`` runs leave it out. The store keeps the
+    id as a tombstone, so later loads set aside every row that names the user (counted as
+    rejected, reason "erased user") instead of bringing its data back.
     """
     scores, meta = store.read_result("scores") if store.has_result("scores") else (None, {})
     removed = store.forget_user(user_id)
@@ -889,11 +895,12 @@ def forget(store: GraphStore, settings: Settings, user_id: str, *, note: str = "
             store.write_result("scores", scores.loc[~mine].reset_index(drop=True), meta=meta)
     store.append_audit([{
         "action": "forget", "user_id": user_id, "before": {"personal_data": True},
-        "after": {"personal_data": False, "removed": removed}, "detail": {"note": note},
+        "after": {"personal_data": False, "removed": removed, "tombstone": True}, "detail": {"note": note},
     }])
     return removed
 
 
 def forgotten_users(store: GraphStore) -> set[str]:
-    """Users erased by :func:`forget` (from the audit log): scoring leaves them out."""
-    return {str(e.user_id) for e in store.read_audit() if e.action == "forget"}
+    """Users erased by :func:`forget` (the store's tombstones, and the audit log for erasures
+    made before stores kept tombstones): scoring leaves them out."""
+    return set(store.erased_user_ids()) | {str(e.user_id) for e in store.read_audit() if e.action == "forget"}

@@ -92,8 +92,16 @@ class GraphStore(ABC):
         """Erase a user's personal data: its feature values, its links to identifiers no other
         user has (and those identifiers), and on stores that keep results on users, its
         results. Relations, links to shared identifiers and flags stay (they are other users'
-        records and fraud evidence too). Returns how many links and values were removed."""
+        records and fraud evidence too). Returns how many links and values were removed.
+
+        The user id is kept as a tombstone (:meth:`erased_user_ids`), written before anything
+        is erased, so that loading the same source files again does not bring the data back."""
         raise NotImplementedError(f"{type(self).__name__} cannot erase a user")
+
+    def erased_user_ids(self) -> frozenset[str]:
+        """The tombstones: ids of the users erased by :meth:`forget_user`, whose rows every
+        later load sets aside (:func:`loaders.load.load`). Stores that cannot erase keep none."""
+        return frozenset()
 
     def mark_dispute(self, user_id: str, target: str, other: str, reason: str | None) -> None:  # noqa: B027 - optional hook
         """Mark a disputed link on the stored graph itself (``reason`` None: the dispute was

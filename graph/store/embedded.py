@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from loaders.errors import NotFoundError, StoreError
+from loaders.errors import NotFoundError, ParameterError, StoreError
 from loaders.load import WriteCounts
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 from graph.projection import EncodedGraph, encode, load_encoded, save_encoded
@@ -43,6 +43,7 @@ class EmbeddedStore(GraphStore):
           cache/                  the last projection (derived; safe to delete)
           audit/log.jsonl         the audit log, one JSON entry a line, only ever appended to
           models/<version>.bin    registered model payloads, with models/<version>.json metadata
+          erased.json             tombstones: ids of the users erased by forget_user
 
     Every file but the audit log is written to a temporary name and renamed into place. Graph
     files carry the snapshot they belong to and ``meta.json`` names the current ones, so a load
@@ -232,13 +233,17 @@ class EmbeddedStore(GraphStore):
     def forget_user(self, user_id: str) -> dict[str, int]:
         """Erase a user's personal data: its feature values, and its links to identifiers no
         other user has (with them, the identifiers). Its relations (other users' records too),
-        links to shared identifiers and flags stay. Returns what was removed, by kind."""
+        links to shared identifiers and flags stay. Returns what was removed, by kind.
+
+        The tombstone (``erased.json``) is written first: a crash after it leaves a user whose
+        rows no load brings back, and running the erasure again finishes it."""
         stored = self._read_stored()
         if stored["users"] is None and stored["links"] is None:
             raise NotFoundError(f"{self.workspace}: the store holds no users yet")
         known = self.read_tables().all_user_ids()
         if user_id not in set(known.astype(str)):
             raise NotFoundError(f"unknown user {user_id!r}: not in the store")
+        self._add_tombstone(user_id)
         merged: dict[str, pd.DataFrame] = {}
         removed = {"feature_values": 0, "links": 0}
         users = stored["users"]
@@ -264,6 +269,29 @@ class EmbeddedStore(GraphStore):
             self._write_version(stored, merged, {name: name in merged for name in TABLE_NAMES})
         self._tables = None
         return removed
+
+    @property
+    def _tombstones_path(self) -> Path:
+        return self.workspace / "erased.json"
+
+    def erased_user_ids(self) -> frozenset[str]:
+        path = self._tombstones_path
+        if not path.exists():
+            return frozenset()
+        try:
+            ids = json.loads(path.read_text())["user_ids"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{path}: unreadable list of erased users ({exc}); restore it from a backup") from exc
+        return frozenset(str(u) for u in ids)
+
+    def _add_tombstone(self, user_id: str) -> None:
+        """Add ``user_id`` to ``erased.json``, written atomically under a lock (two erasures at
+        once both stay)."""
+        path = self._tombstones_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.with_name(".erased.lock"), exclusive=True):
+            ids = self.erased_user_ids() | {user_id}
+            _atomic_write_bytes(path, json.dumps({"user_ids": sorted(ids)}, indent=1).encode())
 
     # -- results ----------------------------------------------------------------------------
 
@@ -391,8 +419,8 @@ def _remove_unnamed(directory: Path, named: set[str], root: Path) -> None:
 
 
 def _check_result_name(name: str) -> None:
-    if not _RESULT_NAME.match(name):
-        raise ValueError(f"result name {name!r} must be a lowercase word of letters, digits, '_', '.', '-'")
+    if not _RESULT_NAME.fullmatch(name):
+        raise ParameterError(f"result name {name!r} must be a lowercase word of letters, digits, '_', '.', '-'")
 
 
 def _atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:

@@ -65,7 +65,7 @@ def check_model_version(version: str) -> None:
     ParameterError
         With the id and what was expected.
     """
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise ParameterError(
             f"A model version must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit "
             f"(like 'm-20261127T012233Z-1a2b3c4d'). Got {version!r} instead."

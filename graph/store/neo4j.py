@@ -22,6 +22,7 @@ Graph model
   changed; ``(:AuditHead {id: 'audit'})`` is the lock appenders take.
 - ``(:ModelVersion {version, payload, meta, created_at})``: registered models (payload as a
   byte array, ``meta`` as JSON text).
+- ``(:Tombstone {id, at})``: a user erased by ``forget_user``; loads skip its rows.
 
 Every query is a module constant with ``$parameters``; labels come from the fixed vocabulary.
 Writes are batched ``UNWIND ... MERGE`` in managed transactions (``execute_write``), which the
@@ -86,6 +87,7 @@ SCHEMA = (
     # could each create an AuditHead and lock different nodes
     "CREATE CONSTRAINT socialrisk_audit_head_id IF NOT EXISTS FOR (h:AuditHead) REQUIRE h.id IS UNIQUE",
     "CREATE CONSTRAINT socialrisk_model_version IF NOT EXISTS FOR (m:ModelVersion) REQUIRE m.version IS UNIQUE",
+    "CREATE CONSTRAINT socialrisk_tombstone_id IF NOT EXISTS FOR (t:Tombstone) REQUIRE t.id IS UNIQUE",
     "CREATE INDEX socialrisk_user_ring IF NOT EXISTS FOR (u:User) ON (u.ring_id)",
     # No index on RELATES(_key): with one, the planner seeks it for MERGE instead of expanding
     # between the two (already bound) users, and relation loading falls from ~20,000 to ~2,000 rows/s.
@@ -98,9 +100,13 @@ MERGE (u:User {id: row.id})
 SET u += row.props, u._seq = row.seq
 """
 #: Erase a user's personal data: identifiers only it uses (with their links), and the given
-#: properties (its features and per-user results).
+#: properties (its features and per-user results); in the same transaction, leave the
+#: tombstone that keeps later loads from bringing them back.
 FORGET_USER = """
 MATCH (u:User {id: $id})
+MERGE (t:Tombstone {id: $id})
+  ON CREATE SET t.at = datetime()
+WITH u
 OPTIONAL MATCH (u)-[:USES]->(i:Identifier)
 WHERE COUNT { (i)<-[:USES]-() } = 1
 WITH u, collect(i) AS own
@@ -203,6 +209,7 @@ RETURN u.id AS user_id, f.label AS label, f.severity AS severity, f.source AS so
 ORDER BY f._seq
 """
 READ_META = "MATCH (m:SocialRiskMeta {id: 'meta'}) RETURN properties(m) AS meta"
+READ_TOMBSTONES = "MATCH (t:Tombstone) RETURN collect(t.id) AS ids"
 WRITE_META = "MERGE (m:SocialRiskMeta {id: 'meta'}) SET m += $props"
 WRITE_RESULT_ROWS = """
 UNWIND $rows AS row
@@ -339,7 +346,11 @@ RETURN m.id AS user_id, m.risk AS risk, m.credit_score AS credit_score, m.decisi
 ORDER BY coalesce(m.risk, 0.0) DESC, m.id
 """
 COUNT_USERS = "MATCH (u:User) RETURN u.id AS id ORDER BY u._seq"
-CLEAR_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+CLEAR_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $rows ROWS"
+#: Nodes per transaction of each attempt to clear. The query runs in auto-commit transactions,
+#: which the driver does not retry, and a batch of dense nodes can pass the server's memory limit
+#: for a transaction; each attempt goes on from the batches the last one committed.
+CLEAR_BATCHES = (10_000, 1_000, 100)
 #: Setting a property on the singleton head takes its write lock until the transaction ends, so
 #: appenders queue here and each reads the last entry the previous one committed.
 LOCK_AUDIT_HEAD = "MERGE (h:AuditHead {id: 'audit'}) SET h.appends = coalesce(h.appends, 0) + 1"
@@ -399,23 +410,28 @@ class Neo4jStore(GraphStore):
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _call(self, fn: Callable[[], Any], *, what: str | None = None) -> Any:
+        """Run ``fn`` (which uses the driver's managed transactions, retried by the driver on
+        transient errors for up to its ``max_transaction_retry_time``) and turn what still
+        fails into socialrisk's errors, on one line; ``what`` (``"writing result scores"``)
+        says which step failed."""
         from neo4j.exceptions import AuthError, ClientError, ServiceUnavailable, SessionExpired, TransientError
 
+        step = f" while {what}" if what else ""
         try:
             return fn()
         except AuthError as exc:
             raise ConfigError(f"Neo4j at {self.uri} refused the credentials (set SOCIALRISK_NEO4J_PASSWORD)") from exc
         except TransientError as exc:
             raise TransientStoreError(
-                f"Neo4j at {self.uri} kept failing with a transient error after retries ({exc.code}): {exc.message}; try again"
+                f"Neo4j at {self.uri} kept failing with a transient error{step} after retries ({exc.code}): {_one_line(exc.message)}; try again"
             ) from exc
         except (ServiceUnavailable, SessionExpired) as exc:
             raise TransientStoreError(
-                f"cannot reach Neo4j at {self.uri} ({exc.__class__.__name__}); start it with 'socialrisk neo4j start' or check SOCIALRISK_NEO4J_URI"
+                f"cannot reach Neo4j at {self.uri}{step} ({exc.__class__.__name__}); start it with 'socialrisk neo4j start' or check SOCIALRISK_NEO4J_URI"
             ) from exc
         except ClientError as exc:
-            raise StoreError(f"Neo4j at {self.uri} rejected a query: {exc.message}") from exc
+            raise StoreError(f"Neo4j at {self.uri} rejected a query{step}: {_one_line(exc.message)}") from exc
 
     def _read(self, query: str, **params: Any) -> list[Any]:
         def work(tx: Any) -> list[Any]:
@@ -465,11 +481,12 @@ class Neo4jStore(GraphStore):
                         if self.progress:
                             self.progress(table, offset + done[0], len(rows) if total is None else total)
 
+        what = f"writing {table}"
         if self.workers <= 1 or len(batches) == 1:
-            self._call(lambda: run_batches(batches))
+            self._call(lambda: run_batches(batches), what=what)
             return
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = [pool.submit(self._call, lambda part=part: run_batches(part)) for part in per_worker if part]
+            futures = [pool.submit(self._call, lambda part=part: run_batches(part), what=what) for part in per_worker if part]
             for f in futures:
                 f.result()
 
@@ -477,12 +494,20 @@ class Neo4jStore(GraphStore):
         self._driver.close()
 
     def clear(self) -> None:
-        """Delete every node and relationship in the database (tests and benchmarks)."""
-        def run() -> None:
+        """Delete every node and relationship in the database (tests and benchmarks), retrying
+        a transient failure with smaller batches (:data:`CLEAR_BATCHES`) after a pause."""
+        def run(rows: int) -> None:
             with self._driver.session(database=self.database) as session:
-                session.run(CLEAR_ALL).consume()
+                session.run(CLEAR_ALL, rows=rows).consume()
 
-        self._call(run)
+        for attempt, rows in enumerate(CLEAR_BATCHES, start=1):
+            try:
+                self._call(lambda: run(rows), what="clearing the database")
+                break
+            except TransientStoreError:
+                if attempt == len(CLEAR_BATCHES):
+                    raise
+                time.sleep(0.5 * attempt)
         self._tables = None
 
     # -- metadata ---------------------------------------------------------------------------
@@ -891,6 +916,9 @@ class Neo4jStore(GraphStore):
         query = MARK_DISPUTE_LINK if target == "identifier" else MARK_DISPUTE_RELATION
         self._call(lambda: self._driver.execute_query(query, user_id=user_id, other=other, reason=reason, database_=self.database))
 
+    def erased_user_ids(self) -> frozenset[str]:
+        return frozenset(str(u) for u in self._read(READ_TOMBSTONES)[0]["ids"])
+
     def forget_user(self, user_id: str) -> dict[str, int]:
         meta = self._meta()
         if user_id not in set(self.known_user_ids().astype(str)):
@@ -1120,6 +1148,11 @@ def _model_meta_json(text: Any, *, version: str, uri: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise StoreError(f"{uri}: the metadata of model {version} must be a JSON object; the registry was edited")
     return meta
+
+
+def _one_line(text: Any) -> str:
+    """A server message on one line (the CLI prints errors as one line)."""
+    return " ".join(str(text or "").split())
 
 
 def _plain(value: Any) -> Any:
