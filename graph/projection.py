@@ -6,6 +6,7 @@ import dataclasses
 import os
 import shutil
 import threading
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -479,33 +480,15 @@ def _transform(magnitude: np.ndarray, how: str) -> np.ndarray:
     return magnitude
 
 
-def save_projection(projection: Projection, path: str | Path) -> None:
-    """Write a projection to the directory ``path``, one ``.npy`` file per array.
+def save_arrays(arrays: Mapping[str, np.ndarray], path: str | Path) -> None:
+    """Write named arrays to the directory ``path``, one ``.npy`` file each.
 
     Plain ``.npy`` files are written at the speed of a copy (a zip archive checksums every byte,
-    five times slower at a million users), and are read back memory-mapped. The directory is
-    written beside ``path`` and renamed into place, so a reader sees all of it or none.
+    five times slower at a million users) and read back memory-mapped (:func:`load_arrays`). The
+    directory is written beside ``path`` and renamed into place, its ``complete`` marker last,
+    so a reader sees all of it or none.
     """
     path = Path(path)
-    arrays: dict[str, np.ndarray] = {
-        "user_ids": projection.user_ids.astype(str),
-        "ident_keys": projection.ident_keys.astype(str),
-        "ident_kind": projection.ident_kind,
-        "ident_kinds": np.array(projection.ident_kinds, dtype=str),
-        "ident_degree": projection.ident_degree,
-        "n_self_relations": np.array(projection.n_self_relations),
-        "count_kinds": np.array(list(projection.relations_count), dtype=str),
-    }
-    matrices = {
-        "incidence": projection.incidence,
-        "relations_walk": projection.relations_walk,
-        "relations_pos": projection.relations_pos,
-        "relations_neg": projection.relations_neg,
-        **{f"count_{i}": m for i, m in enumerate(projection.relations_count.values())},
-    }
-    for name, m in matrices.items():
-        arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"] = m.data, m.indices, m.indptr
-        arrays[f"{name}.shape"] = np.array(m.shape)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -525,64 +508,98 @@ def save_projection(projection: Projection, path: str | Path) -> None:
 _MAP_MIN_BYTES = 1 << 20
 
 
-def load_projection(path: str | Path) -> Projection:
-    """Read a projection written by :func:`save_projection`, memory-mapped copy-on-write (the
-    pages are read as they are used; writes to the arrays stay private to the process).
+def complete_arrays(path: str | Path) -> bool:
+    """Whether ``path`` holds arrays written whole by :func:`save_arrays`."""
+    return (Path(path) / "complete").exists()
+
+
+def load_arrays(path: str | Path, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Read arrays written by :func:`save_arrays`: small ones into memory, large ones
+    memory-mapped copy-on-write (pages are read as they are used; writes to the arrays stay
+    private to the process).
 
     Raises
     ------
     FileNotFoundError
-        ``path`` is not a complete projection.
+        ``path`` is not complete, or lacks one of ``names``.
     """
     path = Path(path)
-    if not (path / "complete").exists():
-        raise FileNotFoundError(f"{path} is not a complete projection")
-
-    def arr(name: str) -> np.ndarray:
+    if not complete_arrays(path):
+        raise FileNotFoundError(f"{path} was not written whole (no 'complete' marker)")
+    out = {}
+    for name in names:
         file = path / f"{name}.npy"
-        # small arrays are read (an empty one cannot be mapped), large ones mapped
-        mmap = "c" if file.stat().st_size > _MAP_MIN_BYTES else None
-        return np.load(file, mmap_mode=mmap, allow_pickle=False)
+        # an empty array cannot be mapped, and small ones are not worth it
+        mapped = np.load(file, mmap_mode="c" if file.stat().st_size > _MAP_MIN_BYTES else None, allow_pickle=False)
+        out[name] = np.asarray(mapped)  # a plain ndarray over the same pages
+    return out
+
+
+_MATRICES = ("incidence", "relations_walk", "relations_pos", "relations_neg")
+
+
+def save_projection(projection: Projection, path: str | Path) -> None:
+    """Write a projection to the directory ``path`` (:func:`save_arrays`)."""
+    arrays: dict[str, np.ndarray] = {
+        "user_ids": projection.user_ids.astype(str),
+        "ident_keys": projection.ident_keys.astype(str),
+        "ident_kind": projection.ident_kind,
+        "ident_kinds": np.array(projection.ident_kinds, dtype=str),
+        "ident_degree": projection.ident_degree,
+        "n_self_relations": np.array(projection.n_self_relations),
+        "count_kinds": np.array(list(projection.relations_count), dtype=str),
+    }
+    matrices = {name: getattr(projection, name) for name in _MATRICES}
+    matrices.update({f"count_{i}": m for i, m in enumerate(projection.relations_count.values())})
+    for name, m in matrices.items():
+        arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"] = m.data, m.indices, m.indptr
+        arrays[f"{name}.shape"] = np.array(m.shape)
+    save_arrays(arrays, path)
+
+
+def load_projection(path: str | Path) -> Projection:
+    """Read a projection written by :func:`save_projection` (:func:`load_arrays`)."""
+    plain = load_arrays(path, ["user_ids", "ident_keys", "ident_kind", "ident_kinds", "ident_degree", "n_self_relations", "count_kinds"])
+    kinds = [str(k) for k in plain["count_kinds"]]
 
     def mat(name: str) -> sp.csr_matrix:
-        return sp.csr_matrix((arr(f"{name}.data"), arr(f"{name}.indices"), arr(f"{name}.indptr")), shape=tuple(arr(f"{name}.shape")))
+        z = load_arrays(path, [f"{name}.{part}" for part in ("data", "indices", "indptr", "shape")])
+        return sp.csr_matrix((z[f"{name}.data"], z[f"{name}.indices"], z[f"{name}.indptr"]), shape=tuple(z[f"{name}.shape"]))
 
-    kinds = [str(k) for k in arr("count_kinds")]
     return Projection(
-        user_ids=np.asarray(arr("user_ids")),
-        ident_keys=np.asarray(arr("ident_keys")),
-        ident_kind=arr("ident_kind"),
-        ident_kinds=tuple(str(k) for k in arr("ident_kinds")),
-        ident_degree=arr("ident_degree"),
-        incidence=mat("incidence"),
-        relations_walk=mat("relations_walk"),
-        relations_pos=mat("relations_pos"),
-        relations_neg=mat("relations_neg"),
+        user_ids=plain["user_ids"],
+        ident_keys=plain["ident_keys"],
+        ident_kind=plain["ident_kind"],
+        ident_kinds=tuple(str(k) for k in plain["ident_kinds"]),
+        ident_degree=plain["ident_degree"],
+        **{name: mat(name) for name in _MATRICES},
         relations_count={k: mat(f"count_{i}") for i, k in enumerate(kinds)},
-        n_self_relations=int(arr("n_self_relations")),
+        n_self_relations=int(plain["n_self_relations"]),
     )
 
 
 def save_encoded(encoded: EncodedGraph, path: str | Path, *, snapshot: int) -> None:
-    """Write an encoded graph to one uncompressed ``.npz`` file (atomically), tagged with the
+    """Write an encoded graph to the directory ``path`` (:func:`save_arrays`), tagged with the
     store snapshot it was made from."""
-    path = Path(path)
     arrays = {f.name: getattr(encoded, f.name) for f in dataclasses.fields(encoded)}
     arrays["as_of"] = np.array(encoded.as_of, dtype=np.int64)
     arrays["link_kinds"] = np.array(encoded.link_kinds, dtype=str)
     arrays["rel_kinds"] = np.array(encoded.rel_kinds, dtype=str)
     arrays["snapshot"] = np.array(snapshot, dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    save_arrays(arrays, path)
 
 
 def load_encoded(path: str | Path) -> tuple[EncodedGraph, int]:
-    """Read an encoded graph written by :func:`save_encoded`, and the snapshot it was made from."""
-    with np.load(Path(path), allow_pickle=False) as z:
-        values = {f.name: z[f.name] for f in dataclasses.fields(EncodedGraph)}
-        values["as_of"] = int(values["as_of"])
-        values["link_kinds"] = tuple(str(k) for k in values["link_kinds"])
-        values["rel_kinds"] = tuple(str(k) for k in values["rel_kinds"])
-        return EncodedGraph(**values), int(z["snapshot"])
+    """Read an encoded graph written by :func:`save_encoded` (or, from workspaces of earlier
+    versions, one ``.npz`` file), and the snapshot it was made from."""
+    names = [f.name for f in dataclasses.fields(EncodedGraph)] + ["snapshot"]
+    if Path(path).is_dir():
+        values = load_arrays(path, names)
+    else:
+        with np.load(Path(path), allow_pickle=False) as z:
+            values = {name: z[name] for name in names}
+    snapshot = int(values.pop("snapshot"))
+    values["as_of"] = int(values["as_of"])
+    values["link_kinds"] = tuple(str(k) for k in values["link_kinds"])
+    values["rel_kinds"] = tuple(str(k) for k in values["rel_kinds"])
+    return EncodedGraph(**values), snapshot  # type: ignore[arg-type]

@@ -37,6 +37,9 @@ def _text_of(path: Path) -> str:
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return "\n".join(" ".join(map(str, z[k].ravel().tolist())) for k in z.files if z[k].dtype.kind in "USO")
+    if path.suffix == ".npy":  # kept projections and integer codes; strings are stored as UTF-32
+        array = np.load(path, allow_pickle=False)
+        return " ".join(map(str, array.ravel().tolist())) if array.dtype.kind in "USO" else ""
     return path.read_bytes().decode("utf-8", errors="replace")
 
 

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pandas as pd
 from loaders.errors import NotFoundError, ParameterError, StoreError
 from loaders.load import WriteCounts
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
-from graph.projection import EncodedGraph, encode, load_encoded, save_encoded
+from graph.projection import EncodedGraph, complete_arrays, encode, load_encoded, save_encoded
 from graph.store._json import canonical_json
 from graph.store.audit import AuditEntry, entry_from_dict, entry_hash, new_entries
 from graph.store.base import GraphStore
@@ -38,7 +39,7 @@ class EmbeddedStore(GraphStore):
         workspace/
           meta.json               format version, counts, snapshot, key fingerprint, current files
           graph/<table>-<n>.parquet  canonical users, links, relations, flags of snapshot n
-          graph/encoded-<n>.npz   the same graph as integer codes, made at load time
+          graph/encoded-<n>/      the same graph as integer codes (.npy files), made at load time
           results/<name>.parquet  computed results, with results/<name>.json provenance
           cache/                  the last projection (derived; safe to delete)
           audit/log.jsonl         the audit log, one JSON entry a line, only ever appended to
@@ -146,7 +147,8 @@ class EmbeddedStore(GraphStore):
         return self._table_path("encoded")
 
     def _kept_encoded(self) -> tuple[EncodedGraph, int] | None:
-        if not self._encoded_path.exists():
+        path = self._encoded_path
+        if not (complete_arrays(path) if path.is_dir() else path.is_file()):
             return None
         try:
             return load_encoded(self._encoded_path)
@@ -154,7 +156,7 @@ class EmbeddedStore(GraphStore):
             raise StoreError(f"{self._encoded_path}: cannot be read ({exc}); delete it and it will be rebuilt from the tables") from exc
 
     def encoded(self) -> EncodedGraph:
-        """The integer codes kept since the last load (``graph/encoded-<snapshot>.npz``), or the tables
+        """The integer codes kept since the last load (``graph/encoded-<snapshot>/``), or the tables
         encoded afresh when they are missing or older than the tables (a workspace from an
         earlier version)."""
         snapshot = int(self._read_meta().get("snapshot", 0))
@@ -164,9 +166,9 @@ class EmbeddedStore(GraphStore):
         encoded = encode(self.read_tables())
         if (self.workspace / "graph").exists():
             # kept beside the tables of this snapshot, and named in meta.json from now on
-            path = self.workspace / f"graph/encoded-{snapshot}.npz"
+            path = self.workspace / f"graph/encoded-{snapshot}"
             save_encoded(encoded, path, snapshot=snapshot)
-            self._update_metadata({"files": {**self._read_meta().get("files", {}), "encoded": f"graph/encoded-{snapshot}.npz"}})
+            self._update_metadata({"files": {**self._read_meta().get("files", {}), "encoded": f"graph/encoded-{snapshot}"}})
         return encoded
 
     def _read_stored(self) -> dict[str, pd.DataFrame]:
@@ -216,7 +218,7 @@ class EmbeddedStore(GraphStore):
                 encoded = kept[0].with_users(current["flags"]["user_id"]) if current["flags"] is not None else kept[0]
             else:
                 encoded = encode(Tables(**{name: current[name] if current[name] is not None else empty for name, empty in empty_tables()}))
-            files["encoded"] = f"graph/encoded-{version}.npz"
+            files["encoded"] = f"graph/encoded-{version}"
             save_encoded(encoded, self.workspace / files["encoded"], snapshot=version)
         for name in TABLE_NAMES:
             if name in merged:
@@ -414,7 +416,11 @@ def _remove_unnamed(directory: Path, named: set[str], root: Path) -> None:
     if not directory.exists():
         return
     for path in directory.iterdir():
-        if path.is_file() and str(path.relative_to(root)) not in named:
+        if str(path.relative_to(root)) in named:
+            continue
+        if path.is_dir():  # the integer codes of an older version
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
 
 

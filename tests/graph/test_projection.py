@@ -184,11 +184,21 @@ def test_projection_from_the_integer_codes_equals_the_projection_of_the_tables()
 def test_saved_codes_read_back_equal(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from graph.projection import encode, load_encoded, project_encoded, save_encoded
 
+    import dataclasses
+
     encoded = encode(read_tables(tiny_frames(), key=KEY))
-    save_encoded(encoded, tmp_path / "e.npz", snapshot=7)
-    again, snapshot = load_encoded(tmp_path / "e.npz")
+    save_encoded(encoded, tmp_path / "e", snapshot=7)
+    again, snapshot = load_encoded(tmp_path / "e")
     assert snapshot == 7 and again.link_kinds == encoded.link_kinds and again.as_of == encoded.as_of
     _same_projection(project_encoded(encoded, GraphConfig(half_life_days=5.0)), project_encoded(again, GraphConfig(half_life_days=5.0)))
+    # workspaces of earlier versions kept the codes in one .npz file: still read
+    arrays = {f.name: getattr(encoded, f.name) for f in dataclasses.fields(encoded)}
+    arrays.update(as_of=np.array(encoded.as_of), link_kinds=np.array(encoded.link_kinds), rel_kinds=np.array(encoded.rel_kinds),
+                  snapshot=np.array(3))
+    np.savez(tmp_path / "old.npz", **arrays)
+    old, snapshot = load_encoded(tmp_path / "old.npz")
+    assert snapshot == 3 and old.rel_kinds == encoded.rel_kinds
+    _same_projection(project_encoded(encoded, GraphConfig()), project_encoded(old, GraphConfig()))
 
 
 def test_the_embedded_store_keeps_integer_codes_from_load_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
