@@ -105,3 +105,16 @@ def neo4j_store():  # type: ignore[no-untyped-def]
     yield store
     store.clear()
     store.close()
+
+
+@pytest.fixture(params=["embedded", pytest.param("neo4j", marks=pytest.mark.neo4j)])
+def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An empty store of each kind: an embedded workspace, and the Neo4j of :func:`neo4j_store`
+    (tests marked ``neo4j``)."""
+    if request.param == "embedded":
+        from graph.store import EmbeddedStore
+
+        with EmbeddedStore(tmp_path / "ws") as embedded:
+            yield embedded
+    else:
+        yield request.getfixturevalue("neo4j_store")

@@ -6,7 +6,6 @@ DEV-1 with f1 and has a private phone P-A; b and c have relations to a)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -30,15 +29,6 @@ A_ROWS = {"users": 1, "links": 2, "relations": 2, "flags": 0}
 @pytest.fixture(autouse=True)
 def _key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOCIALRISK_PSEUDONYM_KEY", KEY.decode())
-
-
-@pytest.fixture(params=["embedded", pytest.param("neo4j", marks=pytest.mark.neo4j)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
-    if request.param == "embedded":
-        with EmbeddedStore(tmp_path / "ws") as embedded:
-            yield embedded
-    else:
-        yield request.getfixturevalue("neo4j_store")
 
 
 def _links_of(store: GraphStore, user: str) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -97,15 +96,6 @@ def _source(path: str, tmp_path: Path) -> Any:
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOCIALRISK_PSEUDONYM_KEY", KEY.decode())
-
-
-@pytest.fixture(params=["embedded", pytest.param("neo4j", marks=pytest.mark.neo4j)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphStore]:
-    if request.param == "embedded":
-        with EmbeddedStore(tmp_path / "ws") as embedded:
-            yield embedded
-    else:
-        yield request.getfixturevalue("neo4j_store")
 
 
 @pytest.fixture
