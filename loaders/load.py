@@ -21,6 +21,8 @@ __all__ = ["Source", "TableSink", "WriteCounts", "LoadReport", "read_tables", "l
 #: A data directory, or a mapping of table name to a file path or a DataFrame.
 Source = Union[str, Path, Mapping[str, Union[str, Path, pd.DataFrame]]]
 Progress = Callable[[str], None]
+#: Which of the given user ids a store already holds.
+KnownAmong = Callable[[list[str]], Collection[str]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class TableSink(Protocol):
     """What :func:`load` writes into; every ``GraphStore`` is one."""
 
     def known_user_ids(self) -> pd.Index: ...
+
+    def known_among(self, user_ids: list[str]) -> set[str]: ...
 
     def erased_user_ids(self) -> frozenset[str]: ...
 
@@ -117,7 +121,7 @@ def _read_validated(
     *,
     key: bytes,
     label_map: Mapping[str, str] | None,
-    known_user_ids: pd.Index | None,
+    known_user_ids: pd.Index | KnownAmong | None,
     progress: Progress | None,
     on_error: str,
     erased: Collection[str] = frozenset(),
@@ -249,7 +253,7 @@ def load(
         Rows read, added, already present and rejected, per table.
     """
     tables, rejects, read = _read_validated(
-        source, key=key, label_map=label_map, known_user_ids=sink.known_user_ids(), progress=progress, on_error=on_error,
+        source, key=key, label_map=label_map, known_user_ids=sink.known_among, progress=progress, on_error=on_error,
         erased=sink.erased_user_ids(),
     )
     if progress:
@@ -293,15 +297,17 @@ def _read_raw(source: Source, progress: Progress | None) -> dict[str, RawTable]:
     return raws
 
 
-def _check_flag_users(tables: Tables, raw: RawTable, known: pd.Index | None) -> None:
+def _check_flag_users(tables: Tables, raw: RawTable, known: pd.Index | KnownAmong | None) -> None:
     others = pd.concat(
         [tables.users["user_id"], tables.links["user_id"], tables.relations["src"], tables.relations["dst"]],
         ignore_index=True,
     )
-    pool = pd.Index(others.unique())
-    if known is not None and len(known):
-        pool = pool.append(pd.Index(known))
-    unknown = ~tables.flags["user_id"].isin(pool)
+    unknown = ~tables.flags["user_id"].isin(pd.Index(others.unique()))
+    if known is not None and bool(unknown.any()):
+        # only the flagged users this load does not name are looked up in the store
+        outside = tables.flags.loc[unknown, "user_id"].astype(str).unique().tolist()
+        held = known(outside) if callable(known) else set(outside) & set(pd.Index(known).astype(str))
+        unknown &= ~tables.flags["user_id"].isin(list(held))
     if bool(unknown.any()):
         positions = unknown.to_numpy().nonzero()[0]
         pos = int(positions[0])

@@ -38,6 +38,11 @@ class GraphStore(ABC):
     def known_user_ids(self) -> pd.Index:
         """Ids of every user the store already holds (in any table)."""
 
+    def known_among(self, user_ids: list[str]) -> set[str]:
+        """Which of ``user_ids`` the store already holds. Stores that can look ids up one by
+        one override this; the default reads every id."""
+        return set(user_ids) & set(self.known_user_ids().astype(str))
+
     @abstractmethod
     def write_tables(self, tables: Tables) -> dict[str, WriteCounts]:
         """Merge canonical tables in. Idempotent: rows already present are counted, not added."""

@@ -14,8 +14,9 @@ Graph model
   query a constant.
 - ``(:User)-[:HAS_FLAG]->(:Flag {label, severity, source, ts, _key, _occ, _seq})``: flags are
   nodes, so their provenance (source, time) stays with them and a user's history is kept.
-- ``(:SocialRiskMeta {id: 'meta'})`` holds the snapshot counter, the key fingerprint, the
-  column lists and the current model version; ``(:Result {name})`` the provenance of each
+- ``(:SocialRiskMeta {id: 'meta'})`` holds the snapshot counter (moved by every write that adds
+  rows), the links snapshot (moved only by new links or relations and by erasures), the key
+  fingerprint, the column lists and the current model version; ``(:Result {name})`` the provenance of each
   result written back.
 - ``(:AuditEntry {seq, at, actor, action, user_id, before, after, detail, prev_hash, hash})``:
   the audit log (``before``/``after``/``detail`` as JSON text), only ever created, never
@@ -232,12 +233,14 @@ RETURN u.id AS user_id, [c IN $properties | u[c]] AS values ORDER BY u._seq
 #: Ranking a hub's neighbours reads the risk of every one of them (17,000 for a merchant-like
 #: user), so a dense node keeps its ranked neighbours in ``_nb`` (element ids, written with the
 #: scores by :data:`REFRESH_NEIGHBOUR_LISTS`), and a hop takes the first $limit of them. The
-#: list is used only while it is current: written at the store's snapshot and with the node's
+#: list is used only while it is current: written at the store's ``links_snapshot`` (which
+#: links, relations and erasures move, and flags do not: a flag changes no neighbour's risk
+#: until the scores are written again, and that rewrites the lists) and with the node's
 #: relationship count unchanged; otherwise the hop ranks the neighbours itself. Both branches
 #: give the same neighbours in the same order.
 NEIGHBOURHOOD_HOP = """
 MATCH (m:SocialRiskMeta {id: 'meta'})
-WITH coalesce(m.snapshot, 0) AS snapshot
+WITH coalesce(m.links_snapshot, 0) AS snapshot
 UNWIND range(0, size($frontier) - 1) AS fi
 MATCH (x) WHERE elementId(x) = $frontier[fi]
 WITH fi, x, x._nb IS NOT NULL AND x._nb_snapshot = snapshot AND x._nb_rels = COUNT { (x)-[:USES|RELATES]-() } AS listed
@@ -280,11 +283,11 @@ ORDER BY fi, ni
 #: Nodes with more relationships than this keep a ranked neighbour list for neighbourhoods.
 DENSE_NEIGHBOURS = 64
 #: The ranked neighbours of every dense node, up to 1,000 (the largest neighbourhood limit), in
-#: the order :data:`NEIGHBOURHOOD_HOP` ranks them, stamped with the snapshot and the node's
+#: the order :data:`NEIGHBOURHOOD_HOP` ranks them, stamped with the links snapshot and the node's
 #: relationship count; lists of nodes no longer dense are dropped. Run after scores are written.
 REFRESH_NEIGHBOUR_LISTS = """
 MATCH (m:SocialRiskMeta {id: 'meta'})
-WITH coalesce(m.snapshot, 0) AS snapshot
+WITH coalesce(m.links_snapshot, 0) AS snapshot
 MATCH (x) WHERE (x:User OR x:Identifier)
 WITH snapshot, x, COUNT { (x)-[:USES|RELATES]-() } AS rels
 WHERE rels > $dense OR x._nb IS NOT NULL
@@ -345,7 +348,8 @@ RETURN m.id AS user_id, m.risk AS risk, m.credit_score AS credit_score, m.decisi
        COLLECT { MATCH (m)-[:HAS_FLAG]->(f:Flag) RETURN f.label ORDER BY f.ts IS NOT NULL, f.ts, f._seq } AS flags, identifiers
 ORDER BY coalesce(m.risk, 0.0) DESC, m.id
 """
-COUNT_USERS = "MATCH (u:User) RETURN u.id AS id ORDER BY u._seq"
+READ_USER_IDS = "MATCH (u:User) WITH u ORDER BY u._seq RETURN collect(u.id) AS ids"
+KNOWN_AMONG = "UNWIND $ids AS id MATCH (u:User {id: id}) RETURN collect(id) AS ids"
 CLEAR_ALL = "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $rows ROWS"
 #: Nodes per transaction of each attempt to clear. The query runs in auto-commit transactions,
 #: which the driver does not retry, and a batch of dense nodes can pass the server's memory limit
@@ -539,108 +543,145 @@ class Neo4jStore(GraphStore):
     # -- tables -----------------------------------------------------------------------------
 
     def known_user_ids(self) -> pd.Index:
-        return pd.Index([r["id"] for r in self._read(COUNT_USERS)], dtype="string")
+        # one record holding a list: a record per user costs the driver far more than the query
+        rows = self._read(READ_USER_IDS)
+        return pd.Index(rows[0]["ids"] if rows else [], dtype="string")
+
+    def known_among(self, user_ids: list[str]) -> set[str]:
+        # one indexed lookup each, rather than every id
+        if not user_ids:
+            return set()
+        rows = self._read(KNOWN_AMONG, ids=user_ids)
+        return set(rows[0]["ids"]) if rows else set()
 
     def read_tables(self) -> Tables:
+        if self._tables is None:
+            self._tables = Tables(**self._read_stored(TABLE_NAMES))
+        return self._tables
+
+    def read_table(self, name: str) -> pd.DataFrame:
         if self._tables is not None:
-            return self._tables
+            return getattr(self._tables, name)
+        if name not in TABLE_NAMES:
+            raise ParameterError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
+        return self._read_stored((name,))[name]
+
+    def _read_stored(self, names: Iterable[str]) -> dict[str, pd.DataFrame]:
+        """The stored tables named, read side by side (the two big edge reads in parts); the
+        others are left out, so that a flags-only write does not read the whole graph."""
+        names = set(names)
         meta = self._meta()
         base = empty_tables()
         user_columns: dict[str, str] = meta.get("user_columns", {})
         relation_columns: dict[str, str] = meta.get("relation_columns", {})
 
-        # the reads are independent: run them side by side, the two big edge reads in parts
         relations_query = READ_RELATIONS if relation_columns else READ_RELATIONS_PLAIN
+        fetched: dict[str, Any] = {}
         with ThreadPoolExecutor(max_workers=2 * READ_PARTS) as pool:
-            parts = {
-                "links": [pool.submit(self._read, READ_LINKS, null_ms=NULL_MS, parts=READ_PARTS, part=k) for k in range(READ_PARTS)],
-                "relations": [
+            parts: dict[str, list[Any]] = {}
+            if "links" in names:
+                parts["links"] = [pool.submit(self._read, READ_LINKS, null_ms=NULL_MS, parts=READ_PARTS, part=k) for k in range(READ_PARTS)]
+            if "relations" in names:
+                parts["relations"] = [
                     pool.submit(self._read, relations_query, columns=list(relation_columns), null_ms=NULL_MS, parts=READ_PARTS, part=k)
                     for k in range(READ_PARTS)
-                ],
-            }
-            futures = {
-                "users": pool.submit(self._read, READ_USERS, columns=list(user_columns)),
-                "flags": pool.submit(self._read, READ_FLAGS),
-                "nids": pool.submit(self._read, READ_USER_NIDS),
-            }
+                ]
+            futures = {}
+            if "users" in names:
+                futures["users"] = pool.submit(self._read, READ_USERS, columns=list(user_columns))
+            if "flags" in names:
+                futures["flags"] = pool.submit(self._read, READ_FLAGS)
+            if parts:
+                futures["nids"] = pool.submit(self._read, READ_USER_NIDS)
             fetched = {name: f.result() for name, f in futures.items()}
             for name, fs in parts.items():
                 fetched[name] = [_concat_columns([f.result()[0] for f in fs])]
-        cols = _in_seq_order(fetched["users"][0])
-        users = pd.DataFrame({"user_id": pd.Series(list(cols["user_id"]), dtype="string")})
-        values = cols["values"]
-        for j, (col, kind) in enumerate(user_columns.items()):
-            column = [v[j] for v in values]
-            users[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
-
-        node_ids = _NodeIds(fetched["nids"][0])
-        cols = _in_seq_order(fetched["links"][0])
-        if len(cols["user_nid"]):
-            cols["user_id"] = node_ids.names(cols["user_nid"])
-            links = pd.DataFrame(
-                {
-                    "user_id": pd.Series(cols["user_id"], dtype="string"),
-                    "kind": pd.Series(cols["kind"], dtype="string"),
-                    "ident": pd.Series(cols["ident"], dtype="string"),
-                    "first_seen": _times_columnar(cols["first_seen"]),
-                    "last_seen": _times_columnar(cols["last_seen"]),
-                    "weight": np.asarray(cols["weight"], dtype=np.float64),
-                }
-            )
-        else:
-            links = base.links
-
-        cols = _in_seq_order(fetched["relations"][0])
-        if len(cols["src_nid"]):
-            cols["src"] = node_ids.names(cols["src_nid"])
-            cols["dst"] = node_ids.names(cols["dst_nid"])
-            relations = pd.DataFrame(
-                {
-                    "src": pd.Series(cols["src"], dtype="string"),
-                    "dst": pd.Series(cols["dst"], dtype="string"),
-                    "kind": pd.Series(cols["kind"], dtype="string"),
-                    "weight": np.asarray(cols["weight"], dtype=np.float64),
-                    "ts": _times_columnar(cols["ts"]),
-                }
-            )
-            values = cols.get("values", [])
-            for j, (col, kind) in enumerate(relation_columns.items()):
+        out: dict[str, pd.DataFrame] = {}
+        if "users" in names:
+            cols = _in_seq_order(fetched["users"][0])
+            users = pd.DataFrame({"user_id": pd.Series(list(cols["user_id"]), dtype="string")})
+            values = cols["values"]
+            for j, (col, kind) in enumerate(user_columns.items()):
                 column = [v[j] for v in values]
-                relations[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
-            relations["_key"] = np.asarray(cols["_key"], dtype=np.int64).view(np.uint64)
-            relations["_occ"] = np.asarray(cols["_occ"], dtype=np.int64)
-        else:
-            relations = base.relations
+                users[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
+            out["users"] = users
+        node_ids = _NodeIds(fetched["nids"][0]) if "nids" in fetched else None
 
-        recs = fetched["flags"]
-        if recs:
-            flags = pd.DataFrame(
-                {
-                    "user_id": pd.Series([r["user_id"] for r in recs], dtype="string"),
-                    "label": pd.Series([r["label"] for r in recs], dtype="string"),
-                    "severity": pd.Series([r["severity"] for r in recs], dtype="float64"),
-                    "source": pd.Series([r["source"] for r in recs], dtype="string"),
-                    "ts": _times([r["ts"] for r in recs]),
-                }
-            )
-            flags["_key"] = np.array([r["_key"] for r in recs], dtype=np.int64).view(np.uint64)
-            flags["_occ"] = np.array([r["_occ"] for r in recs], dtype=np.int64)
-        else:
-            flags = base.flags
-        self._tables = Tables(users=users, links=links, relations=relations, flags=flags)
-        return self._tables
+        if "links" in names:
+            cols = _in_seq_order(fetched["links"][0])
+            if len(cols["user_nid"]):
+                assert node_ids is not None
+                cols["user_id"] = node_ids.names(cols["user_nid"])
+                out["links"] = pd.DataFrame(
+                    {
+                        "user_id": pd.Series(cols["user_id"], dtype="string"),
+                        "kind": pd.Series(cols["kind"], dtype="string"),
+                        "ident": pd.Series(cols["ident"], dtype="string"),
+                        "first_seen": _times_columnar(cols["first_seen"]),
+                        "last_seen": _times_columnar(cols["last_seen"]),
+                        "weight": np.asarray(cols["weight"], dtype=np.float64),
+                    }
+                )
+            else:
+                out["links"] = base.links
+
+        if "relations" in names:
+            cols = _in_seq_order(fetched["relations"][0])
+            if len(cols["src_nid"]):
+                assert node_ids is not None
+                cols["src"] = node_ids.names(cols["src_nid"])
+                cols["dst"] = node_ids.names(cols["dst_nid"])
+                relations = pd.DataFrame(
+                    {
+                        "src": pd.Series(cols["src"], dtype="string"),
+                        "dst": pd.Series(cols["dst"], dtype="string"),
+                        "kind": pd.Series(cols["kind"], dtype="string"),
+                        "weight": np.asarray(cols["weight"], dtype=np.float64),
+                        "ts": _times_columnar(cols["ts"]),
+                    }
+                )
+                values = cols.get("values", [])
+                for j, (col, kind) in enumerate(relation_columns.items()):
+                    column = [v[j] for v in values]
+                    relations[col] = pd.Series(column, dtype="float64") if kind == "number" else pd.Series(column, dtype="string")
+                relations["_key"] = np.asarray(cols["_key"], dtype=np.int64).view(np.uint64)
+                relations["_occ"] = np.asarray(cols["_occ"], dtype=np.int64)
+                out["relations"] = relations
+            else:
+                out["relations"] = base.relations
+
+        if "flags" in names:
+            recs = fetched["flags"]
+            if recs:
+                flags = pd.DataFrame(
+                    {
+                        "user_id": pd.Series([r["user_id"] for r in recs], dtype="string"),
+                        "label": pd.Series([r["label"] for r in recs], dtype="string"),
+                        "severity": pd.Series([r["severity"] for r in recs], dtype="float64"),
+                        "source": pd.Series([r["source"] for r in recs], dtype="string"),
+                        "ts": _times([r["ts"] for r in recs]),
+                    }
+                )
+                flags["_key"] = np.array([r["_key"] for r in recs], dtype=np.int64).view(np.uint64)
+                flags["_occ"] = np.array([r["_occ"] for r in recs], dtype=np.int64)
+                out["flags"] = flags
+            else:
+                out["flags"] = base.flags
+        return out
 
     def write_tables(self, tables: Tables) -> dict[str, WriteCounts]:
         meta = self._meta()
-        stored = self.read_tables() if meta.get("counts") else None
+        # only the tables this load adds to are read and merged: a flag does not read the graph
+        given = [name for name, new in tables if len(new)]
+        stored = self._read_stored(given) if meta.get("counts") else None
         counts: dict[str, WriteCounts] = {}
         merged_all: dict[str, pd.DataFrame] = {}
         # every user first (users-table rows with their properties, then the rest bare), so
         # links, relations and flags can MATCH their endpoints
-        known = set(self.known_user_ids().tolist()) if stored is not None else set()
+        named = tables.all_user_ids().astype(str).tolist()
+        known = self.known_among(named) if stored is not None else set()
         known.update(tables.users["user_id"].astype(str).tolist())
-        missing = [u for u in tables.all_user_ids().astype(str).tolist() if u not in known]
+        missing = [u for u in named if u not in known]
         # One writer thread runs the write jobs in order while this thread prepares the next
         # table's rows: the client's packing overlaps the server's merging.
         with _Writer(self) as writer:
@@ -648,7 +689,10 @@ class Neo4jStore(GraphStore):
                 if name == "links":
                     writer.submit(_Job("users", [(ENSURE_USERS, missing)]))
                     missing = []
-                old = getattr(stored, name) if stored is not None else None
+                if name not in given:
+                    counts[name] = WriteCounts(added=0, unchanged=0)
+                    continue
+                old = stored.get(name) if stored is not None else None
                 if old is not None and not len(old):
                     old = None
                 merged, count = merge_table(name, old, new)
@@ -669,6 +713,8 @@ class Neo4jStore(GraphStore):
         meta["counts"] = {n: len(merged_all[n]) if n in merged_all else (meta.get("counts") or {}).get(n, 0) for n in TABLE_NAMES}
         if any(c.added for c in counts.values()):
             meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
+            if counts["links"].added or counts["relations"].added:
+                meta["links_snapshot"] = int(meta.get("links_snapshot", 0)) + 1
             meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         meta["format_version"] = FORMAT_VERSION
         self._write_meta(meta)
@@ -921,16 +967,18 @@ class Neo4jStore(GraphStore):
 
     def forget_user(self, user_id: str) -> dict[str, int]:
         meta = self._meta()
-        if user_id not in set(self.known_user_ids().astype(str)):
+        if not self.known_among([user_id]):
             raise NotFoundError(f"unknown user {user_id!r}: not in the graph at {self.uri}")
         results = self._read("MATCH (r:Result) RETURN r.properties AS properties")
         drop = sorted(set(meta.get("user_columns", {})) | {p for r in results for p in (r["properties"] or [])})
         rec = self._call(lambda: self._driver.execute_query(FORGET_USER, id=user_id, drop=drop, database_=self.database)).records[0]
         removed = {"links": int(rec["links"]), "feature_values": int(rec["values"])}
+        # the user's risk is gone, so the neighbour lists that rank it are stale either way
+        meta["links_snapshot"] = int(meta.get("links_snapshot", 0)) + 1
         if removed["links"]:
             meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
             meta["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            self._write_meta(meta)
+        self._write_meta(meta)
         self._tables = None
         return removed
 

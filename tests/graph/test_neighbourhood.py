@@ -230,9 +230,18 @@ def test_neo4j_hubs_rank_their_neighbours_alike_listed_or_not(neo4j_store, tmp_p
     same([hub_user, "u-merchant", frames["users"]["user_id"].iloc[150]])
     # the list is what answers: reversed, it turns the merchant's top payers into its last
     top = embedded.neighbourhood("u-merchant", hops=1, limit=5)[0]["name"].tolist()
-    neo4j_store._driver.execute_query("MATCH (u:User {id: 'u-merchant'}) SET u._nb = [i IN range(size(u._nb) - 1, 0, -1) | u._nb[i]]")
+    reverse = "MATCH (u:User {id: 'u-merchant'}) SET u._nb = [i IN range(size(u._nb) - 1, 0, -1) | u._nb[i]]"
+    neo4j_store._driver.execute_query(reverse)
     assert neo4j_store.neighbourhood("u-merchant", hops=1, limit=5)[0]["name"].tolist() != top
-    neo4j_store._driver.execute_query("MATCH (u:User {id: 'u-merchant'}) SET u._nb = [i IN range(size(u._nb) - 1, 0, -1) | u._nb[i]]")
+    # a flag moves no stored risk (the next scoring rewrites the lists): the lists stay in use
+    flag = {"flags": pd.DataFrame({"user_id": [frames["users"]["user_id"].iloc[3]], "label": ["fraud"], "severity": [1.0],
+                                   "source": ["test"], "ts": ["2026-03-01T00:00:00Z"]})}
+    snapshot = neo4j_store.metadata()["snapshot"]
+    for store in (embedded, neo4j_store):
+        load(flag, store, key=KEY)
+    assert neo4j_store.metadata()["snapshot"] == snapshot + 1
+    assert neo4j_store.neighbourhood("u-merchant", hops=1, limit=5)[0]["name"].tolist() != top
+    neo4j_store._driver.execute_query(reverse)
     assert neo4j_store.neighbourhood("u-merchant", hops=1, limit=5)[0]["name"].tolist() == top
     # a new relation to the merchant makes its list out of date: the hop ranks again
     extra = {"relations": pd.DataFrame({"src": ["u-newcomer"], "dst": ["u-merchant"], "kind": ["transfer"], "weight": [5.0],

@@ -33,6 +33,29 @@ def test_tables_round_trip_and_reload_is_idempotent(neo4j_store, tmp_path: Path)
     assert neo4j_store.metadata()["snapshot"] == 1
 
 
+def test_a_flags_only_load_reads_only_the_flags(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A flag (one a second in the service) merges with the stored flags alone: the links and
+    relations are not read back, and the tables end as the embedded store's."""
+    from graph.store.neo4j import READ_FLAGS, READ_LINKS, READ_RELATIONS, READ_RELATIONS_PLAIN, READ_USER_IDS, READ_USERS
+
+    embedded = EmbeddedStore(tmp_path / "ws")
+    for store in (embedded, neo4j_store):
+        load(tiny_frames(), store, key=KEY)
+    sent: list[str] = []
+    read = neo4j_store._read
+    neo4j_store._read = lambda query, **params: (sent.append(query), read(query, **params))[1]
+    flag = {"flags": pd.DataFrame({"user_id": ["b", "f1"], "label": ["fraud", "fraud"], "severity": [0.5, 1.0],
+                                   "source": ["analyst", "analyst"], "ts": ["2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z"]})}
+    reports = [load(flag, store, key=KEY) for store in (embedded, neo4j_store)]
+    assert reports[1].added == reports[0].added == {"flags": 2}
+    assert READ_FLAGS in sent
+    assert not {READ_LINKS, READ_RELATIONS, READ_RELATIONS_PLAIN, READ_USERS, READ_USER_IDS} & set(sent)
+    neo4j_store._read = read
+    _same_tables(embedded.read_tables(), neo4j_store.read_tables())
+    pd.testing.assert_frame_equal(neo4j_store.read_table("flags"), embedded.read_table("flags"), check_dtype=False)
+    assert neo4j_store.metadata()["counts"] == {"users": 6, "links": 7, "relations": 3, "flags": 4}
+
+
 def test_graph_model_in_cypher(neo4j_store) -> None:  # type: ignore[no-untyped-def]
     load(tiny_frames(), neo4j_store, key=KEY)
     q = neo4j_store._driver.execute_query
