@@ -1,9 +1,9 @@
 """Service benchmark: ``POST /v1/enrich`` latency on precomputed scores, and ``neighbourhood`` on Neo4j.
 
 The service runs as ``socialrisk serve`` (one uvicorn worker) in a subprocess; the load comes
-from this script run as a second, separate process (``--loadgen``): an open-loop generator that
-sends requests at fixed times over keep-alive connections, whether earlier answers came back or
-not (a stalled server does not slow the load down: no coordinated omission). A request is timed
+from this script run as a second, separate process (``--loadgen``): the open-loop generator of
+``_loadgen.py``, which sends requests at fixed times over keep-alive connections, whether earlier
+answers came back or not (a stalled server does not slow the load down: no coordinated omission). A request is timed
 from when its timer fired, so the wait for a free connection counts; how late the timers fired
 (event-loop timers tick in milliseconds) is reported apart as ``send_lag_p99_ms``. Every run is
 bounded in count and time.
@@ -32,177 +32,57 @@ import json
 import os
 import platform
 import random
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).with_name("socialrisk"))
-KEY = "benchmark-api-key-not-secret-0123456789"
-PSEUDONYM_KEY = "benchmark-key-not-secret-0123456789"
-
+from _loadgen import KEY, PSEUDONYM_KEY, ROOT, Server, install_uvloop, open_loop, percentile_ms, request_bytes, run_cli
 
 # -- the load generator (its own process) --------------------------------------------------------
 
 
-def _request(method: str, path: str, host: str, body: bytes | None) -> bytes:
-    head = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Authorization: Bearer {KEY}", "Connection: keep-alive"]
-    if body is not None:
-        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
-
-
-async def _load(host: str, port: int, requests: list[bytes], rate: float, seconds: float, connections: int, timeout: float) -> dict[str, Any]:
-    clock = time.perf_counter  # not loop.time(): uvloop's clock ticks in whole milliseconds
-    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
-    for _ in range(connections):
-        pool.put_nowait(await asyncio.open_connection(host, port))
-    n = int(rate * seconds)
-    latencies: list[float] = []
-    lags: list[float] = []
-    errors: Counter[str] = Counter()
-    start = clock() + 0.05
-
-    async def one(i: int) -> None:
-        due = start + i / rate
-        ready = clock()  # the timer that woke this request may fire up to a millisecond late: that is the
-        lags.append(ready - due)  # generator's lag, reported apart; waiting for a free connection counts
-        conn = await pool.get()
-        try:
-            if conn is None:
-                conn = await asyncio.open_connection(host, port)
-            reader, writer = conn
-            writer.write(requests[i % len(requests)])
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            await reader.readexactly(length)
-            latencies.append(clock() - ready)
-            if status != 200:
-                errors[str(status)] += 1
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            errors[type(exc).__name__] += 1
-            conn = None  # reconnect on next use
-        finally:
-            pool.put_nowait(conn)
-
-    tasks = []
-    for i in range(n):
-        delay = start + i / rate - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i)))
-    done, pending = await asyncio.wait(tasks, timeout=timeout)
-    for t in pending:
-        t.cancel()
-    if pending:
-        errors["timeout"] += len(pending)
-    elapsed = clock() - start
-    lags.sort()
-    lag99 = round(1e3 * lags[min(len(lags) - 1, int(0.99 * len(lags)))], 3) if lags else None
-    return {"sent": n, "answered": len(latencies), "errors": dict(errors), "latencies": latencies, "elapsed_s": elapsed, "send_lag_p99_ms": lag99}
-
-
 def loadgen(args: argparse.Namespace) -> None:
     """Run one load step and print its figures as JSON (the ``--loadgen`` process)."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    install_uvloop()
     ids = json.loads(Path(args.ids).read_text())
     rng = random.Random(args.seed)
     host = f"127.0.0.1:{args.port}"
     if args.target == "enrich":
-        requests = [_request("POST", "/v1/enrich", host, json.dumps({"user_id": rng.choice(ids)}).encode()) for _ in range(min(20_000, len(ids) * 4))]
+        requests = [request_bytes("POST", "/v1/enrich", host=host, body=json.dumps({"user_id": rng.choice(ids)}).encode())
+                    for _ in range(min(20_000, len(ids) * 4))]
     else:
-        requests = [_request("GET", f"/v1/users/{rng.choice(ids)}/neighbourhood?hops=2&limit=50", host, None) for _ in range(5_000)]
-    out = asyncio.run(_load("127.0.0.1", args.port, requests, args.rate, args.seconds, args.connections, args.seconds + 15))
-    lat = sorted(out.pop("latencies"))
-
-    def pct(q: float) -> float | None:
-        return round(1e3 * lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None
-
-    out.update(rate=args.rate, seconds=args.seconds, target=args.target, p50_ms=pct(0.50), p95_ms=pct(0.95), p99_ms=pct(0.99),
-               max_ms=round(1e3 * lat[-1], 3) if lat else None, achieved_rps=round(out["answered"] / max(out["elapsed_s"], 1e-9), 1))
+        requests = [request_bytes("GET", f"/v1/users/{rng.choice(ids)}/neighbourhood?hops=2&limit=50", host=host) for _ in range(5_000)]
+    n = int(args.rate * args.seconds)
+    run = asyncio.run(open_loop("127.0.0.1", args.port, requests, rate=args.rate, count=n, connections=args.connections,
+                                timeout=args.seconds + 15))
+    lat = sorted(s.latency for s in run.samples if s.latency is not None)
+    out: dict[str, Any] = {"sent": n, "answered": len(lat), "errors": run.errors(), "elapsed_s": run.elapsed_s,
+                           "send_lag_p99_ms": percentile_ms(sorted(run.lags), 0.99)}
+    out.update(rate=args.rate, seconds=args.seconds, target=args.target, p50_ms=percentile_ms(lat, 0.50), p95_ms=percentile_ms(lat, 0.95),
+               p99_ms=percentile_ms(lat, 0.99), max_ms=round(1e3 * lat[-1], 3) if lat else None,
+               achieved_rps=round(len(lat) / max(run.elapsed_s, 1e-9), 1))
     print(json.dumps(out))
 
 
 # -- the orchestration -----------------------------------------------------------------------------
 
 
-def _run_cli(args: list[str], env: dict[str, str]) -> None:
-    t0 = time.perf_counter()
-    done = subprocess.run([CLI, *args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"socialrisk {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    print(f"socialrisk {args[0]}: {time.perf_counter() - t0:.1f} s", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _workspace(args: argparse.Namespace, env: dict[str, str]) -> Path:
     if args.workspace is not None:
         ws = args.workspace
         if not (ws / "results" / "scores.parquet").exists():
-            _run_cli(["score", "--workspace", str(ws)], env)
+            run_cli(["score", "--workspace", str(ws)], env)
         return ws
     work = ROOT / "benchmarks" / "out" / "service" / str(args.users)
     ws = work / "workspace"
     if not (ws / "results" / "scores.parquet").exists():
         if not (work / "data" / "users.parquet").exists():
-            _run_cli(["generate", "--users", str(args.users), "--seed", str(args.seed), "--out", str(work / "data")], env)
-        _run_cli(["load", str(work / "data"), "--workspace", str(ws)], env)
-        _run_cli(["score", "--workspace", str(ws)], env)
+            run_cli(["generate", "--users", str(args.users), "--seed", str(args.seed), "--out", str(work / "data")], env)
+        run_cli(["load", str(work / "data"), "--workspace", str(ws)], env)
+        run_cli(["score", "--workspace", str(ws)], env)
     return ws
-
-
-class _Server:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        import httpx
-
-        self.port = _free_port()
-        self.log = open(log, "wb")
-        self.proc = subprocess.Popen([CLI, "serve", "--port", str(self.port), *args], env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
-
-    def wait_ready(self, timeout: float = 900) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"socialrisk serve exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                r = self.http.get("/readyz")
-                body = r.json()
-                if r.status_code == 200 and body["graph"] == "ready":
-                    return dict(body)
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            time.sleep(0.5)
-        sys.exit(f"socialrisk serve was not ready within {timeout:.0f} s; see {self.log.name}")
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def _step(port: int, ids: Path, target: str, rate: float, seconds: float, connections: int) -> dict[str, Any]:
@@ -256,7 +136,7 @@ def main() -> None:
     results: dict[str, Any] = {"workspace": str(ws), "users": len(ids), "command": " ".join([Path(sys.executable).name, *sys.argv])}
 
     print(f"serving {len(ids):,} users from {ws}", flush=True)
-    server = _Server(["-w", str(ws)], env, ws.parent / "serve.log")
+    server = Server(["-w", str(ws)], env, ws.parent / "serve.log")
     try:
         t0 = time.perf_counter()
         server.wait_ready()
@@ -279,18 +159,18 @@ def main() -> None:
     if args.neo4j:
         work = ROOT / "benchmarks" / "out" / "service" / f"neo4j-{args.neo4j_users}"
         if not (work / "data" / "users.parquet").exists():
-            _run_cli(["generate", "--users", str(args.neo4j_users), "--seed", str(args.seed), "--out", str(work / "data")], env)
+            run_cli(["generate", "--users", str(args.neo4j_users), "--seed", str(args.seed), "--out", str(work / "data")], env)
         from socialrisk import workflow
 
         os.environ["SOCIALRISK_PSEUDONYM_KEY"] = PSEUDONYM_KEY
         with workflow.open_neo4j() as store:
             store.clear()  # type: ignore[attr-defined]
-        _run_cli(["load", str(work / "data"), "--store", "neo4j", "--workspace", str(work / "workspace")], env)
-        _run_cli(["score", "--store", "neo4j", "--workspace", str(work / "workspace")], env)
+        run_cli(["load", str(work / "data"), "--store", "neo4j", "--workspace", str(work / "workspace")], env)
+        run_cli(["score", "--store", "neo4j", "--workspace", str(work / "workspace")], env)
         n_ids = pd.read_parquet(work / "data" / "users.parquet", columns=["user_id"])["user_id"].astype(str).tolist()
         neo_ids = work / "bench-ids.json"
         neo_ids.write_text(json.dumps(random.Random(args.seed).sample(n_ids, min(len(n_ids), 20_000))))
-        server = _Server(["--store", "neo4j", "-w", str(work / "workspace")], env, work / "serve.log")
+        server = Server(["--store", "neo4j", "-w", str(work / "workspace")], env, work / "serve.log")
         try:
             server.wait_ready()
             _step(server.port, neo_ids, "neighbourhood", 10, 3, 16)  # warm-up

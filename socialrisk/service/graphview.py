@@ -158,9 +158,13 @@ class GraphView:
             own = moved == node
             own_after = float(self.state.p[node]) if self.state is not None else 0.0
             shift = exposure_shift(self.graph_map, before[~own], after[~own])
+            # the event is kept until a scoring includes the flag: only the users whose graph risk
+            # moves (a flag's push touches a large share of the graph, mostly where the map is flat),
+            # their ids in one array rather than a Python string each
+            felt = shift != 0
             event = FlagEvent(
                 flag_id=flag_id, user_id=user_id, label=label, severity=severity,
-                moved=self.state_users[moved[~own]].astype(object), shift=shift,
+                moved=self.state_users[moved[~own][felt]], shift=shift[felt],
                 cleared_risk=float(self.risk_map(np.array([own_after]))[0]),
             )
             total = float(self.state.seeds.sum()) if self.state is not None else 0.0
@@ -210,5 +214,10 @@ class GraphView:
         return rows
 
     def explain(self, user_id: str, *, top: int) -> Any:
-        with self.lock:
-            return self.explainer.explain(user_id, top=top)
+        """The flagged accounts behind a user's exposure (:meth:`ExplainContext.explain`).
+
+        Not under :attr:`lock`: an explanation takes tens of milliseconds to seconds when the
+        machine is busy, and flags, which take the lock, queued behind them (the soak test saw
+        flags wait seconds). It reads the seeds a flag sets only as a copy of the entries it
+        needs, and a flag date by key; a flag applied meanwhile shows in the next explanation."""
+        return self.explainer.explain(user_id, top=top)

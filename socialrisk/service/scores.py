@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -41,9 +42,11 @@ class FlagEvent:
     flag_id, user_id, label, severity
         The flag (``label`` canonical: ``fraud`` or ``benign``).
     moved : ndarray of str
-        Other users whose fraud exposure moved.
+        Other users whose graph risk the flag moves (users whose fraud exposure moved by too
+        little to change it are left out: the event is kept until a scoring includes the flag).
     shift : ndarray of float
-        The change of their graph risk (:func:`socialrisk.service.incremental.exposure_shift`).
+        The change of their graph risk (:func:`socialrisk.service.incremental.exposure_shift`),
+        never 0.
     cleared_risk : float
         Estimated risk of the flagged user without a fraud flag (used when a fraud flag from the
         last scoring is cleared).
@@ -213,7 +216,9 @@ class ScoreTable:
             changed = candidates[moved]
             scores = credit_score(self.risk[changed])
             self.credit_score[changed] = scores
-            self.decision[changed] = decide(scores, approve_at=approve_at, review_at=review_at)
+            # the table outlives the flags: one string object per decision and per wording of the
+            # reasons, not one per row moved (every flag would leave thousands behind)
+            self.decision[changed] = [sys.intern(str(d)) for d in decide(scores, approve_at=approve_at, review_at=review_at)]
             self.updated[changed] = True
             for r in changed.tolist():
                 self._reword(r, min_reason_share=min_reason_share, max_reasons=max_reasons)
@@ -240,8 +245,8 @@ class ScoreTable:
         if self.flag[r] == "fraud":
             pairs.insert(0, CONFIRMED_FRAUD_REASON)
         pairs = pairs[:max_reasons]
-        self.reason_codes[r] = ";".join(p[0] for p in pairs)
-        self.reasons[r] = ";".join(p[1] for p in pairs)
+        self.reason_codes[r] = sys.intern(";".join(p[0] for p in pairs))
+        self.reasons[r] = sys.intern(";".join(p[1] for p in pairs))
 
 
 # -- the local cache (a copy of the last scores read from the store) -----------------------------
