@@ -435,6 +435,8 @@ class Neo4jStore(GraphStore):
                 f"cannot reach Neo4j at {self.uri}{step} ({exc.__class__.__name__}); start it with 'socialrisk neo4j start' or check SOCIALRISK_NEO4J_URI"
             ) from exc
         except ClientError as exc:
+            if "TransactionTimedOut" in str(exc.code):
+                raise StoreError(f"Neo4j at {self.uri} ended a query{step} at its timeout: {_one_line(exc.message)}") from exc
             raise StoreError(f"Neo4j at {self.uri} rejected a query{step}: {_one_line(exc.message)}") from exc
 
     def _read(self, query: str, **params: Any) -> list[Any]:
@@ -837,12 +839,17 @@ class Neo4jStore(GraphStore):
 
     # -- query helpers for analysts and the service ------------------------------------------
 
-    def neighbourhood(self, user_id: str, *, hops: int = 2, limit: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def neighbourhood(
+        self, user_id: str, *, hops: int = 2, limit: int = 50, timeout: float | None = None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The user's neighbourhood up to ``hops`` edges away (a user-identifier and a user-user
         edge each count one), expanding at most ``limit`` neighbours per node: shared identifiers
         first, then users by decreasing risk, then by name.
 
         The same frames as the embedded store's (:func:`graph.neighbourhood.neighbourhood`).
+        With ``timeout`` (seconds), the server ends the transaction past it and the driver
+        retries a failure only within it, rather than for its default 30 s: a caller with a
+        deadline (the service) gets its answer or an error in about that time.
 
         Returns
         -------
@@ -897,9 +904,19 @@ class Neo4jStore(GraphStore):
                     break
             return nodes, list(edges.values())
 
+        if timeout is not None and not timeout > 0:
+            raise ParameterError(f"The 'timeout' parameter of neighbourhood must be > 0 seconds. Got {timeout!r} instead.")
+        bounded: Any = work
+        session_config: dict[str, Any] = {}
+        if timeout is not None:
+            from neo4j import unit_of_work
+
+            bounded = unit_of_work(timeout=timeout)(work)
+            session_config["max_transaction_retry_time"] = timeout
+
         def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-            with self._driver.session(database=self.database) as session:
-                return session.execute_read(work)
+            with self._driver.session(database=self.database, **session_config) as session:
+                return session.execute_read(bounded)
 
         nodes, edges = self._call(run)
         if not nodes:

@@ -61,6 +61,17 @@ WRITE_BATCH = 500
 KEEP_STATUSES = 10_000
 #: Seconds a store connection replaced on recovery stays open for the calls still running on it.
 RETIRE_SECONDS = 120.0
+#: Store calls (Neo4j neighbourhoods) run at once, and the most running or waiting; more are
+#: refused with 503 at once. Each call ends within ``store_timeout`` (the store is told the
+#: deadline too), so at r calls/s about r x timeout are in flight when the store is slow: 16
+#: covers 8/s at the default 2 s. With 8 the soak test saw a second-long pause of the server
+#: refuse a call.
+STORE_WORKERS = 8
+STORE_CALLS = 16
+#: Neighbourhood queries run on a (re)connected Neo4j before it takes requests, and the most
+#: seconds they may take.
+WARM_QUERIES = 40
+WARM_SECONDS = 20.0
 
 
 class Unavailable(SocialRiskError):
@@ -119,10 +130,10 @@ class ServiceRuntime:
         self._warm_lock = threading.Lock()
         self._warming = False
         self._threads: list[threading.Thread] = []
-        self._store_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="socialrisk-store")
+        self._store_pool = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="socialrisk-store")
         self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-probe")
         self._probe: Future[Any] | None = None
-        self._inflight = threading.BoundedSemaphore(8)
+        self._inflight = threading.BoundedSemaphore(STORE_CALLS)
         self._lock_fd: int | None = None
         self._last_refresh = 0.0
         self._refreshing: threading.Thread | None = None
@@ -223,24 +234,37 @@ class ServiceRuntime:
     def _connect(self) -> None:
         try:
             store = self._open_store(self.store_kind, self.workspace)
+        except TransientStoreError as exc:
+            self._mark_down("connect", exc)
+            return
+        try:
             self._warm_store(store)
         except TransientStoreError as exc:
+            _close_quietly(store)  # its driver, or its pooled connections leak
             self._mark_down("connect", exc)
             return
         self.store = store
         self._mark_up()
 
     def _warm_store(self, store: GraphStore) -> None:
-        """Run the queries requests make once before taking traffic: on a server just started,
-        the first run of a query (planning, cold caches) can take longer than a request's deadline."""
+        """Run the queries requests make before taking traffic: on a server just started, the
+        first runs of a query (planning, a JVM not yet compiled, a cold page cache) take
+        seconds, and requests arriving then filled the store's call slots and were refused
+        (the soak test). Neighbourhoods of :data:`WARM_QUERIES` users spread over the table,
+        for at most :data:`WARM_SECONDS`; ``/readyz`` stays 503 meanwhile."""
         helper = getattr(store, "neighbourhood", None)
         table = self.table
         if self.store_kind != "neo4j" or helper is None or table is None or not len(table):
             return  # the embedded store answers neighbourhoods from the graph in memory
-        try:
-            helper(str(table.user_ids[0]), hops=2, limit=50)
-        except NotFoundError:
-            pass
+        picks = np.unique(np.linspace(0, len(table) - 1, WARM_QUERIES).astype(np.int64))
+        deadline = time.monotonic() + WARM_SECONDS
+        for row in picks.tolist():
+            if time.monotonic() > deadline or self._stop.is_set():
+                break
+            try:
+                helper(str(table.user_ids[row]), hops=2, limit=50)
+            except NotFoundError:
+                pass
 
     def _mark_down(self, operation: str, exc: BaseException, *, store: GraphStore | None = None) -> None:
         """Report the store down after ``operation`` failed with ``exc``; when the failure came
@@ -826,8 +850,13 @@ class ServiceRuntime:
     async def store_neighbourhood(self, user_id: str, *, hops: int, limit: int) -> dict[str, Any]:
         """The neighbourhood from the store (Neo4j), within ``store_timeout``."""
         table = self._need_table()
-        frames = await self.store_call("neighbourhood", lambda s: s.neighbourhood(user_id, hops=hops, limit=limit),  # type: ignore[attr-defined]
-                                       timeout=self.config.store_timeout)
+        # the store is told the deadline too: a call past it (or retrying against a server that
+        # went down) would otherwise hold one of the store's call slots for the driver's 30 s
+        timeout = self.config.store_timeout
+        frames = await self.store_call(
+            "neighbourhood", lambda s: s.neighbourhood(user_id, hops=hops, limit=limit, timeout=timeout),  # type: ignore[attr-defined]
+            timeout=timeout,
+        )
         return self._neighbourhood_body(table, user_id, hops, limit, frames[0].to_dict(orient="records"), frames[1].to_dict(orient="records"),
                                         stale=False)
 
@@ -916,11 +945,11 @@ _MALLOC_TRIM = _load_malloc_trim()
 def release_free_memory() -> None:
     """Give the memory the C heap holds free back to the system (glibc's ``malloc_trim``).
 
-    A flag write on Neo4j reads the store's tables whole (the flags are merged into them), in
-    several threads, each with a heap arena of its own; glibc keeps most of what they free, so
-    the resident size of a service taking a flag a second crept up by ~20% in five minutes
-    (the soak test), though the live objects did not grow. Called after each write and each
-    reading of the graph; it takes milliseconds."""
+    Reading the graph (and, on Neo4j, the stored flags a new flag merges with) runs in several
+    threads, each with a heap arena of its own; glibc keeps most of what they free, so the
+    resident size of a service taking a flag a second crept up though the live objects did
+    not grow (the soak test). Called after each write and each reading of the graph; it takes
+    milliseconds."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 

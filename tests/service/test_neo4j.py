@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from graph.store import EmbeddedStore
-from loaders.errors import SocialRiskError
+from loaders.errors import SocialRiskError, TransientStoreError
 from socialrisk import workflow
 from socialrisk.settings import Settings
 from tests.conftest import _neo4j_unavailable
@@ -111,10 +111,18 @@ def test_the_service_rides_out_neo4j_going_down_and_coming_back(neo4j_ws: Path, 
         fresh = server.http.post("/v1/enrich", json={"user_id": uid}).json()
         assert not fresh["stale"]
         assert server.http.get(f"/v1/users/{uid}/neighbourhood?hops=2&limit=50").status_code == 200
+        own = workflow.open_neo4j()  # a connection made before the server goes
 
         done = _neo4j("stop")
         stopped = True
         assert done.returncode == 0, done.stderr
+        # with a deadline, a call on the dead server gives up about then, not after the driver's
+        # 30 s of retries (the service's store calls would hold their slots that long)
+        t0 = time.perf_counter()
+        with pytest.raises(TransientStoreError):
+            own.neighbourhood(uid, hops=2, limit=50, timeout=1.0)
+        assert time.perf_counter() - t0 < 5
+        own.close()
         wait_for(lambda: server.http.get("/readyz").status_code == 503, timeout=10, what="/readyz to report the store down")
         ready = server.http.get("/readyz").json()
         assert not ready["ready"] and not ready["store"]["reachable"] and ready["store"]["error"]
