@@ -16,11 +16,15 @@ bounded in count and time.
 4. with ``--neo4j``: N users (``--neo4j-users``) loaded into the Neo4j named by
    ``SOCIALRISK_NEO4J_*`` (which is cleared first), scored there, and
    ``GET /v1/users/{id}/neighbourhood?hops=2&limit=50`` at 50 requests/s (target p99 <= 50 ms).
+   ``--neo4j-only`` skips steps 1-3; ``--neo4j-reuse`` keeps the graph a previous run loaded and
+   scored (when Neo4j still holds that many users and their scores) instead of loading again.
 
-Results go to ``benchmarks/results/service.json`` and are printed as a Markdown table.
+Results go to ``benchmarks/results/service.json`` (``service-neighbourhood.json`` with
+``--neo4j-only``) and are printed as a Markdown table.
 
     .venv/bin/python benchmarks/service.py --users 1000000
     .venv/bin/python benchmarks/service.py --users 1000000 --neo4j --neo4j-users 120000
+    .venv/bin/python benchmarks/service.py --neo4j-only --neo4j-reuse --neo4j-users 120000
     .venv/bin/python benchmarks/service.py --users 2000 --rate 50 --seconds 3 --step-rates 100,200 --step-seconds 2   # smoke
 """
 
@@ -120,20 +124,35 @@ def main() -> None:
     parser.add_argument("--neo4j", action="store_true", help="Also benchmark neighbourhood on Neo4j (clears the database named by SOCIALRISK_NEO4J_*).")
     parser.add_argument("--neo4j-users", type=int, default=120_000, help="Users loaded into Neo4j for the neighbourhood run.")
     parser.add_argument("--neo4j-rate", type=float, default=50)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "service.json")
+    parser.add_argument("--neo4j-only", action="store_true", help="Only the neighbourhood run on Neo4j (implies --neo4j).")
+    parser.add_argument("--neo4j-reuse", action="store_true",
+                        help="Keep the graph and scores a previous run left in Neo4j when it holds --neo4j-users users.")
+    parser.add_argument("--out", type=Path, help="Results file (default results/service.json, or service-neighbourhood.json with --neo4j-only).")
     args = parser.parse_args()
     if args.loadgen:
         loadgen(args)
         return
 
     env = dict(os.environ, SOCIALRISK_PSEUDONYM_KEY=PSEUDONYM_KEY, SOCIALRISK_API_KEYS=KEY)
-    ws = _workspace(args, env)
+    args.neo4j = args.neo4j or args.neo4j_only
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / "results" / ("service-neighbourhood.json" if args.neo4j_only else "service.json")
+    results: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv])}
+    if not args.neo4j_only:
+        _enrich(args, env, results)
+    if args.neo4j:
+        _neighbourhood(args, env, results)
+    _report(args, results)
+
+
+def _enrich(args: argparse.Namespace, env: dict[str, str], results: dict[str, Any]) -> None:
     import pandas as pd
 
+    ws = _workspace(args, env)
     ids = pd.read_parquet(ws / "results" / "scores.parquet", columns=["user_id"])["user_id"].astype(str).tolist()
     ids_file = ws.parent / "bench-ids.json"
     ids_file.write_text(json.dumps(random.Random(args.seed).sample(ids, min(len(ids), 100_000))))
-    results: dict[str, Any] = {"workspace": str(ws), "users": len(ids), "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    results.update(workspace=str(ws), users=len(ids))
 
     print(f"serving {len(ids):,} users from {ws}", flush=True)
     server = Server(["-w", str(ws)], env, ws.parent / "serve.log")
@@ -156,42 +175,57 @@ def main() -> None:
     finally:
         server.stop()
 
-    if args.neo4j:
-        work = ROOT / "benchmarks" / "out" / "service" / f"neo4j-{args.neo4j_users}"
-        if not (work / "data" / "users.parquet").exists():
-            run_cli(["generate", "--users", str(args.neo4j_users), "--seed", str(args.seed), "--out", str(work / "data")], env)
-        from socialrisk import workflow
 
-        os.environ["SOCIALRISK_PSEUDONYM_KEY"] = PSEUDONYM_KEY
-        with workflow.open_neo4j() as store:
+def _neighbourhood(args: argparse.Namespace, env: dict[str, str], results: dict[str, Any]) -> None:
+    import pandas as pd
+
+    work = ROOT / "benchmarks" / "out" / "service" / f"neo4j-{args.neo4j_users}"
+    if not (work / "data" / "users.parquet").exists():
+        run_cli(["generate", "--users", str(args.neo4j_users), "--seed", str(args.seed), "--out", str(work / "data")], env)
+    from socialrisk import workflow
+
+    os.environ["SOCIALRISK_PSEUDONYM_KEY"] = PSEUDONYM_KEY
+    with workflow.open_neo4j() as store:
+        held = len(pd.read_parquet(work / "data" / "users.parquet", columns=["user_id"]))
+        reuse = (args.neo4j_reuse and (work / "workspace").is_dir() and store.has_result("scores")
+                 and store.metadata().get("counts", {}).get("users") == held)
+        if not reuse:
             store.clear()  # type: ignore[attr-defined]
+    results["neo4j_reused"] = bool(reuse)
+    if reuse:
+        print(f"reusing the {held:,} users loaded and scored in Neo4j by an earlier run", flush=True)
+    else:
         run_cli(["load", str(work / "data"), "--store", "neo4j", "--workspace", str(work / "workspace")], env)
         run_cli(["score", "--store", "neo4j", "--workspace", str(work / "workspace")], env)
-        n_ids = pd.read_parquet(work / "data" / "users.parquet", columns=["user_id"])["user_id"].astype(str).tolist()
-        neo_ids = work / "bench-ids.json"
-        neo_ids.write_text(json.dumps(random.Random(args.seed).sample(n_ids, min(len(n_ids), 20_000))))
-        server = Server(["--store", "neo4j", "-w", str(work / "workspace")], env, work / "serve.log")
-        try:
-            server.wait_ready()
-            _step(server.port, neo_ids, "neighbourhood", 10, 3, 16)  # warm-up
-            results["neighbourhood_neo4j"] = {**_step(server.port, neo_ids, "neighbourhood", args.neo4j_rate, args.seconds, 16),
-                                              "users": args.neo4j_users, "hops": 2, "limit": 50}
-        finally:
-            server.stop()
+    n_ids = pd.read_parquet(work / "data" / "users.parquet", columns=["user_id"])["user_id"].astype(str).tolist()
+    neo_ids = work / "bench-ids.json"
+    neo_ids.write_text(json.dumps(random.Random(args.seed).sample(n_ids, min(len(n_ids), 20_000))))
+    server = Server(["--store", "neo4j", "-w", str(work / "workspace")], env, work / "serve.log")
+    try:
+        server.wait_ready()
+        _step(server.port, neo_ids, "neighbourhood", 10, 3, 16)  # warm-up
+        results["neighbourhood_neo4j"] = {**_step(server.port, neo_ids, "neighbourhood", args.neo4j_rate, args.seconds, 16),
+                                          "users": args.neo4j_users, "hops": 2, "limit": 50}
+    finally:
+        server.stop()
 
+
+def _report(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["machine"] = {"python": platform.python_version(), "platform": platform.platform(), "cores": os.cpu_count()}
     results["date"] = time.strftime("%Y-%m-%d")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
-    s = results["enrich_sustained"]
-    print(f"\n| measure | p50 | p95 | p99 | max | errors | target |\n|---|---:|---:|---:|---:|---:|---|")
-    print(f"| enrich, {s['rate']:g}/s for {s['seconds']:g} s, {len(ids):,} users | {s['p50_ms']} ms | {s['p95_ms']} ms | {s['p99_ms']} ms | "
-          f"{s['max_ms']} ms | {sum(s['errors'].values())} | p50 <= 2 ms, p99 <= 10 ms, 0 errors |")
+    print("\n| measure | p50 | p95 | p99 | max | errors | target |\n|---|---:|---:|---:|---:|---:|---|")
+    if "enrich_sustained" in results:
+        s = results["enrich_sustained"]
+        print(f"| enrich, {s['rate']:g}/s for {s['seconds']:g} s, {results['users']:,} users | {s['p50_ms']} ms | {s['p95_ms']} ms | "
+              f"{s['p99_ms']} ms | {s['max_ms']} ms | {sum(s['errors'].values())} | p50 <= 2 ms, p99 <= 10 ms, 0 errors |")
     if "neighbourhood_neo4j" in results:
         n = results["neighbourhood_neo4j"]
         print(f"| neighbourhood on Neo4j (2 hops, limit 50), {n['rate']:g}/s, {n['users']:,} users | {n['p50_ms']} ms | {n['p95_ms']} ms | "
               f"{n['p99_ms']} ms | {n['max_ms']} ms | {sum(n['errors'].values())} | p99 <= 50 ms |")
-    print(f"\nhighest enrich rate with p99 <= 10 ms and no errors: {results['enrich_max_rate_p99_10ms']}/s (steps of {args.step_seconds:g} s)")
+    if "enrich_max_rate_p99_10ms" in results:
+        print(f"\nhighest enrich rate with p99 <= 10 ms and no errors: {results['enrich_max_rate_p99_10ms']}/s (steps of {args.step_seconds:g} s)")
     print(f"written to {args.out}")
 
 

@@ -237,7 +237,8 @@ RETURN u.id AS user_id, [c IN $properties | u[c]] AS values ORDER BY u._seq
 #: links, relations and erasures move, and flags do not: a flag changes no neighbour's risk
 #: until the scores are written again, and that rewrites the lists) and with the node's
 #: relationship count unchanged; otherwise the hop ranks the neighbours itself. Both branches
-#: give the same neighbours in the same order.
+#: give the same neighbours in the same order. :meth:`Neo4jStore.neighbourhood_records` reads
+#: the returned columns by position: keep their order.
 NEIGHBOURHOOD_HOP = """
 MATCH (m:SocialRiskMeta {id: 'meta'})
 WITH coalesce(m.links_snapshot, 0) AS snapshot
@@ -864,10 +865,21 @@ class Neo4jStore(GraphStore):
         """
         from graph.neighbourhood import edge_frame, node_frame
 
+        nodes, edges = self.neighbourhood_records(user_id, hops=hops, limit=limit, timeout=timeout)
+        return node_frame(nodes), edge_frame(edges)
+
+    def neighbourhood_records(
+        self, user_id: str, *, hops: int = 2, limit: int = 50, timeout: float | None = None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """:meth:`neighbourhood` as plain records (one dict per node and per edge, the frames'
+        columns as keys), without building frames: what the service serves from, where the
+        frames cost as much as the query."""
         if not isinstance(hops, int) or not 1 <= hops <= 4:
             raise ParameterError(f"The 'hops' parameter of neighbourhood must be in 1..4. Got {hops!r} instead.")
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ParameterError(f"The 'limit' parameter of neighbourhood must be in 1..1000. Got {limit!r} instead.")
+        if timeout is not None and not timeout > 0:
+            raise ParameterError(f"The 'timeout' parameter of neighbourhood must be > 0 seconds. Got {timeout!r} instead.")
 
         def latest(flags: list[str] | None) -> str:
             return str(flags[-1]) if flags else ""
@@ -884,28 +896,28 @@ class Neo4jStore(GraphStore):
             frontier = [start["eid"]]
             for hop in range(1, hops + 1):
                 nxt = []
-                for rec in tx.run(NEIGHBOURHOOD_HOP, frontier=frontier, limit=limit):
-                    if rec["target"] not in names:
-                        names[rec["target"]] = rec["name"]
-                        nxt.append(rec["target"])
-                        flag = latest(rec["flags"])
-                        nodes.append({"name": rec["name"], "node_type": rec["node_type"], "hop": hop, "ident_kind": rec["ident_kind"],
-                                      "degree": rec["degree"], "risk": rec["risk"], "credit_score": rec["credit_score"],
-                                      "decision": rec["decision"], "flag": flag, "fraud_flag": flag == "fraud"})
-                    a, b = names[rec["source"]], names[rec["target"]]
-                    src, dst = (a, b) if rec["outgoing"] else (b, a)
-                    ts = None if rec["ts_ms"] is None else pd.Timestamp(rec["ts_ms"], unit="ms", tz="UTC")
-                    edges.setdefault((src, dst, rec["type"], rec["kind"]), {
-                        "source": src, "target": dst, "type": rec["type"], "kind": rec["kind"], "weight": rec["weight"],
-                        "count": rec["count"], "ts": ts,
-                    })
+                # records unpacked by position (the RETURN order of NEIGHBOURHOOD_HOP): reading
+                # them by key cost more than the rest of the loop
+                for (source, target, type_, kind, outgoing, weight, count, ts_ms, node_type, name, ident_kind, degree, risk,
+                     credit_score, decision, flags) in tx.run(NEIGHBOURHOOD_HOP, frontier=frontier, limit=limit):
+                    if target not in names:
+                        names[target] = name
+                        nxt.append(target)
+                        flag = latest(flags)
+                        nodes.append({"name": name, "node_type": node_type, "hop": hop, "ident_kind": ident_kind, "degree": degree,
+                                      "risk": risk, "credit_score": credit_score, "decision": decision, "flag": flag,
+                                      "fraud_flag": flag == "fraud"})
+                    a, b = names[source], names[target]
+                    src, dst = (a, b) if outgoing else (b, a)
+                    key = (src, dst, type_, kind)
+                    if key not in edges:
+                        edges[key] = {"source": src, "target": dst, "type": type_, "kind": kind, "weight": weight, "count": count,
+                                      "ts": None if ts_ms is None else pd.Timestamp(ts_ms, unit="ms", tz="UTC")}
                 frontier = nxt
                 if not frontier:
                     break
             return nodes, list(edges.values())
 
-        if timeout is not None and not timeout > 0:
-            raise ParameterError(f"The 'timeout' parameter of neighbourhood must be > 0 seconds. Got {timeout!r} instead.")
         bounded: Any = work
         session_config: dict[str, Any] = {}
         if timeout is not None:
@@ -921,7 +933,7 @@ class Neo4jStore(GraphStore):
         nodes, edges = self._call(run)
         if not nodes:
             raise NotFoundError(f"unknown user {user_id!r}: not in the graph at {self.uri}")
-        return node_frame(nodes), edge_frame(edges)
+        return nodes, edges
 
     def shortest_paths(self, a: str, b: str, *, max_hops: int = 8, limit: int = 5) -> list[dict[str, list[Any]]]:
         """Shortest paths between two users through identifiers and relations.

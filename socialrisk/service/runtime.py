@@ -252,7 +252,7 @@ class ServiceRuntime:
         seconds, and requests arriving then filled the store's call slots and were refused
         (the soak test). Neighbourhoods of :data:`WARM_QUERIES` users spread over the table,
         for at most :data:`WARM_SECONDS`; ``/readyz`` stays 503 meanwhile."""
-        helper = getattr(store, "neighbourhood", None)
+        helper = getattr(store, "neighbourhood_records", None)
         table = self.table
         if self.store_kind != "neo4j" or helper is None or table is None or not len(table):
             return  # the embedded store answers neighbourhoods from the graph in memory
@@ -853,12 +853,11 @@ class ServiceRuntime:
         # the store is told the deadline too: a call past it (or retrying against a server that
         # went down) would otherwise hold one of the store's call slots for the driver's 30 s
         timeout = self.config.store_timeout
-        frames = await self.store_call(
-            "neighbourhood", lambda s: s.neighbourhood(user_id, hops=hops, limit=limit, timeout=timeout),  # type: ignore[attr-defined]
+        nodes, edges = await self.store_call(
+            "neighbourhood", lambda s: s.neighbourhood_records(user_id, hops=hops, limit=limit, timeout=timeout),  # type: ignore[attr-defined]
             timeout=timeout,
         )
-        return self._neighbourhood_body(table, user_id, hops, limit, frames[0].to_dict(orient="records"), frames[1].to_dict(orient="records"),
-                                        stale=False)
+        return self._neighbourhood_body(table, user_id, hops, limit, nodes, edges, stale=False)
 
     def _neighbourhood_body(self, table: ScoreTable, user_id: str, hops: int, limit: int, nodes: list[dict[str, Any]],
                             edges: list[dict[str, Any]], *, stale: bool) -> dict[str, Any]:
