@@ -221,6 +221,11 @@ class Walks:
             out[:, live] = scores / base[:, None]
         return out
 
+    def propagation_features(self, method: str, F: np.ndarray, Bn: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
+        """One optional propagation (:data:`PROPAGATIONS`) on every layer: (feature name, users x
+        seed columns, converged). Engines that solve elsewhere (Spark) override this and :meth:`lifts`."""
+        return _propagation_features(self, method, F, Bn)
+
 
 def label_features(
     walks: Walks, flags: FlagVectors, folds: np.ndarray, *, propagation: tuple[str, ...] = ()
@@ -292,7 +297,7 @@ def label_features(
         out["rel_neg_share_from_benign"] = out["rel_neg_from_benign"] / (out["rel_neg_from_benign"] + out["rel_pos_from_benign"] + 1.0)
     converged: dict[str, bool] = {}
     for method in dict.fromkeys(propagation):
-        for layer, values, ok in _propagation_features(walks, method, F, Bn):
+        for layer, values, ok in walks.propagation_features(method, F, Bn):
             out[layer] = pick(values)
             converged[layer] = ok
     frame = pd.DataFrame(out, index=pd.RangeIndex(n))

@@ -80,6 +80,9 @@ class Scorer:
     projection : Projection
     graph_config : GraphConfig
     config : ScoringConfig
+    walks : Walks, optional
+        The random-walk operators to propagate with; default: the single-machine ones over
+        ``projection`` (the spark engine passes its own, ``socialrisk.spark_engine.SparkWalks``).
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Scorer:
         graph_config: GraphConfig | None = None,
         config: ScoringConfig | None = None,
         progress: Progress | None = None,
+        walks: Walks | None = None,
     ) -> None:
         self.tables = tables
         self.projection = projection
@@ -106,7 +110,9 @@ class Scorer:
         say("neighbour aggregates")
         self.neighbours = neighbour_means(self.user_frame, projection)
         say("random-walk operators")
-        self.walks = Walks(projection, hub_exponent=self.graph_config.hub_exponent, alpha=self.config.alpha, tol=self.config.tol)
+        self.walks = walks if walks is not None else Walks(
+            projection, hub_exponent=self.graph_config.hub_exponent, alpha=self.config.alpha, tol=self.config.tol
+        )
         self.rings = ring_ids(projection)
         usr = self.user_frame.add_prefix("usr_")
         self.base = pd.concat([usr, self.structure, self.neighbours], axis=1)

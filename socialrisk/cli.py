@@ -39,6 +39,16 @@ WorkspaceOpt = Annotated[
 ]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
 StoreOpt = Annotated[str, typer.Option("--store", help="Graph store: embedded (default, no server) or neo4j.")]
+EngineOpt = Annotated[
+    str,
+    typer.Option("--engine", help="single (default: this machine) or spark (Apache Spark, local or a cluster; needs the spark extra, see docs/scaling.md)."),
+]
+
+
+def _engine(engine: str) -> str:
+    if engine not in ("single", "spark"):
+        raise ParameterError(f"Unknown engine {engine!r}; expected one of single, spark.")
+    return engine
 
 
 @contextlib.contextmanager
@@ -144,13 +154,19 @@ def propagate_cmd(
     config: ConfigOpt = None,
     store: StoreOpt = "embedded",
     top: Annotated[int, typer.Option(help="How many of the most exposed users to list.")] = 10,
+    engine: EngineOpt = "single",
 ) -> None:
     """Spread risk from the flags through the graph and store each user's exposure."""
 
     def body() -> None:
         settings = _settings(config)
         with workflow.open_store(store, workspace) as st, _steps("propagate") as step:
-            summary = workflow.propagate(st, settings, progress=step)
+            if _engine(engine) == "spark":
+                from socialrisk import spark_engine
+
+                summary = spark_engine.propagate(st, settings, progress=step)
+            else:
+                summary = workflow.propagate(st, settings, progress=step)
         frame = summary.frame
         out.print(
             f"propagated over {summary.meta['users']:,} users and {summary.meta['shared_identifiers']:,} shared identifiers "
@@ -178,14 +194,18 @@ def score_cmd(
     config: ConfigOpt = None,
     store: StoreOpt = "embedded",
     model: Annotated[Optional[str], typer.Option("--model", help="Score with this model version instead of the current one (see 'socialrisk models').")] = None,
+    engine: EngineOpt = "single",
 ) -> None:
     """Load DATA_DIR (if given), propagate, combine the dimensions and write one row per user.
 
     The combination is the store's current model version; the first scoring of a store fits
-    one. 'socialrisk calibrate' fits a new one on the current labels."""
+    one. 'socialrisk calibrate' fits a new one on the current labels. With --engine spark the
+    propagations run on Spark and --out must be a .parquet file."""
 
     def body() -> None:
         settings = _settings(config)
+        if _engine(engine) == "spark" and out_path is not None and out_path.suffix != ".parquet":
+            raise ParameterError(f"--engine spark writes the scores as Parquet: give --out a .parquet file. Got {out_path} instead.")
         report = None
         with workflow.open_store(store, workspace) as st:
             if data_dir is not None:
@@ -193,7 +213,12 @@ def score_cmd(
                     report = workflow.load_into(st, data_dir, settings, workspace, progress=step, notice=_notice)
                 _print_load(report)
             with _steps("score") as step:
-                result = workflow.score(st, settings, workspace=workspace, model=model, progress=step)
+                if engine == "spark":
+                    from socialrisk import spark_engine
+
+                    result = spark_engine.score(st, settings, workspace=workspace, model=model, progress=step)
+                else:
+                    result = workflow.score(st, settings, workspace=workspace, model=model, progress=step)
         frame = result.scores
         if report is not None:
             # SCORES.csv holds DATA_DIR's users; earlier loads into the workspace still shape the graph
@@ -207,7 +232,10 @@ def score_cmd(
             frame = frame.loc[mine]
         if out_path is not None:
             out_path.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_csv(out_path, index=False, float_format="%.6g")
+            if engine == "spark":
+                frame.to_parquet(out_path, index=False)
+            else:
+                frame.to_csv(out_path, index=False, float_format="%.6g")
         counts = frame["decision"].value_counts()
         out.print(
             f"scored {len(frame):,} users with the {result.combination} combination "

@@ -242,18 +242,24 @@ def score(
     workspace: str | Path,
     model: str | None = None,
     progress: Progress | None = None,
+    walks: Callable[[Projection], Walks] | None = None,
 ) -> ScoreResult:
     """Score every user in the store and keep the scores with their provenance.
 
     The combination is the store's current model version (``model`` names another one); the
     first scoring of a store fits one and registers it. ``calibrate`` fits new versions.
-    Every row carries its ``model_version``, ``config_hash`` and ``snapshot``.
+    Every row carries its ``model_version``, ``config_hash`` and ``snapshot``. ``walks`` makes
+    the random-walk operators from the projection (the spark engine's); default: the
+    single-machine ones.
     """
     say = progress or (lambda _m: None)
     say("projecting the graph")
     projection = _projection(store, settings)
     tables = store.read_tables()
-    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+    scorer = Scorer(
+        tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress,
+        walks=walks(projection) if walks is not None else None,
+    )
     version = model or store.current_model()
     combination = load_model(store, settings, workspace, version) if version else None
     result = scorer.score(scorer.flags_from(tables.flags), progress=progress, combination=combination)
