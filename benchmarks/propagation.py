@@ -31,17 +31,14 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from _workspace import generated_workspace  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).with_name("socialrisk"))
-KEY = "benchmark-key-not-secret-0123456789"
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -51,13 +48,7 @@ def timed(fn):  # type: ignore[no-untyped-def]
 
 
 def workspace(users: int, seed: int) -> Path:
-    work = ROOT / "benchmarks" / "out" / "propagation" / str(users)
-    ws = work / "workspace"
-    if not (ws / "meta.json").exists():
-        env = dict(os.environ, SOCIALRISK_PSEUDONYM_KEY=KEY)
-        subprocess.run([CLI, "generate", "--users", str(users), "--seed", str(seed), "--out", str(work / "data")], env=env, check=True)
-        subprocess.run([CLI, "load", str(work / "data"), "--workspace", str(ws)], env=env, check=True)
-    return ws
+    return generated_workspace("propagation", users, seed)
 
 
 def main() -> None:

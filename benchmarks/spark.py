@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -30,18 +29,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CLI = str(Path(sys.executable).with_name("socialrisk"))
-KEY = "benchmark-key-not-secret-0123456789"
+from _workspace import KEY, generated_workspace  # noqa: E402 - beside this script
 
 
 def workspace(users: int, seed: int) -> Path:
-    work = ROOT / "benchmarks" / "out" / "spark" / str(users)
-    ws = work / "workspace"
-    if not (ws / "meta.json").exists():
-        env = dict(os.environ, SOCIALRISK_PSEUDONYM_KEY=KEY)
-        subprocess.run([CLI, "generate", "--users", str(users), "--seed", str(seed), "--out", str(work / "data")], env=env, check=True)
-        subprocess.run([CLI, "load", str(work / "data"), "--workspace", str(ws)], env=env, check=True)
-    return ws
+    return generated_workspace("spark", users, seed)
 
 
 def single_machine(ws: Path) -> dict[str, Any]:

@@ -227,6 +227,18 @@ class Walks:
         return _propagation_features(self, method, F, Bn)
 
 
+def crossfit_seeds(flags: FlagVectors, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fraud and benign seed matrices of the cross-fitted propagations: column 0 holds every
+    flag, column ``k + 1`` every flag outside fold ``k`` (a user's own fold never seeds it)."""
+    k = int(folds.max()) + 1 if (folds >= 0).any() else 0
+    F = np.repeat(flags.fraud[:, None], k + 1, axis=1)
+    Bn = np.repeat(flags.benign[:, None], k + 1, axis=1)
+    for fold in range(k):
+        F[folds == fold, fold + 1] = 0.0
+        Bn[folds == fold, fold + 1] = 0.0
+    return F, Bn
+
+
 def label_features(
     walks: Walks, flags: FlagVectors, folds: np.ndarray, *, propagation: tuple[str, ...] = ()
 ) -> pd.DataFrame:
@@ -259,12 +271,7 @@ def label_features(
         raise ParameterError(f"Unknown propagation {unknown[0]!r} in 'propagation'; expected any of {', '.join(PROPAGATIONS)}.")
     projection = walks.projection
     n = projection.n_users
-    k = int(folds.max()) + 1 if (folds >= 0).any() else 0
-    F = np.repeat(flags.fraud[:, None], k + 1, axis=1)
-    Bn = np.repeat(flags.benign[:, None], k + 1, axis=1)
-    for fold in range(k):
-        F[folds == fold, fold + 1] = 0.0
-        Bn[folds == fold, fold + 1] = 0.0
+    F, Bn = crossfit_seeds(flags, folds)
     column = np.where(folds >= 0, folds + 1, 0)
     rows = np.arange(n)
 

@@ -38,7 +38,7 @@ from graph.store import EmbeddedStore, GraphStore
 from loaders.errors import NotFoundError
 from loaders.schema import TABLE_NAMES
 from scoring.dimensions import graph_dimension
-from scoring.features import FlagVectors, Walks, crossfit_folds, flag_vectors
+from scoring.features import Walks, crossfit_folds, crossfit_seeds, flag_vectors
 from scoring.pipeline import ScoreResult
 from socialrisk import workflow
 from socialrisk.settings import Settings
@@ -250,26 +250,14 @@ def _digest(kind: str, where: str, *matrices: np.ndarray) -> tuple[str, str, str
     return kind, where, h.hexdigest()
 
 
-def crossfit_seeds(flags: FlagVectors, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The seed columns ``scoring.features.label_features`` solves: all flags, then each fold's
-    flags left out. Used only to set up the Spark loop before the scoring asks; a request that
-    differs is solved when asked, so this cannot change a result, only its speed."""
-    k = int(folds.max()) + 1 if (folds >= 0).any() else 0
-    F_ = np.repeat(flags.fraud[:, None], k + 1, axis=1)
-    B_ = np.repeat(flags.benign[:, None], k + 1, axis=1)
-    for fold in range(k):
-        F_[folds == fold, fold + 1] = 0.0
-        B_[folds == fold, fold + 1] = 0.0
-    return F_, B_
-
-
 class SparkWalks(Walks):
     """:class:`scoring.features.Walks` whose propagations run in Spark.
 
     The operators live in Spark (``graph``, from the same canonical tables); ``layers`` keeps
     each layer's size and global PageRank (the lift baseline) as ``Walks`` does, with an empty
     transition matrix: nothing reads it, since :meth:`lifts` and :meth:`propagation_features`
-    are the ones that solve. ``prefetch`` seed matrices (:func:`crossfit_seeds`) are solved in
+    are the ones that solve. ``prefetch`` seed matrices (:func:`scoring.features.crossfit_seeds`: the
+    ones the scoring will ask for, set up front) are solved in
     the loop that solves the baselines, every algorithm of ``propagation`` on every layer
     included; anything else asked is solved when asked.
 
