@@ -118,3 +118,25 @@ def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-un
             yield embedded
     else:
         yield request.getfixturevalue("neo4j_store")
+
+
+class WorkspaceCli:
+    """Runs ``socialrisk`` commands on one workspace (``generate`` takes none) in process,
+    asserting that each succeeds and keeping its output in :attr:`logs` (command -> text), for
+    the scans of everything the commands print."""
+
+    def __init__(self, workspace: Path) -> None:
+        from typer.testing import CliRunner
+
+        self.workspace = workspace
+        self.logs: dict[str, str] = {}
+        self._runner = CliRunner()
+
+    def __call__(self, *args: str) -> str:
+        from socialrisk.cli import app
+
+        argv = list(args) if args[0] == "generate" else [*args, "--workspace", str(self.workspace)]
+        result = self._runner.invoke(app, argv, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        self.logs[" ".join(args)] = result.output
+        return result.output

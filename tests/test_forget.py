@@ -10,15 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 from graph.store import EmbeddedStore, GraphStore
 from loaders import NotFoundError
 from loaders.load import ERASED_USER
 from socialrisk import workflow
-from socialrisk.cli import app
 from socialrisk.settings import Settings
-from tests.conftest import KEY, tiny_frames, write_dir
+from tests.conftest import KEY, WorkspaceCli, tiny_frames, write_dir
 from tests.test_privacy import _leaks, _raw_values, _text_of
 
 #: Rows of the tiny data set that name user a, per table: its users row, its two links, and the
@@ -133,17 +131,9 @@ def test_the_embedded_tombstone_is_written_first_and_survives_a_failed_erasure(t
 def test_erasure_and_reload_through_the_cli_keep_the_privacy_scan_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The privacy scan of tests/test_privacy.py over the workspace, the rejects file and every
     command's output after forget and a reload, on generated data with phones and cards."""
-    runner = CliRunner()
     ws, outdir, data = tmp_path / "ws", tmp_path / "out", tmp_path / "data"
     outdir.mkdir()
-    logs: dict[str, str] = {}
-
-    def run(*args: str) -> str:
-        result = runner.invoke(app, [*args, "--workspace", str(ws)] if args[0] != "generate" else list(args), catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        logs[" ".join(args)] = result.output
-        return result.output
-
+    run = WorkspaceCli(ws)
     run("generate", "--users", "300", "--seed", "3", "--out", str(data))
     run("score", str(data), "--out", str(outdir / "scores.csv"))
     links = pd.read_parquet(data / "links.parquet")
@@ -164,7 +154,7 @@ def test_erasure_and_reload_through_the_cli_keep_the_privacy_scan_clean(tmp_path
         # only links to identifiers other users share are kept; none of the erased user's own came back
         assert all((kept.loc[kept["ident"] == i, "user_id"] != user).any() for i in mine)
     texts = {str(p): _text_of(p) for p in list(ws.rglob("*")) + list(outdir.rglob("*")) if p.is_file()}
-    texts.update({f"output of socialrisk {k}": v for k, v in logs.items()})
+    texts.update({f"output of socialrisk {k}": v for k, v in run.logs.items()})
     assert any(p.endswith("erased.json") for p in texts) and any(p.endswith("rejects.csv") for p in texts)
     values = _raw_values(data)
     assert _leaks({"the input itself": _text_of(data / "links.parquet")}, values)  # the scan finds what is there

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from socialrisk.cli import app
+from tests.conftest import WorkspaceCli
 
 KEY = "privacy-test-key-0123456789"
 
@@ -51,15 +52,7 @@ def test_nothing_raw_in_the_workspace_outputs_or_logs(data: Path, tmp_path: Path
     monkeypatch.setenv("SOCIALRISK_PSEUDONYM_KEY", KEY)
     ws, outdir = tmp_path / "ws", tmp_path / "out"
     outdir.mkdir()
-    runner = CliRunner()
-    logs: dict[str, str] = {}
-
-    def run(*args: str) -> str:
-        result = runner.invoke(app, [*args, "--workspace", str(ws)] if args[0] != "generate" else list(args), catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        logs[" ".join(args)] = result.output
-        return result.output
-
+    run = WorkspaceCli(ws)
     run("load", str(data))
     run("propagate")
     run("score", "--out", str(outdir / "scores.csv"))
@@ -74,7 +67,7 @@ def test_nothing_raw_in_the_workspace_outputs_or_logs(data: Path, tmp_path: Path
     run("audit")
     run("calibrate")
     texts = {str(p): _text_of(p) for p in list(ws.rglob("*")) + list(outdir.rglob("*")) if p.is_file()}
-    texts.update({f"output of socialrisk {k}": v for k, v in logs.items()})
+    texts.update({f"output of socialrisk {k}": v for k, v in run.logs.items()})
     assert any("links" in Path(p).name and p.endswith(".parquet") for p in texts) and any("audit" in p for p in texts)
     values = _raw_values(data)
     assert _leaks({"the input itself": _text_of(data / "links.parquet")}, values)  # the scan finds what is there
