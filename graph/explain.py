@@ -9,8 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
-from graph.projection import Projection, walk_matrix
-from graph.propagation.pagerank import transition_transpose
+from graph.projection import Projection, walk_transition
 from graph.propagation.push import _distinct, _row_entries
 from loaders.errors import ParameterError
 from loaders.schema import Tables
@@ -122,9 +121,8 @@ class ExplainContext:
             raise ParameterError(f"The 'alpha' parameter of ExplainContext must be in (0, 1). Got {alpha!r} instead.")
         self.tables, self.projection, self.alpha, self.eps, self.first_eps = tables, projection, alpha, eps, first_eps
         n = projection.n_users
-        A = walk_matrix(projection, hub_exponent=hub_exponent)
-        self.PT, self.dangling = transition_transpose(A)
-        self.seeds = np.zeros(A.shape[0])
+        self.PT, self.dangling = walk_transition(projection, hub_exponent=hub_exponent)
+        self.seeds = np.zeros(self.PT.shape[0])
         self.seeds[:n] = np.asarray(fraud, dtype=np.float64)
         flags = tables.flags
         order = flags.assign(_o=np.arange(len(flags))).sort_values(["ts", "_o"], na_position="first")

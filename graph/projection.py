@@ -6,7 +6,7 @@ import dataclasses
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,14 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from graph._csr import sorted_csr
+from graph._csr import block_csr, scaled_transpose, sorted_csr, sum_with_transpose, walk_out_degree
 from graph.config import GraphConfig
 from loaders.errors import NotFoundError
 from loaders.schema import Tables
 
 __all__ = [
-    "Projection", "EncodedGraph", "encode", "project", "project_encoded", "walk_matrix", "save_projection", "load_projection",
-    "save_encoded", "load_encoded",
+    "Projection", "EncodedGraph", "encode", "project", "project_encoded", "walk_matrix", "walk_transition", "save_projection", "load_projection",
+    "save_encoded", "load_encoded", "SignedRelations", "signed_relations", "PROJECTION_FORMAT",
 ]
 
 
@@ -55,8 +55,12 @@ class Projection:
         Transformed ``|weight|`` of positive and negative relations, stored ``src -> dst``.
     relations_count : dict of str to csr_matrix
         Number of relations per kind, ``src -> dst`` (self-relations left out).
+    signed : SignedRelations
+        Builds ``relations_pos``, ``relations_neg`` and ``relations_count`` when first used.
     n_self_relations : int
         Relations from a user to itself, kept in the store but not projected.
+    walk_symmetric : bool
+        Whether ``relations_walk`` equals its transpose (every kind walks both ways).
     """
 
     user_ids: np.ndarray
@@ -66,10 +70,21 @@ class Projection:
     ident_degree: np.ndarray
     incidence: sp.csr_matrix
     relations_walk: sp.csr_matrix
-    relations_pos: sp.csr_matrix
-    relations_neg: sp.csr_matrix
-    relations_count: dict[str, sp.csr_matrix]
-    n_self_relations: int
+    signed: "SignedRelations" = dataclasses.field(repr=False, compare=False)
+    n_self_relations: int = 0
+    walk_symmetric: bool = False
+
+    @property
+    def relations_pos(self) -> sp.csr_matrix:
+        return self.signed.get()[0]
+
+    @property
+    def relations_neg(self) -> sp.csr_matrix:
+        return self.signed.get()[1]
+
+    @property
+    def relations_count(self) -> dict[str, sp.csr_matrix]:
+        return self.signed.get()[2]
 
     @property
     def n_users(self) -> int:
@@ -105,9 +120,43 @@ class Projection:
         return idx
 
     def nbytes(self) -> int:
-        """Memory held by the sparse matrices."""
-        mats = [self.incidence, self.relations_walk, self.relations_pos, self.relations_neg, *self.relations_count.values()]
+        """Memory held by the sparse matrices (the signed and count matrices once built)."""
+        mats = [self.incidence, self.relations_walk]
+        if self.signed.built:
+            mats += [self.relations_pos, self.relations_neg, *self.relations_count.values()]
         return int(sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in mats))
+
+
+SignedMatrices = tuple[sp.csr_matrix, sp.csr_matrix, dict[str, sp.csr_matrix]]
+
+
+class SignedRelations:
+    """The relation matrices a random walk does not need (:attr:`Projection.relations_pos`,
+    ``relations_neg``, ``relations_count``), built on first use, once, by any thread.
+
+    A propagation reads only the walk matrices; building these too took as long as the rest
+    of a projection at a million users.
+    """
+
+    def __init__(self, build: Callable[[], SignedMatrices] | None = None, *, matrices: SignedMatrices | None = None) -> None:
+        if (build is None) == (matrices is None):
+            raise ValueError("give either a builder or the matrices")
+        self._build = build
+        self._matrices = matrices
+        self._lock = threading.Lock()
+
+    @property
+    def built(self) -> bool:
+        return self._matrices is not None
+
+    def get(self) -> SignedMatrices:
+        if self._matrices is None:
+            with self._lock:
+                if self._matrices is None:
+                    assert self._build is not None
+                    self._matrices = self._build()
+                    self._build = None  # its arrays are no longer needed
+        return self._matrices
 
 
 def _factorize(columns: list[pd.Series]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -343,41 +392,24 @@ def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None, *,
     incidence = sorted_csr(e.link_user, cols, w, mask, (n, n_idents))
     ident_degree = np.bincount(incidence.indices, minlength=n_idents).astype(np.int64)
 
-    # -- relations (sorted by (src, dst)) ---------------------------------------------------
-    src, dst = e.rel_src, e.rel_dst
-    not_self = src != dst
-    magnitude = _transform(np.abs(e.rel_weight), config.weight_transform)
-    values = magnitude * _decay(e.rel_ts, e.as_of, config.half_life_days)
-    if rel_factor is not None:
-        values *= rel_factor
-    kind_mult = np.array([config.relation(k).weight for k in e.rel_kinds], dtype=np.float64)
-    pos = not_self & (e.rel_weight > 0)
-    neg = not_self & (e.rel_weight < 0)
-
-    walk_values = values * kind_mult[e.rel_kind]
-    forward = np.zeros(len(src), dtype=bool)
-    backward = np.zeros(len(src), dtype=bool)
-    ones = np.ones(len(src))
-    wanted = {"pos": (pos, values), "neg": (neg, values)}
+    # -- relations: the walk now (forward relations as stored plus backward ones transposed,
+    # one compiled pass); the signed and count matrices when first used ---------------------
+    rel = _relation_values(e, config, rel_factor)
+    forward = np.zeros(len(e.rel_src), dtype=bool)
+    backward = np.zeros(len(e.rel_src), dtype=bool)
     for code, kind in enumerate(e.rel_kinds):
-        of_kind = e.rel_kind == code
-        wanted[f"count:{kind}"] = (not_self & of_kind, ones)
         direction = config.relation(kind).direction
         if direction in ("forward", "both"):
-            forward |= of_kind
+            forward |= e.rel_kind == code
         if direction in ("backward", "both"):
-            backward |= of_kind
-    wanted["forward"] = (pos & forward, walk_values)
-    wanted["backward"] = (pos & backward, walk_values)
-    # each matrix is one compiled pass that releases the GIL: build them side by side
-    with ThreadPoolExecutor(max_workers=min(len(wanted), os.cpu_count() or 1)) as pool:
-        futures = {name: pool.submit(sorted_csr, src, dst, v, m, (n, n)) for name, (m, v) in wanted.items()}
-        built = {name: f.result() for name, f in futures.items()}
-    relations_pos, relations_neg = built["pos"], built["neg"]
-    counts = {kind: built[f"count:{kind}"] for kind in e.rel_kinds}
-    walk = built["forward"] + built["backward"].T.tocsr()
-    walk = sp.csr_matrix(walk)
-    walk.eliminate_zeros()
+            backward |= e.rel_kind == code
+    kind_mult = np.array([config.relation(k).weight for k in e.rel_kinds], dtype=np.float64)
+    pos = rel.not_self & (e.rel_weight > 0)
+    forward &= pos
+    backward &= pos
+    walk = sum_with_transpose(e.rel_src, e.rel_dst, rel.values * kind_mult[e.rel_kind], forward, backward, n)
+    # every relation walked both ways: F + F.T, equal to its transpose to the last bit (a + b == b + a)
+    symmetric = bool(np.array_equal(forward, backward))
 
     return Projection(
         user_ids=e.user_ids,
@@ -387,11 +419,46 @@ def project_encoded(encoded: EncodedGraph, config: GraphConfig | None = None, *,
         ident_degree=ident_degree,
         incidence=incidence,
         relations_walk=walk,
-        relations_pos=relations_pos,
-        relations_neg=relations_neg,
-        relations_count=counts,
-        n_self_relations=int((~not_self).sum()),
+        signed=SignedRelations(lambda: _signed_matrices(e, rel)),
+        n_self_relations=int((~rel.not_self).sum()),
+        walk_symmetric=symmetric,
     )
+
+
+@dataclass(frozen=True)
+class _RelationValues:
+    not_self: np.ndarray
+    values: np.ndarray  # transformed |weight| x time decay x dispute factor
+
+
+def _relation_values(e: EncodedGraph, config: GraphConfig, rel_factor: np.ndarray | None) -> _RelationValues:
+    magnitude = _transform(np.abs(e.rel_weight), config.weight_transform)
+    values = magnitude * _decay(e.rel_ts, e.as_of, config.half_life_days)
+    if rel_factor is not None:
+        values *= rel_factor
+    return _RelationValues(not_self=e.rel_src != e.rel_dst, values=values)
+
+
+def _signed_matrices(e: EncodedGraph, rel: _RelationValues) -> SignedMatrices:
+    """:attr:`Projection.relations_pos`, ``relations_neg`` and ``relations_count``."""
+    src, dst, n = e.rel_src, e.rel_dst, len(e.user_ids)
+    wanted = {"pos": (rel.not_self & (e.rel_weight > 0), rel.values), "neg": (rel.not_self & (e.rel_weight < 0), rel.values)}
+    ones = np.ones(len(src))
+    for code, kind in enumerate(e.rel_kinds):
+        wanted[f"count:{kind}"] = (rel.not_self & (e.rel_kind == code), ones)
+    # each matrix is one compiled pass that releases the GIL: build them side by side
+    with ThreadPoolExecutor(max_workers=min(len(wanted), os.cpu_count() or 1)) as pool:
+        futures = {name: pool.submit(sorted_csr, src, dst, v, m, (n, n)) for name, (m, v) in wanted.items()}
+        built = {name: f.result() for name, f in futures.items()}
+    return built["pos"], built["neg"], {kind: built[f"count:{kind}"] for kind in e.rel_kinds}
+
+
+def signed_relations(encoded: EncodedGraph, config: GraphConfig | None = None, *, disputes: pd.DataFrame | None = None) -> SignedMatrices:
+    """The signed and count relation matrices of :func:`project_encoded` alone: positive and
+    negative relation weights and the number of relations per kind, ``src -> dst``."""
+    config = config or GraphConfig()
+    _, rel_factor = _dispute_factors(encoded, config, disputes)
+    return _signed_matrices(encoded, _relation_values(encoded, config, rel_factor))
 
 
 def _dispute_factors(
@@ -454,14 +521,62 @@ def walk_matrix(
     csr_matrix, shape (n_users + n_idents, n_users + n_idents)
     """
     n, m = projection.n_users, projection.n_idents
-    blocks_top = []
     rel = projection.relations_walk if relations else sp.csr_matrix((n, n))
     if links and m:
-        damp = np.power(np.maximum(projection.ident_degree, 1).astype(np.float64), -hub_exponent)
-        to_ident = sp.csr_matrix(projection.incidence @ sp.diags(damp))
-        blocks_top = [[rel, to_ident], [projection.incidence.T, None]]
-        return sp.csr_matrix(sp.bmat(blocks_top, format="csr"))
-    return sp.csr_matrix(sp.bmat([[rel, None], [None, sp.csr_matrix((m, m))]], format="csr")) if m else sp.csr_matrix(rel)
+        back = scaled_transpose(projection.incidence, np.ones(n))
+        return block_csr(rel, projection.incidence, back, right_scale=_hub_damping(projection, hub_exponent))
+    if not m:
+        return sp.csr_matrix(rel)
+    # the identifiers stay as nodes without edges, so that node numbers do not depend on the layer
+    rel = sp.csr_matrix(rel)
+    indptr = np.concatenate([rel.indptr, np.full(m, rel.indptr[-1], dtype=rel.indptr.dtype)])
+    return sp.csr_matrix((rel.data, rel.indices, indptr), shape=(n + m, n + m))
+
+
+def walk_transition(
+    projection: Projection,
+    *,
+    hub_exponent: float = 1.0,
+    links: bool = True,
+    relations: bool = True,
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """``transition_transpose(walk_matrix(projection, ...))``, assembled from the blocks.
+
+    ``P.T = W.T D^-1`` of the walk matrix ``W = [[R, I H], [I.T, 0]]`` (``H``: the hub
+    damping) is ``[[R.T D_u^-1, I D_i^-1], [H I.T D_u^-1, 0]]``: when every relation kind
+    walks both ways ``R.T`` is ``R`` and no transposition of the large block is needed, only
+    the small one of the incidence.
+
+    Returns
+    -------
+    transition : csr_matrix
+        The transpose of the row-stochastic transition matrix (rows of dangling nodes of ``W``
+        are all zero in ``W``, so their columns are here).
+    dangling : ndarray of bool
+        Nodes without out-edges.
+
+    See Also
+    --------
+    graph.propagation.transition_transpose : the same from any adjacency matrix.
+    """
+    n, m = projection.n_users, projection.n_idents
+    R = projection.relations_walk if relations else sp.csr_matrix((n, n))
+    RT = R if projection.walk_symmetric or not relations else scaled_transpose(R, np.ones(n))
+    with_links = links and m > 0
+    inc = projection.incidence if with_links else sp.csr_matrix((n, m))
+    damp = _hub_damping(projection, hub_exponent)
+    out_user = walk_out_degree(R, inc, damp)
+    out_ident = np.bincount(inc.indices, weights=inc.data, minlength=m) if with_links else np.zeros(m)
+    degree = np.concatenate([out_user, out_ident])
+    dangling = degree <= 0
+    inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=~dangling)
+    back = scaled_transpose(inc, np.ones(n))
+    PT = block_csr(RT, inc, back, left_scale=inv[:n], right_scale=inv[n:], bottom_row_scale=damp)
+    return PT, dangling
+
+
+def _hub_damping(projection: Projection, hub_exponent: float) -> np.ndarray:
+    return np.power(np.maximum(projection.ident_degree, 1).astype(np.float64), -hub_exponent)
 
 
 def _decay(times: np.ndarray, as_of: int, half_life_days: float | None) -> np.ndarray:
@@ -535,7 +650,10 @@ def load_arrays(path: str | Path, names: Iterable[str]) -> dict[str, np.ndarray]
     return out
 
 
-_MATRICES = ("incidence", "relations_walk", "relations_pos", "relations_neg")
+_MATRICES = ("incidence", "relations_walk")
+#: What :func:`save_projection` writes; a change here makes caches of other versions unreadable
+#: to this one and the reverse, so stores key their caches by it.
+PROJECTION_FORMAT = 2
 
 
 def save_projection(projection: Projection, path: str | Path) -> None:
@@ -547,20 +665,32 @@ def save_projection(projection: Projection, path: str | Path) -> None:
         "ident_kinds": np.array(projection.ident_kinds, dtype=str),
         "ident_degree": projection.ident_degree,
         "n_self_relations": np.array(projection.n_self_relations),
-        "count_kinds": np.array(list(projection.relations_count), dtype=str),
     }
     matrices = {name: getattr(projection, name) for name in _MATRICES}
-    matrices.update({f"count_{i}": m for i, m in enumerate(projection.relations_count.values())})
+    if projection.signed.built:  # unbuilt, they are built again where they are used
+        matrices.update(relations_pos=projection.relations_pos, relations_neg=projection.relations_neg)
+        matrices.update({f"count_{i}": m for i, m in enumerate(projection.relations_count.values())})
+        arrays["count_kinds"] = np.array(list(projection.relations_count), dtype=str)
+    else:
+        arrays["count_kinds"] = np.zeros(0, dtype=str)
+    arrays["signed"] = np.array(projection.signed.built)
+    arrays["walk_symmetric"] = np.array(projection.walk_symmetric)
     for name, m in matrices.items():
         arrays[f"{name}.data"], arrays[f"{name}.indices"], arrays[f"{name}.indptr"] = m.data, m.indices, m.indptr
         arrays[f"{name}.shape"] = np.array(m.shape)
     save_arrays(arrays, path)
 
 
-def load_projection(path: str | Path) -> Projection:
-    """Read a projection written by :func:`save_projection` (:func:`load_arrays`)."""
+def load_projection(path: str | Path, *, signed: Callable[[], SignedMatrices] | None = None) -> Projection:
+    """Read a projection written by :func:`save_projection` (:func:`load_arrays`).
+
+    ``signed`` builds the signed and count matrices when the projection was saved before they
+    were (:class:`SignedRelations`); without it such a projection cannot give them.
+    """
     plain = load_arrays(path, ["user_ids", "ident_keys", "ident_kind", "ident_kinds", "ident_degree", "n_self_relations", "count_kinds"])
     kinds = [str(k) for k in plain["count_kinds"]]
+    # projections saved by earlier versions have no "signed" marker and hold all the matrices
+    saved_signed = not (Path(path) / "signed.npy").exists() or bool(load_arrays(path, ["signed"])["signed"])
 
     def mat(name: str) -> sp.csr_matrix:
         z = load_arrays(path, [f"{name}.{part}" for part in ("data", "indices", "indptr", "shape")])
@@ -573,9 +703,18 @@ def load_projection(path: str | Path) -> Projection:
         ident_kinds=tuple(str(k) for k in plain["ident_kinds"]),
         ident_degree=plain["ident_degree"],
         **{name: mat(name) for name in _MATRICES},
-        relations_count={k: mat(f"count_{i}") for i, k in enumerate(kinds)},
+        signed=(SignedRelations(matrices=(mat("relations_pos"), mat("relations_neg"), {k: mat(f"count_{i}") for i, k in enumerate(kinds)}))
+                if saved_signed else SignedRelations(signed or _not_saved(path))),
         n_self_relations=int(plain["n_self_relations"]),
+        walk_symmetric=(Path(path) / "walk_symmetric.npy").exists() and bool(load_arrays(path, ["walk_symmetric"])["walk_symmetric"]),
     )
+
+
+def _not_saved(path: str | Path) -> Callable[[], SignedMatrices]:
+    def fail() -> SignedMatrices:
+        raise FileNotFoundError(f"the projection in {path} was saved without its signed and count matrices; read it with a builder for them")
+
+    return fail
 
 
 def save_encoded(encoded: EncodedGraph, path: str | Path, *, snapshot: int) -> None:

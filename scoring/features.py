@@ -14,8 +14,8 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.model_selection import StratifiedKFold
 
-from graph.projection import Projection, walk_matrix
-from graph.propagation import belief_propagation, label_spreading, personalized_pagerank, transition_transpose, trustrank
+from graph.projection import Projection, walk_matrix, walk_transition
+from graph.propagation import belief_propagation, label_spreading, personalized_pagerank, trustrank
 from loaders.errors import ParameterError
 from loaders.schema import Tables
 from scoring.config import PROPAGATIONS
@@ -194,7 +194,7 @@ class Walks:
             A = walk_matrix(projection, hub_exponent=hub_exponent, links=links, relations=relations)
             if A.nnz == 0:
                 continue
-            transition = transition_transpose(A)
+            transition = walk_transition(projection, hub_exponent=hub_exponent, links=links, relations=relations)
             uniform = np.zeros(A.shape[0])
             uniform[:n] = 1.0
             base = personalized_pagerank(A, uniform, alpha=alpha, tol=tol, transition=transition).scores[:n]

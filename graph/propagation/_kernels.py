@@ -22,9 +22,9 @@ __all__ = ["fused_step"]
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def fused_step(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, y: np.ndarray, starts: np.ndarray
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, y: np.ndarray, starts: np.ndarray, scale: float
 ) -> float:  # pragma: no cover - compiled; tested through personalized_pagerank
-    """``y = M x`` for CSR ``M``; returns ``sum |y - x|``. ``starts`` are the first rows of the
+    """``y = scale * M x`` for CSR ``M``; returns ``sum |y - x|``. ``starts`` are the first rows of the
     blocks the threads take (and ``n`` last)."""
     n_blocks = len(starts) - 1
     partial = np.zeros(n_blocks)
@@ -37,6 +37,7 @@ def fused_step(
             while k < end:
                 s += data[k] * x[np.uint64(indices[k])]
                 k += np.uint64(1)
+            s *= scale
             y[i] = s
             acc += abs(s - x[i])
         partial[b] = acc

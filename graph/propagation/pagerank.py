@@ -13,6 +13,7 @@ import scipy.sparse as sp
 # temporary): scipy has shipped it under this name since 0.14; without it this fails, loudly.
 from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
 
+from graph._csr import row_sums, scaled_transpose
 from graph.propagation._kernels import fused_step
 
 from graph.propagation.result import PropagationResult
@@ -28,13 +29,11 @@ def transition_transpose(adjacency: sp.spmatrix) -> tuple[sp.csr_matrix, np.ndar
     iteration is one sparse product) and a boolean mask of nodes without out-edges.
     """
     A = sp.csr_matrix(adjacency, dtype=np.float64)
-    out_degree = np.asarray(A.sum(axis=1)).ravel()
+    out_degree = row_sums(A)
     dangling = out_degree <= 0
     inv = np.zeros_like(out_degree)
     inv[~dangling] = 1.0 / out_degree[~dangling]
-    PT = sp.csr_matrix(A.T)
-    PT.data = PT.data * inv[PT.indices]
-    return PT, dangling
+    return scaled_transpose(A, inv), dangling
 
 
 def personalized_pagerank(
@@ -144,13 +143,13 @@ def personalized_pagerank(
         threads = os.cpu_count() or 1
     if int(threads) < 1:
         raise ParameterError(f"The 'threads' parameter of personalized_pagerank must be >= 1. Got {threads!r} instead.")
-    # alpha folded into the matrix once, so an iteration is y = restart + (alpha P^T) x, written
-    # in place (one fused compiled pass for one vector; scipy's product for several)
+    # an iteration is y = restart + alpha P^T x, written in place: one fused compiled pass for
+    # one vector (alpha applied per row), scipy's product for several (alpha folded into a copy
+    # of the matrix)
     if dangling == "self" and dangling_mask.any():
         # a walker that stays put is a self-loop: fold it into the matrix once
         PT = sp.csr_matrix(PT + sp.diags(dangling_mask.astype(np.float64)))
         dangling_mask = np.zeros(n, dtype=bool)
-    data = PT.data * alpha
     indptr, indices = PT.indptr, PT.indices
     restart = np.ascontiguousarray((1.0 - alpha) * S)
     any_dangling = bool(dangling_mask.any())
@@ -173,7 +172,7 @@ def personalized_pagerank(
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
         try:
             for n_iter in range(1, int(max_iter) + 1):
-                residual = float(fused_step(indptr, indices, data, x1, y1, starts))
+                residual = float(fused_step(indptr, indices, PT.data, x1, y1, starts, alpha))
                 # the seed rows get the restart, and the dangling walkers restarting there;
                 # their share of the residual is recounted (a few rows, not a dense pass)
                 old = np.abs(y1[seed_rows] - x1[seed_rows]).sum()
@@ -193,6 +192,7 @@ def personalized_pagerank(
         return PropagationResult(scores=x1 if vector else x1[:, None], n_iter=n_iter, converged=converged, residual=residual)
     # several vectors: scipy's multi-vector product, rows split in blocks of about equal
     # nonzeros, one per thread (its kernels release the GIL)
+    data = PT.data * alpha
     y = np.empty_like(x)
     diff = np.empty_like(x)
     bounds = _row_blocks(indptr, threads if n * k >= _PARALLEL_MIN else 1)

@@ -16,7 +16,7 @@ import pandas as pd
 from graph.config import GraphConfig
 from graph.disputes import active_disputes
 from graph.neighbourhood import GraphIndex, UserAttributes, graph_index, neighbourhood, ring_members, shortest_paths, user_attributes
-from graph.projection import EncodedGraph, Projection, encode, load_projection, project_encoded, save_projection
+from graph.projection import PROJECTION_FORMAT, EncodedGraph, Projection, encode, load_projection, project_encoded, save_projection, signed_relations
 
 from graph.store.audit import AuditEntry, verify_chain
 from loaders.errors import ConfigError
@@ -137,11 +137,12 @@ class GraphStore(ABC):
         fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         plain = {k: dict(v) if isinstance(v, Mapping) else v for k, v in fields.items()}
         plain["disputes"] = disputes[["user_id", "target", "other", "reason"]].astype(str).values.tolist()
+        plain["format"] = PROJECTION_FORMAT  # versions that save other files use other directories
         digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()[:16]
         snapshot = int(self.metadata().get("snapshot", 0))
         path = Path(self.cache_dir) / f"projection-{snapshot}-{digest}"
         if (path / "complete").exists():
-            return load_projection(path)
+            return load_projection(path, signed=lambda: signed_relations(self.encoded(), config, disputes=disputes))
         projection = project_encoded(self.encoded(), config, disputes=disputes)
         save_projection(projection, path)
         for old in Path(self.cache_dir).glob("projection-*"):

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from graph import GraphConfig, RelationKind, project, walk_matrix
+from graph import GraphConfig, RelationKind, project, walk_matrix, walk_transition
 from loaders import read_tables
 from tests.conftest import KEY, tiny_frames
 
@@ -100,6 +100,7 @@ def test_saved_projection_reads_back_equal(tmp_path, monkeypatch, mapped: bool) 
     if mapped:  # map every array with data, as a large graph's are
         monkeypatch.setattr(gp, "_MAP_MIN_BYTES", 128)
     p = project(read_tables(tiny_frames(), key=KEY), GraphConfig())
+    p.signed.get()  # saved with the signed and count matrices (test below: without them)
     gp.save_projection(p, tmp_path / "p")
     q = gp.load_projection(tmp_path / "p")
     assert _mapped(q.relations_walk.data) == mapped
@@ -113,6 +114,27 @@ def test_saved_projection_reads_back_equal(tmp_path, monkeypatch, mapped: bool) 
     for name in ("incidence", "relations_walk", "relations_pos", "relations_neg"):
         assert (getattr(q, name) != getattr(p, name)).nnz == 0
     assert set(q.relations_count) == set(p.relations_count)
+
+
+def test_the_signed_matrices_are_built_only_when_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import graph.projection as gp
+
+    tables = read_tables(tiny_frames(), key=KEY)
+    p = project(tables, GraphConfig())
+    walk_matrix(p)
+    assert not p.signed.built  # a propagation does not build them
+    gp.save_projection(p, tmp_path / "p")
+    assert not p.signed.built and not (tmp_path / "p" / "relations_pos.data.npy").exists()
+    # read back, they are built when asked for, by the builder given
+    with pytest.raises(FileNotFoundError, match="without its signed and count matrices"):
+        gp.load_projection(tmp_path / "p").relations_pos
+    q = gp.load_projection(tmp_path / "p", signed=lambda: gp.signed_relations(gp.encode(tables), GraphConfig()))
+    fresh = project(tables, GraphConfig())
+    _same_projection(q, fresh)
+    assert q.signed.built
+    # once built, they are saved with the rest
+    gp.save_projection(q, tmp_path / "q")
+    _same_projection(gp.load_projection(tmp_path / "q"), fresh)
 
 
 def test_the_embedded_store_caches_the_projection_per_snapshot_and_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -171,6 +193,79 @@ def test_sorted_csr_merges_repeats_and_keeps_only_the_masked_entries() -> None:
     r, c, v, keep = r[order], c[order], rng.random(2000), rng.random(2000) < 0.7
     expected = sp.csr_matrix((v[keep], (r[keep], c[keep])), shape=(50, 40))
     assert abs(sorted_csr(r, c, v, keep, (50, 40)) - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_sum_with_transpose_adds_the_backward_entries_transposed(monkeypatch, parallel: bool) -> None:  # type: ignore[no-untyped-def]
+    import scipy.sparse as sp
+
+    import graph._csr
+    from graph._csr import sum_with_transpose
+
+    if parallel:  # entries cut in blocks, one per thread, as on large graphs
+        monkeypatch.setattr(graph._csr, "_PARALLEL_MIN", 0)
+        monkeypatch.setattr(graph._csr.numba, "get_num_threads", lambda: 3)
+
+    # entries (0,1)=1 forward, (0,1)=2 both ways, (1,0)=4 forward, (1,2)=8 backward, (2,2)=0 both
+    rows = np.array([0, 0, 1, 1, 2], dtype=np.int32)
+    cols = np.array([1, 1, 0, 2, 2], dtype=np.int32)
+    values = np.array([1.0, 2.0, 4.0, 8.0, 0.0])
+    forward = np.array([True, True, True, False, True])
+    backward = np.array([False, True, False, True, True])
+    m = sum_with_transpose(rows, cols, values, forward, backward, 3)
+    # F = [[0,3,0],[4,0,0],[0,0,0]]; B.T = [[0,0,0],[2,0,0],[0,8,0]]; the zero (2,2) is dropped
+    assert m.toarray().tolist() == [[0, 3, 0], [6, 0, 0], [0, 8, 0]]
+    assert m.nnz == 3 and m.has_sorted_indices
+    # random entries, repeats and a hub row, against scipy's sum of the two projections
+    rng = np.random.default_rng(1)
+    r, c = rng.integers(0, 60, 3000), np.r_[rng.integers(0, 60, 2500), np.full(500, 7)]
+    order = np.lexsort((c, r))
+    r, c, v = r[order], c[order], rng.random(3000)
+    fwd, bwd = rng.random(3000) < 0.6, rng.random(3000) < 0.5
+    expected = sp.csr_matrix((v[fwd], (r[fwd], c[fwd])), shape=(60, 60)) + sp.csr_matrix((v[bwd], (c[bwd], r[bwd])), shape=(60, 60))
+    got = sum_with_transpose(r, c, v, fwd, bwd, 60)
+    assert abs(got - expected).max() < 1e-12
+    assert all(np.all(np.diff(got.indices[a:b]) > 0) for a, b in zip(got.indptr[:-1], got.indptr[1:]))
+    # the same entries both ways: equal to its transpose to the last bit, repeats and all
+    both = sum_with_transpose(r, c, v, fwd, fwd, 60)
+    assert (both != both.T).nnz == 0
+    # rows without entries before, between and after the blocks; no entry at all
+    sparse_rows = np.array([5, 5, 30, 31, 31, 58], dtype=np.int32)
+    got = sum_with_transpose(sparse_rows, np.array([0, 59, 2, 3, 4, 1], dtype=np.int32), np.arange(1.0, 7.0), np.ones(6, bool), np.ones(6, bool), 60)
+    expected = sp.csr_matrix((np.arange(1.0, 7.0), (sparse_rows, [0, 59, 2, 3, 4, 1])), shape=(60, 60))
+    assert abs(got - (expected + expected.T)).max() == 0
+    empty = np.zeros(0, dtype=np.int32)
+    assert sum_with_transpose(empty, empty, np.zeros(0), np.zeros(0, bool), np.zeros(0, bool), 4).nnz == 0
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_scaled_transpose_and_block_assembly_equal_scipy(monkeypatch, parallel: bool) -> None:  # type: ignore[no-untyped-def]
+    import scipy.sparse as sp
+
+    import graph._csr
+    from graph._csr import block_csr, row_sums, scaled_transpose
+
+    if parallel:  # blocks of rows shared by the threads, as on large graphs
+        monkeypatch.setattr(graph._csr, "_PARALLEL_MIN", 0)
+
+    A = sp.csr_matrix(np.array([[0, 2.0, 0], [1.0, 0, 3.0]]))
+    assert scaled_transpose(A, np.array([10.0, 1.0])).toarray().tolist() == [[0, 1], [20, 0], [0, 3]]
+    assert row_sums(A).tolist() == [2.0, 4.0] and row_sums(sp.csr_matrix((3, 3))).tolist() == [0, 0, 0]
+    rng = np.random.default_rng(2)
+    R = sp.random(40, 40, density=0.1, format="csr", random_state=3)
+    inc = sp.random(40, 7, density=0.2, format="csr", random_state=4)
+    scale = rng.random(40)
+    assert abs(scaled_transpose(R, scale) - (sp.diags(scale) @ R).T).max() < 1e-15
+    damp = rng.random(7)
+    expected = sp.bmat([[R, inc @ sp.diags(damp)], [inc.T, None]], format="csr")
+    got = block_csr(R, inc, scaled_transpose(inc, np.ones(40)), right_scale=damp)
+    assert got.shape == (47, 47) and abs(got - expected).max() < 1e-15 and got.has_sorted_indices
+    left, rows = rng.random(40), rng.random(7)
+    L = sp.diags(left)
+    expected = sp.bmat([[R @ L, inc @ sp.diags(damp)], [sp.diags(rows) @ inc.T @ L, None]], format="csr")
+    got = block_csr(R, inc, sp.csr_matrix(inc.T), left_scale=left, right_scale=damp, bottom_row_scale=rows)
+    assert abs(got - expected).max() < 1e-15
+    assert got.indptr.tolist() == expected.indptr.tolist()  # and no entry lost or added
 
 
 def test_projection_from_the_integer_codes_equals_the_projection_of_the_tables() -> None:
@@ -250,3 +345,27 @@ def test_disputes_weight_a_link_by_reason_or_by_a_given_weight() -> None:
     rel = project_encoded(encoded, disputes=pd.DataFrame([{"user_id": "a", "target": "relation", "other": "b", "reason": "stolen_device"}]))
     assert rel.relations_walk[a, b] == 0 and rel.relations_walk[b, a] == 0 and plain.relations_walk[b, a] > 0
     assert (rel.relations_neg != plain.relations_neg).nnz == 0  # a's rating from c is not the disputed link
+
+
+@pytest.mark.parametrize(
+    "config, layers, hub_exponent",
+    [
+        (GraphConfig(), {}, 1.0),
+        (GraphConfig(), {"links": False}, 1.0),
+        (GraphConfig(), {"relations": False}, 0.5),
+        (GraphConfig(relation_kinds={"transfer": RelationKind(1.0, "forward"), "contact": RelationKind(0.5, "backward")}), {}, 1.0),
+        (GraphConfig(hub_max_degree=2), {}, 1.0),  # one shared identifier left
+    ],
+)
+def test_walk_transition_equals_the_transposed_transition_of_the_walk_matrix(config, layers, hub_exponent) -> None:  # type: ignore[no-untyped-def]
+    from graph.propagation import transition_transpose
+
+    p = _proj(config)
+    assert p.walk_symmetric == (config.relation("transfer").direction == "both")
+    W = walk_matrix(p, hub_exponent=hub_exponent, **layers)
+    expected, expected_dangling = transition_transpose(W)
+    PT, dangling = walk_transition(p, hub_exponent=hub_exponent, **layers)
+    assert PT.shape == W.shape and dangling.tolist() == expected_dangling.tolist()
+    assert abs(PT - expected).max() < 1e-15
+    # column sums: 1 for nodes with out-edges, 0 for dangling ones
+    assert np.allclose(np.asarray(PT.sum(axis=0)).ravel(), (~dangling).astype(float))
