@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +25,46 @@ from loaders.errors import ConfigError
 from loaders.load import WriteCounts
 from loaders.schema import Tables
 
+log = logging.getLogger(__name__)
+
 __all__ = ["GraphStore"]
+
+
+#: Projections being written to a store's cache directory, by directory. The writing is not on
+#: the way of the propagation that made the projection: it runs beside it, on a thread of its
+#: own (not a daemon: a process ends once it is written). Every store object on the same
+#: directory waits for it before reading the cache, and so does :meth:`GraphStore.close`.
+_KEEPING: dict[Path, threading.Thread] = {}
+_KEEPING_LOCK = threading.Lock()
+
+
+def wait_for_kept_projection(cache_dir: str | Path) -> None:
+    """Wait until a projection being written to ``cache_dir`` (by this process) is written."""
+    with _KEEPING_LOCK:
+        writer = _KEEPING.get(Path(cache_dir).resolve())
+    if writer is not None and writer is not threading.current_thread():
+        writer.join()
+
+
+def _keep_projection(projection: Projection, path: Path) -> None:
+    """Write ``projection`` to ``path`` on a thread of its own, then drop the other projections
+    kept beside it (older snapshots and configurations, and the files of older versions). A
+    cache that cannot be written costs only speed: the failure is logged, not raised."""
+    cache_dir = path.parent.resolve()
+
+    def write() -> None:
+        try:
+            save_projection(projection, path)
+            for old in path.parent.glob("projection-*"):
+                if old != path:
+                    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("the projection could not be kept in %s (the next propagation projects afresh): %s", path, exc)
+
+    with _KEEPING_LOCK:
+        writer = threading.Thread(target=write, name="socialrisk-keep-projection")
+        _KEEPING[cache_dir] = writer
+        writer.start()
 
 
 class GraphStore(ABC):
@@ -141,13 +182,11 @@ class GraphStore(ABC):
         digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=repr).encode()).hexdigest()[:16]
         snapshot = int(self.metadata().get("snapshot", 0))
         path = Path(self.cache_dir) / f"projection-{snapshot}-{digest}"
+        wait_for_kept_projection(self.cache_dir)
         if (path / "complete").exists():
             return load_projection(path, signed=lambda: signed_relations(self.encoded(), config, disputes=disputes))
         projection = project_encoded(self.encoded(), config, disputes=disputes)
-        save_projection(projection, path)
-        for old in Path(self.cache_dir).glob("projection-*"):
-            if old != path:  # older snapshots and configurations, and the files of older versions
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+        _keep_projection(projection, path)
         return projection
 
     def encoded(self) -> EncodedGraph:
@@ -163,7 +202,10 @@ class GraphStore(ABC):
         return getattr(self.read_tables(), name)
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release resources (connections, file handles)."""
+        """Release resources (connections, file handles); a projection being kept in the cache
+        is written first."""
+        if self.cache_dir is not None:
+            wait_for_kept_projection(self.cache_dir)
 
     def __enter__(self) -> "GraphStore":
         return self

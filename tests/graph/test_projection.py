@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from graph import GraphConfig, RelationKind, project, walk_matrix, walk_transition
+from graph.store.base import wait_for_kept_projection
 from loaders import read_tables
 from tests.conftest import KEY, tiny_frames
 
@@ -145,6 +146,7 @@ def test_the_embedded_store_caches_the_projection_per_snapshot_and_config(tmp_pa
     store = EmbeddedStore(tmp_path)
     load({k: v for k, v in frames.items() if k != "flags"}, store, key=KEY)
     first = store.projection(GraphConfig())
+    wait_for_kept_projection(tmp_path / "cache")  # written beside the caller, on a thread of its own
     assert len(list((tmp_path / "cache").glob("projection-*"))) == 1
     again = EmbeddedStore(tmp_path).projection(GraphConfig())
     assert again.user_ids.tolist() == first.user_ids.tolist()
@@ -154,13 +156,34 @@ def test_the_embedded_store_caches_the_projection_per_snapshot_and_config(tmp_pa
     load({"users": pd.DataFrame({"user_id": ["newcomer"]})}, store, key=KEY)
     after = store.projection(GraphConfig())
     assert "newcomer" in after.user_ids.tolist()
+    store.close()  # closing a store waits for the projection it keeps
     assert len(list((tmp_path / "cache").glob("projection-*"))) == 1  # older ones are dropped
     # a projection cut short (no 'complete' marker) is projected afresh, not read
     (kept,) = (tmp_path / "cache").glob("projection-*")
     (kept / "complete").unlink()
     (kept / "relations_walk.data.npy").write_bytes(b"cut short")
     again = EmbeddedStore(tmp_path).projection(GraphConfig())
+    wait_for_kept_projection(tmp_path / "cache")
     assert (again.relations_walk != after.relations_walk).nnz == 0 and (kept / "complete").exists()
+
+
+def test_a_projection_that_cannot_be_kept_is_still_returned(tmp_path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    import graph.store.base
+    from graph.store import EmbeddedStore
+    from loaders import load
+
+    store = EmbeddedStore(tmp_path)
+    load(tiny_frames(), store, key=KEY)
+
+    def full_disk(projection, path):  # type: ignore[no-untyped-def]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(graph.store.base, "save_projection", full_disk)
+    p = store.projection(GraphConfig())
+    wait_for_kept_projection(tmp_path / "cache")
+    assert "could not be kept" in caplog.text and "No space left" in caplog.text
+    assert not list((tmp_path / "cache").glob("projection-*"))
+    _same_projection(p, project(read_tables(tiny_frames(), key=KEY), GraphConfig()))
 
 
 def _same_projection(p, q) -> None:  # type: ignore[no-untyped-def]
