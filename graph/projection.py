@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from graph._csr import block_csr, scaled_transpose, sorted_csr, sum_with_transpose, walk_out_degree
 from graph.config import GraphConfig
+from graph.propagation.result import Transition
 from loaders.errors import NotFoundError
 from loaders.schema import Tables
 
@@ -539,7 +540,7 @@ def walk_transition(
     hub_exponent: float = 1.0,
     links: bool = True,
     relations: bool = True,
-) -> tuple[sp.csr_matrix, np.ndarray]:
+) -> Transition:
     """``transition_transpose(walk_matrix(projection, ...))``, assembled from the blocks.
 
     ``P.T = W.T D^-1`` of the walk matrix ``W = [[R, I H], [I.T, 0]]`` (``H``: the hub
@@ -549,11 +550,11 @@ def walk_transition(
 
     Returns
     -------
-    transition : csr_matrix
-        The transpose of the row-stochastic transition matrix (rows of dangling nodes of ``W``
-        are all zero in ``W``, so their columns are here).
-    dangling : ndarray of bool
-        Nodes without out-edges.
+    Transition
+        ``(PT, dangling)``: the transpose of the row-stochastic transition matrix (rows of
+        dangling nodes of ``W`` are all zero in ``W``, so their columns are here) and the mask
+        of nodes without out-edges; ``reversible`` when ``S W`` is symmetric for the diagonal
+        ``S`` = (1 for users, the hub damping for identifiers), that is when ``R`` is.
 
     See Also
     --------
@@ -572,7 +573,9 @@ def walk_transition(
     inv = np.divide(1.0, degree, out=np.zeros_like(degree), where=~dangling)
     back = scaled_transpose(inc, np.ones(n))
     PT = block_csr(RT, inc, back, left_scale=inv[:n], right_scale=inv[n:], bottom_row_scale=damp)
-    return PT, dangling
+    # S W is symmetric for S = diag(1 for users, damping for identifiers) when R is: the walk
+    # is then reversible (real eigenvalues), which Chebyshev acceleration needs
+    return Transition(PT, dangling, reversible=projection.walk_symmetric or not relations)
 
 
 def _hub_damping(projection: Projection, hub_exponent: float) -> np.ndarray:

@@ -194,7 +194,11 @@ class Walks:
             A = walk_matrix(projection, hub_exponent=hub_exponent, links=links, relations=relations)
             if A.nnz == 0:
                 continue
-            transition = walk_transition(projection, hub_exponent=hub_exponent, links=links, relations=relations)
+            # as a plain pair: features are solved by power iteration, step for step as the Spark
+            # engine solves them (same iteration counts, parity within 1e-6), not by the
+            # Chebyshev steps a reversible transition would get
+            PT, dangling = walk_transition(projection, hub_exponent=hub_exponent, links=links, relations=relations)
+            transition = (PT, dangling)
             uniform = np.zeros(A.shape[0])
             uniform[:n] = 1.0
             base = personalized_pagerank(A, uniform, alpha=alpha, tol=tol, transition=transition).scores[:n]

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
 
 from graph._csr import row_sums, scaled_transpose
-from graph.propagation._kernels import fused_step
+from graph.propagation._kernels import chebyshev_step, fused_step
 
 from graph.propagation.result import PropagationResult
 from loaders.errors import ParameterError
@@ -46,6 +46,7 @@ def personalized_pagerank(
     transition: tuple[sp.csr_matrix, np.ndarray] | None = None,
     dangling: str = "seeds",
     threads: int | None = None,
+    method: str = "auto",
 ) -> PropagationResult:
     r"""Personalized PageRank: where a walk that restarts at the seeds spends its time.
 
@@ -78,6 +79,18 @@ def personalized_pagerank(
     threads : int, optional
         Threads sharing each iteration (blocks of rows); default: every core
         (``os.cpu_count()``). Results do not depend on it beyond rounding.
+    method : {"auto", "power", "chebyshev"}
+        ``"power"``: power iteration. ``"chebyshev"``: Chebyshev semi-iteration [3]_, for a
+        reversible walk only (``transition`` a :class:`~graph.propagation.result.Transition`
+        that says so, as :func:`graph.projection.walk_transition` gives when every relation
+        kind walks both ways) and one seed vector. The eigenvalues of ``alpha P^T`` are then
+        real, in ``[-alpha, alpha]``, and the error falls by about
+        ``alpha / (1 + sqrt(1 - alpha^2))`` per step instead of ``alpha`` (about 33 steps
+        instead of 59 at ``alpha = 0.85``, ``tol = 1e-8`` on a million users). Both stop by
+        the same rule (the L1 change of a power step from the current iterate below
+        ``tol``) and return that power step, so they agree within the tolerance. A residual
+        that grows as no real spectrum allows falls back to power steps. ``"auto"``:
+        Chebyshev where it applies, power iteration otherwise.
 
     Returns
     -------
@@ -96,6 +109,9 @@ def personalized_pagerank(
     .. [1] L. Page, S. Brin, R. Motwani, T. Winograd, "The PageRank citation ranking:
        bringing order to the web", Stanford InfoLab, 1999.
     .. [2] T. Haveliwala, "Topic-sensitive PageRank", WWW 2002.
+    .. [3] G. H. Golub, R. S. Varga, "Chebyshev semi-iterative methods, successive
+       overrelaxation iterative methods, and second order Richardson iterative methods",
+       Numerische Mathematik 3, 1961.
 
     Examples
     --------
@@ -132,6 +148,16 @@ def personalized_pagerank(
     S = S / mass
     if dangling not in ("seeds", "self"):
         raise ParameterError(f"The 'dangling' parameter of personalized_pagerank must be 'seeds' or 'self'. Got {dangling!r} instead.")
+    if method not in ("auto", "power", "chebyshev"):
+        raise ParameterError(f"The 'method' parameter of personalized_pagerank must be 'auto', 'power' or 'chebyshev'. Got {method!r} instead.")
+    reversible = bool(getattr(transition, "reversible", False))
+    if method == "chebyshev" and not (reversible and S.shape[1] == 1):
+        raise ParameterError(
+            "method='chebyshev' of personalized_pagerank needs one seed vector and a reversible walk: give "
+            "transition=walk_transition(projection) of a projection whose relation kinds all walk both ways, or use method='power'."
+        )
+    use_chebyshev = method != "power" and reversible and S.shape[1] == 1
+    rho2 = alpha * alpha  # |eigenvalues of alpha P^T| <= alpha, real for a reversible walk
     if transition is None:
         if adjacency.nnz and sp.csr_matrix(adjacency).data.min() < 0:
             raise ParameterError("The adjacency of personalized_pagerank must have non-negative weights.")
@@ -165,28 +191,54 @@ def personalized_pagerank(
         # over blocks of rows of about equal nonzeros, one thread each
         blocks = _row_blocks(indptr, 64 if n >= _PARALLEL_MIN else 1)
         starts = np.array([b[0] for b in blocks] + [n], dtype=np.int64)
-        x1, y1 = x[:, 0].copy(), np.empty(n)
+        x1, other = x[:, 0].copy(), np.empty(n)
         restart_rows = restart[seed_rows, 0]
         extra_rows = S_seed[:, 0]
+        chebyshev = use_chebyshev
+        if chebyshev:
+            other[:] = x1  # the iterate before the first: the first step is a plain one
+            PT_seed = PT[seed_rows]
+        omega, best = 1.0, np.inf
         before = numba.get_num_threads()
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
         try:
             for n_iter in range(1, int(max_iter) + 1):
-                residual = float(fused_step(indptr, indices, PT.data, x1, y1, starts, alpha))
-                # the seed rows get the restart, and the dangling walkers restarting there;
-                # their share of the residual is recounted (a few rows, not a dense pass)
-                old = np.abs(y1[seed_rows] - x1[seed_rows]).sum()
-                if any_dangling:
-                    # a gather, not a BLAS dot: BLAS threads spinning between steps would
-                    # take the cores from the kernel's threads
-                    y1[seed_rows] += restart_rows + extra_rows * float(x1[d_idx].sum())
-                else:
-                    y1[seed_rows] += restart_rows
-                residual += float(np.abs(y1[seed_rows] - x1[seed_rows]).sum() - old)
-                x1, y1 = y1, x1
+                # the seed rows get the restart, and the dangling walkers restarting there (a
+                # gather, not a BLAS dot: BLAS threads spinning between steps would take the
+                # cores from the kernel's threads); their share of the residual is recounted
+                # (a few rows, not a dense pass)
+                add = restart_rows + extra_rows * float(x1[d_idx].sum()) if any_dangling else restart_rows
+                if not chebyshev:
+                    residual = float(fused_step(indptr, indices, PT.data, x1, other, starts, alpha))
+                    old = np.abs(other[seed_rows] - x1[seed_rows]).sum()
+                    other[seed_rows] += add
+                    residual += float(np.abs(other[seed_rows] - x1[seed_rows]).sum() - old)
+                    x1, other = other, x1
+                    if residual < tol:
+                        converged = True
+                        break
+                    continue
+                # Chebyshev: x_{k+1} = omega_k (M x_k + b - x_{k-1}) + x_{k-1}, written over x_{k-1}
+                residual = float(chebyshev_step(indptr, indices, PT.data, x1, other, starts, alpha, omega))
+                partial = alpha * (PT_seed @ x1)
+                residual += float(np.abs(partial + add - x1[seed_rows]).sum() - np.abs(partial - x1[seed_rows]).sum())
+                other[seed_rows] += omega * add
                 if residual < tol:
+                    # the change a power step from x_k would make is below tol: that step is
+                    # the answer, as the power iteration's would be
+                    fused_step(indptr, indices, PT.data, x1, other, starts, alpha)
+                    other[seed_rows] += add
+                    x1 = other
+                    n_iter += 1
                     converged = True
                     break
+                if not np.isfinite(residual) or residual > _DIVERGED * best:
+                    # not the real spectrum of a reversible walk: power steps from x_k
+                    chebyshev = False
+                    continue
+                best = min(best, residual)
+                x1, other = other, x1
+                omega = 1.0 / (1.0 - rho2 / 2.0) if n_iter == 1 else 1.0 / (1.0 - rho2 * omega / 4.0)
         finally:
             numba.set_num_threads(before)
         return PropagationResult(scores=x1 if vector else x1[:, None], n_iter=n_iter, converged=converged, residual=residual)
@@ -224,6 +276,10 @@ def personalized_pagerank(
         if pool is not None:
             pool.shutdown()
     return PropagationResult(scores=x[:, 0].copy() if vector else x, n_iter=n_iter, converged=converged, residual=residual)
+
+
+#: A Chebyshev residual this many times the smallest one so far means the spectrum is not real.
+_DIVERGED = 100.0
 
 
 #: Below this many vector entries one thread is faster than handing blocks to several.

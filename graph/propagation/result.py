@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PropagationResult"]
+__all__ = ["PropagationResult", "Transition"]
 
 
 @dataclass(frozen=True)
@@ -29,3 +29,23 @@ class PropagationResult:
     n_iter: int
     converged: bool
     residual: float
+
+
+class Transition(tuple):  # type: ignore[type-arg]
+    """``(PT, dangling)``: the transpose of a row-stochastic transition matrix and the mask of
+    nodes without out-edges, as :func:`graph.propagation.transition_transpose` returns, and
+    whether the walk is reversible.
+
+    A walk is reversible when its adjacency is symmetric up to a diagonal scaling
+    (``S A`` symmetric for some positive diagonal ``S``); its transition matrix then has real
+    eigenvalues, which lets :func:`~graph.propagation.personalized_pagerank` use Chebyshev
+    acceleration. :func:`graph.projection.walk_transition` says so when every relation kind
+    is walked both ways. Unpacks as the plain pair.
+    """
+
+    reversible: bool
+
+    def __new__(cls, matrix: object, dangling: np.ndarray, *, reversible: bool = False) -> "Transition":
+        out = super().__new__(cls, (matrix, dangling))
+        out.reversible = bool(reversible)
+        return out

@@ -143,3 +143,80 @@ def test_row_blocks_on_several_threads_give_the_same_scores(k: int, monkeypatch:
     assert three.scores == pytest.approx(one.scores, abs=1e-15)
     with pytest.raises(ParameterError, match="threads"):
         personalized_pagerank(A, S, threads=0)
+
+
+def _reversible_graph(seed: int, n: int = 60) -> sp.csr_matrix:
+    """A symmetric weighted graph with isolated nodes (they dangle), as a reversible walk."""
+    rng = np.random.default_rng(seed)
+    G = nx.gnp_random_graph(n - 5, 0.06, seed=seed)
+    A = sp.lil_matrix((n, n))
+    for u, v in G.edges:
+        A[u, v] = A[v, u] = float(rng.uniform(0.1, 3.0))
+    return sp.csr_matrix(A)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("dangling", ["seeds", "self"])
+def test_chebyshev_on_a_reversible_walk_agrees_with_power_iteration_in_fewer_steps(seed: int, dangling: str) -> None:
+    from graph.propagation import transition_transpose
+    from graph.propagation.result import Transition
+
+    A = _reversible_graph(seed)
+    s = np.zeros(A.shape[0])
+    s[[0, 3, 7, 58]] = [1.0, 2.0, 1.0, 1.0]  # node 58 is isolated
+    PT, mask = transition_transpose(A)
+    T = Transition(PT, mask, reversible=True)
+    exact = personalized_pagerank(A, s, alpha=0.95, tol=1e-14, max_iter=5000, method="power", dangling=dangling)
+    power = personalized_pagerank(A, s, alpha=0.95, tol=1e-9, transition=T, method="power", dangling=dangling)
+    cheb = personalized_pagerank(A, s, alpha=0.95, tol=1e-9, transition=T, dangling=dangling)  # auto: Chebyshev
+    assert cheb.converged and cheb.residual < 1e-9
+    assert cheb.n_iter < power.n_iter
+    # the same stopping rule: both within the bound the tolerance gives (tol * alpha / (1 - alpha))
+    bound = 1e-9 * 0.95 / 0.05
+    assert np.abs(cheb.scores - exact.scores).sum() < bound and np.abs(power.scores - exact.scores).sum() < bound
+    assert cheb.scores.sum() == pytest.approx(exact.scores.sum(), abs=1e-12)
+
+
+def test_walk_transition_is_reversible_and_gets_chebyshev_steps() -> None:
+    from graph import GraphConfig, project, walk_matrix, walk_transition
+    from loaders import read_tables
+    from tests.conftest import KEY, tiny_frames
+
+    p = project(read_tables(tiny_frames(), key=KEY), GraphConfig())
+    W, T = walk_matrix(p), walk_transition(p)
+    s = np.zeros(W.shape[0])
+    s[0] = 1.0
+    exact = personalized_pagerank(W, s, alpha=0.85, tol=1e-15, max_iter=5000)
+    assert T.reversible
+    cheb = personalized_pagerank(W, s, alpha=0.85, tol=1e-10, transition=T, method="chebyshev")
+    assert np.abs(cheb.scores - exact.scores).sum() < 1e-10 * 0.85 / 0.15
+
+
+def test_chebyshev_needs_a_reversible_walk_and_one_seed_vector() -> None:
+    from graph.propagation import transition_transpose
+    from graph.propagation.result import Transition
+
+    A = path3()
+    with pytest.raises(ParameterError, match="reversible walk"):
+        personalized_pagerank(A, np.array([1.0, 0, 0]), method="chebyshev")
+    with pytest.raises(ParameterError, match="one seed vector"):
+        personalized_pagerank(A, np.eye(3), method="chebyshev", transition=Transition(*transition_transpose(A), reversible=True))
+    with pytest.raises(ParameterError, match="'method'"):
+        personalized_pagerank(A, np.array([1.0, 0, 0]), method="krylov")
+    # a plain transition pair: "auto" is power iteration, step for step
+    plain = personalized_pagerank(A, np.array([1.0, 0, 0]), transition=transition_transpose(A))
+    assert plain.n_iter == personalized_pagerank(A, np.array([1.0, 0, 0]), method="power").n_iter
+
+
+def test_a_walk_wrongly_called_reversible_falls_back_to_power_steps() -> None:
+    from graph.propagation import transition_transpose
+    from graph.propagation.result import Transition
+
+    # a directed 12-cycle: eigenvalues on the unit circle, far from real
+    n = 12
+    A = sp.csr_matrix((np.ones(n), (np.arange(n), (np.arange(n) + 1) % n)), shape=(n, n))
+    s = np.zeros(n)
+    s[0] = 1.0
+    exact = personalized_pagerank(A, s, alpha=0.99, tol=1e-14, max_iter=20000)
+    r = personalized_pagerank(A, s, alpha=0.99, tol=1e-10, max_iter=20000, transition=Transition(*transition_transpose(A), reversible=True))
+    assert r.converged and np.abs(r.scores - exact.scores).sum() < 1e-10 * 99
