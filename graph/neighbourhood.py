@@ -259,7 +259,7 @@ def edge_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(list(records), columns=list(EDGE_COLUMNS))
     frame["weight"] = frame["weight"].astype(np.float64)
     frame["count"] = frame["count"].astype(np.int64)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[ns, UTC]")
     return frame
 
 

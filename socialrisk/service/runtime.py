@@ -22,6 +22,7 @@ import collections
 import ctypes
 import ctypes.util
 import fcntl
+import gc
 import logging
 import os
 import socket
@@ -180,6 +181,7 @@ class ServiceRuntime:
                                                 "persisted": False, "failed": None, "snapshot": None})
             self._enqueue({"kind": "flag", "record": record, "replay": True})
         self.metrics.flags_pending.set(len(pending))
+        settle_heap()
         self.started = True
         for name, target in (("monitor", self._monitor), ("writer", self._writer)):
             t = threading.Thread(target=target, name=f"socialrisk-{name}", daemon=True)
@@ -587,6 +589,7 @@ class ServiceRuntime:
                 self.graph = graph
             self.graph_status = "ready"
             log.info("graph read in %.1f s", time.perf_counter() - t0)
+            settle_heap()
             release_free_memory()
         except TransientStoreError as exc:
             self._mark_down("warm_up", exc)
@@ -951,6 +954,20 @@ def release_free_memory() -> None:
     milliseconds."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def settle_heap() -> None:
+    """Collect once, then move every object alive to the collector's permanent generation
+    (``gc.freeze``), so that later full collections scan only what requests allocate.
+
+    A full collection of the service's heap (some 200,000 objects: the libraries and the
+    tables) took 115 ms; allocation-heavy requests (a neighbourhood builds thousands of dicts)
+    started one every few dozen requests, and the request that did waited that long (the
+    neighbourhood p99). Called after start-up and after each reading of the graph: the
+    objects frozen before are thawed first, so that an old graph's cycles are collected."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _close_quietly(store: GraphStore) -> None:
