@@ -76,6 +76,17 @@ def sorted_csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, mask: np.
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _claim(place: np.ndarray, c: int, at: int) -> int:  # pragma: no cover - compiled
+    """Turn the per-block counts of column ``c`` (``place[:, c]``) into each block's first slot,
+    blocks in order from ``at``; returns the slot after the last."""
+    for b in range(place.shape[0]):
+        count = place[b, c]
+        place[b, c] = at
+        at += count
+    return at
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _sum_with_transpose(
     rows: np.ndarray, cols: np.ndarray, values: np.ndarray, forward: np.ndarray, backward: np.ndarray, n: int,
@@ -103,13 +114,8 @@ def _sum_with_transpose(
     #    room each output row may need (its forward entries plus its transposed ones)
     for r in range(n):
         row_ptr[r + 1] += row_ptr[r]
-        at = bt_ptr[r]
-        for t in range(n_blocks):
-            c = place[t, r]
-            place[t, r] = at
-            at += c
-        bt_ptr[r + 1] = at
-        room[r + 1] = room[r] + f_count[r] + (at - bt_ptr[r])
+        bt_ptr[r + 1] = _claim(place, r, bt_ptr[r])
+        room[r + 1] = room[r] + f_count[r] + (bt_ptr[r + 1] - bt_ptr[r])
     # 3. the backward entries transposed, each block into its own slots
     for t in numba.prange(n_blocks):
         fill = place[t]
@@ -246,12 +252,7 @@ def _scaled_transpose(
         for k in range(indptr[starts[b]], indptr[starts[b + 1]]):
             count[np.uint64(indices[k])] += 1
     for c in range(n_cols):
-        at = out_ptr[c]
-        for b in range(n_blocks):
-            count = place[b, c]
-            place[b, c] = at
-            at += count
-        out_ptr[c + 1] = at
+        out_ptr[c + 1] = _claim(place, c, out_ptr[c])
     for b in numba.prange(n_blocks):
         fill = place[b]
         for r in range(starts[b], starts[b + 1]):

@@ -17,54 +17,39 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["chebyshev_step", "fused_step"]
+__all__ = ["fused_step"]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_product(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, i: int) -> float:  # pragma: no cover - compiled
+    """Row ``i`` of ``M x`` for CSR ``M`` (inlined into the kernels that call it)."""
+    s = 0.0
+    k = np.uint64(indptr[i])
+    end = np.uint64(indptr[i + 1])
+    while k < end:
+        s += data[k] * x[np.uint64(indices[k])]
+        k += np.uint64(1)
+    return s
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def fused_step(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, y: np.ndarray, starts: np.ndarray, scale: float
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, out: np.ndarray, starts: np.ndarray, scale: float,
+    omega: float,
 ) -> float:  # pragma: no cover - compiled; tested through personalized_pagerank
-    """``y = scale * M x`` for CSR ``M``; returns ``sum |y - x|``. ``starts`` are the first rows of the
-    blocks the threads take (and ``n`` last)."""
+    """One step in one pass over CSR ``M``: ``y = scale * M x``, written to ``out`` when
+    ``omega`` is 1 (a power step), or ``out <- omega (y - out) + out`` otherwise (a Chebyshev
+    step, ``out`` holding the iterate before ``x``). Returns ``sum |y - x|``, the change a power
+    step from ``x`` makes. ``starts`` are the first rows of the blocks the threads take (and
+    ``n`` last)."""
     n_blocks = len(starts) - 1
     partial = np.zeros(n_blocks)
+    power = omega == 1.0
     for b in numba.prange(n_blocks):
         acc = 0.0
         for i in range(starts[b], starts[b + 1]):
-            s = 0.0
-            k = np.uint64(indptr[i])
-            end = np.uint64(indptr[i + 1])
-            while k < end:
-                s += data[k] * x[np.uint64(indices[k])]
-                k += np.uint64(1)
-            s *= scale
-            y[i] = s
+            s = scale * _row_product(indptr, indices, data, x, i)
             acc += abs(s - x[i])
-        partial[b] = acc
-    return partial.sum()
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def chebyshev_step(
-    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, x: np.ndarray, previous: np.ndarray, starts: np.ndarray,
-    scale: float, omega: float,
-) -> float:  # pragma: no cover - compiled; tested through personalized_pagerank
-    """One Chebyshev step in one pass: ``y = scale * M x``, ``previous <- omega (y - previous)
-    + previous`` (the next iterate, written over the one before ``x``); returns
-    ``sum |y - x|``, the change a plain power step from ``x`` would make."""
-    n_blocks = len(starts) - 1
-    partial = np.zeros(n_blocks)
-    for b in numba.prange(n_blocks):
-        acc = 0.0
-        for i in range(starts[b], starts[b + 1]):
-            s = 0.0
-            k = np.uint64(indptr[i])
-            end = np.uint64(indptr[i + 1])
-            while k < end:
-                s += data[k] * x[np.uint64(indices[k])]
-                k += np.uint64(1)
-            s *= scale
-            acc += abs(s - x[i])
-            previous[i] = omega * (s - previous[i]) + previous[i]
+            out[i] = s if power else omega * (s - out[i]) + out[i]
         partial[b] = acc
     return partial.sum()

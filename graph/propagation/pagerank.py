@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
 
 from graph._csr import row_sums, scaled_transpose
-from graph.propagation._kernels import chebyshev_step, fused_step
+from graph.propagation._kernels import fused_step
 
 from graph.propagation.result import PropagationResult
 from loaders.errors import ParameterError
@@ -209,7 +209,7 @@ def personalized_pagerank(
                 # (a few rows, not a dense pass)
                 add = restart_rows + extra_rows * float(x1[d_idx].sum()) if any_dangling else restart_rows
                 if not chebyshev:
-                    residual = float(fused_step(indptr, indices, PT.data, x1, other, starts, alpha))
+                    residual = float(fused_step(indptr, indices, PT.data, x1, other, starts, alpha, 1.0))
                     old = np.abs(other[seed_rows] - x1[seed_rows]).sum()
                     other[seed_rows] += add
                     residual += float(np.abs(other[seed_rows] - x1[seed_rows]).sum() - old)
@@ -219,14 +219,14 @@ def personalized_pagerank(
                         break
                     continue
                 # Chebyshev: x_{k+1} = omega_k (M x_k + b - x_{k-1}) + x_{k-1}, written over x_{k-1}
-                residual = float(chebyshev_step(indptr, indices, PT.data, x1, other, starts, alpha, omega))
+                residual = float(fused_step(indptr, indices, PT.data, x1, other, starts, alpha, omega))
                 partial = alpha * (PT_seed @ x1)
                 residual += float(np.abs(partial + add - x1[seed_rows]).sum() - np.abs(partial - x1[seed_rows]).sum())
                 other[seed_rows] += omega * add
                 if residual < tol:
                     # the change a power step from x_k would make is below tol: that step is
                     # the answer, as the power iteration's would be
-                    fused_step(indptr, indices, PT.data, x1, other, starts, alpha)
+                    fused_step(indptr, indices, PT.data, x1, other, starts, alpha, 1.0)
                     other[seed_rows] += add
                     x1 = other
                     n_iter += 1
