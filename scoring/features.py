@@ -227,8 +227,40 @@ class Walks:
 
     def propagation_features(self, method: str, F: np.ndarray, Bn: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
         """One optional propagation (:data:`PROPAGATIONS`) on every layer: (feature name, users x
-        seed columns, converged). Engines that solve elsewhere (Spark) override this and :meth:`lifts`."""
+        seed columns, converged). Engines that solve elsewhere (Spark) override the solves it
+        asks for (:meth:`field_name`, :meth:`solve_trust`, :meth:`solve_field`) and :meth:`lifts`."""
         return _propagation_features(self, method, F, Bn)
+
+    def field_name(self, layer: str, method: str) -> str | None:
+        """The field ``method`` runs on for ``layer``: the signed relations for belief propagation
+        on the relation layer when there are negative ones, the layer's walk otherwise; None
+        when the layer is empty."""
+        if layer == "rel" and method == "belief_propagation" and "rel_signed" in self.fields:
+            return "rel_signed"
+        return layer if layer in self.fields else None
+
+    def solve_trust(self, layer: str, benign: np.ndarray) -> tuple[np.ndarray, bool]:
+        """TrustRank from each column of ``benign`` (users x k) on ``layer``: users x k scores
+        and whether every column converged."""
+        size, transition, _ = self.layers[layer]
+        n = self.projection.n_users
+        seeds = np.zeros((size, benign.shape[1]))
+        seeds[:n] = benign
+        r = trustrank(transition[0], benign_seeds=seeds, alpha=self.alpha, tol=self.tol, transition=transition)
+        return r.scores[:n], r.converged
+
+    def solve_field(self, field: str, method: str, fraud: np.ndarray, benign: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Belief propagation or label spreading over the field named ``field`` from the seed
+        columns ``fraud`` and ``benign`` (users x k each): users x k scores, converged."""
+        A = self.fields[field]
+        n = self.projection.n_users
+        f, b = np.zeros((A.shape[0], fraud.shape[1])), np.zeros((A.shape[0], benign.shape[1]))
+        f[:n], b[:n] = fraud, benign
+        if method == "belief_propagation":
+            r = belief_propagation(A, fraud_seeds=f, benign_seeds=b, tol=self.tol)
+        else:
+            r = label_spreading(A, fraud_seeds=f, benign_seeds=b, tol=self.tol)
+        return r.scores[:n], r.converged
 
 
 def crossfit_seeds(flags: FlagVectors, folds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,43 +349,36 @@ def label_features(
 
 
 def _propagation_features(walks: Walks, method: str, F: np.ndarray, Bn: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
-    """One optional propagation on every layer: (feature name, users x seed columns, converged)."""
+    """One optional propagation on every layer: (feature name, users x seed columns, converged).
+
+    The same for every engine: which columns have seeds, the defaults of columns without, the
+    clipping of belief propagation's seeds; the solves themselves are the walks object's."""
     n = walks.projection.n_users
     results = []
     if method == "trustrank":
         for layer in ("lnk", "rel"):
             if layer not in walks.layers:
                 continue
-            size, transition, _ = walks.layers[layer]
             values, ok = np.zeros((n, F.shape[1])), True
             live = np.flatnonzero((Bn > 0).any(axis=0))
             if len(live):
-                seeds = np.zeros((size, len(live)))
-                seeds[:n] = Bn[:, live]
-                r = trustrank(transition[0], benign_seeds=seeds, alpha=walks.alpha, tol=walks.tol, transition=transition)
-                values[:, live] = r.scores[:n] * n
-                ok = r.converged
+                scores, ok = walks.solve_trust(layer, Bn[:, live])
+                values[:, live] = scores * n
             results.append((f"{layer}_trust", values, ok))
         return results
     short = {"belief_propagation": "bp", "label_spreading": "ls"}[method]
     for layer in ("lnk", "rel"):
-        field = walks.fields.get("rel_signed") if (layer == "rel" and method == "belief_propagation") else None
-        if field is None:
-            field = walks.fields.get(layer)
+        field = walks.field_name(layer, method)
         if field is None:
             continue
-        size = field.shape[0]
         values, ok = np.full((n, F.shape[1]), 0.5), True
         live = np.flatnonzero((F > 0).any(axis=0) | (Bn > 0).any(axis=0))
         if len(live):
-            f, b = np.zeros((size, len(live))), np.zeros((size, len(live)))
-            f[:n], b[:n] = F[:, live], Bn[:, live]
+            f, b = F[:, live], Bn[:, live]
             if method == "belief_propagation":
-                r = belief_propagation(field, fraud_seeds=np.minimum(f, 1.0), benign_seeds=np.minimum(b, 1.0), tol=walks.tol)
-            else:
-                r = label_spreading(field, fraud_seeds=f, benign_seeds=b, tol=walks.tol)
-            values[:, live] = r.scores[:n]
-            ok = r.converged
+                f, b = np.minimum(f, 1.0), np.minimum(b, 1.0)
+            scores, ok = walks.solve_field(field, method, f, b)
+            values[:, live] = scores
         results.append((f"{layer}_{short}_fraud", values, ok))
     return results
 

@@ -255,8 +255,9 @@ class SparkWalks(Walks):
 
     The operators live in Spark (``graph``, from the same canonical tables); ``layers`` keeps
     each layer's size and global PageRank (the lift baseline) as ``Walks`` does, with an empty
-    transition matrix: nothing reads it, since :meth:`lifts` and :meth:`propagation_features`
-    are the ones that solve. ``prefetch`` seed matrices (:func:`scoring.features.crossfit_seeds`: the
+    transition matrix: nothing reads it, since :meth:`lifts`, :meth:`solve_trust` and
+    :meth:`solve_field` are the ones that solve (the loop over layers and methods is
+    :meth:`scoring.features.Walks.propagation_features`, shared). ``prefetch`` seed matrices (:func:`scoring.features.crossfit_seeds`: the
     ones the scoring will ask for, set up front) are solved in
     the loop that solves the baselines, every algorithm of ``propagation`` on every layer
     included; anything else asked is solved when asked.
@@ -325,8 +326,8 @@ class SparkWalks(Walks):
 
     # -- what is solved ---------------------------------------------------------------------
 
-    def _bp_field(self, layer: str, method: str) -> str | None:
-        """The field ``scoring.features._propagation_features`` runs ``method`` on for ``layer``."""
+    def field_name(self, layer: str, method: str) -> str | None:
+        """:meth:`scoring.features.Walks.field_name` over the fields held in Spark."""
         if layer == "rel" and method == "belief_propagation" and "rel_signed" in self.graph.fields:
             return "rel_signed"
         return layer if layer in self.graph.fields else None
@@ -348,7 +349,7 @@ class SparkWalks(Walks):
         if kind == "bp":
             f, b = np.minimum(f, 1.0), np.minimum(b, 1.0)
         for layer in ("lnk", "rel"):
-            where = self._bp_field(layer, method)
+            where = self.field_name(layer, method)
             if where is not None:
                 out.append((_digest(kind, where, f, b), (kind, where, (f, b))))
         return out
@@ -434,37 +435,15 @@ class SparkWalks(Walks):
             out[:, live] = scores / self.layers[name][2][:, None]
         return out
 
-    def propagation_features(self, method: str, F: np.ndarray, Bn: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:
-        """``scoring.features._propagation_features``, solved in Spark."""
-        n = self.projection.n_users
-        results = []
-        if method == "trustrank":
-            for layer in ("lnk", "rel"):
-                if layer not in self.layers:
-                    continue
-                values, ok = np.zeros((n, F.shape[1])), True
-                live = np.flatnonzero((Bn > 0).any(axis=0))
-                if len(live):
-                    M = Bn[:, live]
-                    scores, ok = self._solved(_digest("ppr", layer, M), ("ppr", layer, M))
-                    values[:, live] = scores * n
-                results.append((f"{layer}_trust", values, ok))
-            return results
+    def solve_trust(self, layer: str, benign: np.ndarray) -> tuple[np.ndarray, bool]:
+        """:meth:`scoring.features.Walks.solve_trust`, solved in Spark (TrustRank is PageRank
+        from the benign seeds)."""
+        return self._solved(_digest("ppr", layer, benign), ("ppr", layer, benign))
+
+    def solve_field(self, field: str, method: str, fraud: np.ndarray, benign: np.ndarray) -> tuple[np.ndarray, bool]:
+        """:meth:`scoring.features.Walks.solve_field`, solved in Spark."""
         kind = {"belief_propagation": "bp", "label_spreading": "ls"}[method]
-        for layer in ("lnk", "rel"):
-            where = self._bp_field(layer, method)
-            if where is None:
-                continue
-            values, ok = np.full((n, F.shape[1]), 0.5), True
-            live = np.flatnonzero((F > 0).any(axis=0) | (Bn > 0).any(axis=0))
-            if len(live):
-                f, b = F[:, live], Bn[:, live]
-                if kind == "bp":
-                    f, b = np.minimum(f, 1.0), np.minimum(b, 1.0)
-                scores, ok = self._solved(_digest(kind, where, f, b), (kind, where, (f, b)))
-                values[:, live] = scores
-            results.append((f"{layer}_{kind}_fraud", values, ok))
-        return results
+        return self._solved(_digest(kind, field, fraud, benign), (kind, field, (fraud, benign)))
 
 
 def score(
