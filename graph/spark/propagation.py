@@ -495,11 +495,15 @@ def solve_loop(
 
     names = list(problems)
     cols = {n: [f"c{i}_{j}" for j in range(len(problems[n].columns))] for i, n in enumerate(names)}
+    # each operator's out-degrees, computed once: every problem's constant, extra and start
+    # frames join them, and left as a plan each join computed them again from the projection
+    # (at a million users, minutes of setup for each)
+    degrees = {name: op.out_degree.localCheckpoint(eager=True) for name, op in operators.items() if op.out_degree is not None}
 
     def flagged(frame: DataFrame, problem: Problem, renamed: list[str]) -> DataFrame:
         """A problem's per-node frame with tagged ids, internal column names and the dangling flag."""
         t = tags[problem.operator]
-        out_degree = operators[problem.operator].out_degree
+        out_degree = degrees.get(problem.operator)
         f = frame.select("node", *[F.col(c).cast(T.DoubleType()).alias(r) for c, r in zip(problem.columns, renamed)])
         if out_degree is not None:
             f = f.join(out_degree, "node", "left").withColumn("flag", ~F.coalesce(F.col("out") > 0, F.lit(False))).drop("out")
@@ -540,6 +544,8 @@ def solve_loop(
     start = start.observe(obs, *[F.coalesce(F.sum(F.when(F.col("flag"), F.col(x))), F.lit(0.0)).alias(f"g_{x}") for x in every])
     x = _materialise(start, checkpoint=True, reliable=reliable)
     mass = {c: float(obs.get[f"g_{c}"]) for c in every}
+    for degree in degrees.values():  # the constant terms and the start are materialised: no longer read
+        _release(degree)
 
     # each step is one SQL statement over temporary views (one call into the JVM, where the
     # DataFrame API would make hundreds)
