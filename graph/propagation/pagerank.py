@@ -85,8 +85,8 @@ def personalized_pagerank(
         that says so, as :func:`graph.projection.walk_transition` gives when every relation
         kind walks both ways) and one seed vector. The eigenvalues of ``alpha P^T`` are then
         real, in ``[-alpha, alpha]``, and the error falls by about
-        ``alpha / (1 + sqrt(1 - alpha^2))`` per step instead of ``alpha`` (about 33 steps
-        instead of 59 at ``alpha = 0.85``, ``tol = 1e-8`` on a million users). Both stop by
+        ``alpha / (1 + sqrt(1 - alpha^2))`` per step instead of ``alpha`` (measured: 39 matrix
+        products instead of 59 at ``alpha = 0.85``, ``tol = 1e-8`` on a million users). Both stop by
         the same rule (the L1 change of a power step from the current iterate below
         ``tol``) and return that power step, so they agree within the tolerance. A residual
         that grows as no real spectrum allows falls back to power steps. ``"auto"``:
