@@ -619,7 +619,7 @@ class LiveGraph:
                     setattr(self, name, seeds)
                 seeds[node] = value
                 for key, state in self.states.items():
-                    if key[1] == name and key[0] != "all":
+                    if key[1] == name:
                         add_seed(state, node, value - float(state.seeds[node]))
             self._totals.clear()
 
