@@ -429,7 +429,7 @@ def trial(state: PushState, *, room: int = 0) -> Iterator[PushState]:
     ----------
     state : PushState
     room : int
-        Nodes the trial may add (:func:`reserve`\ d first, so that nothing is reallocated inside).
+        Nodes the trial may add (reserved first with :func:`reserve`, so nothing is reallocated inside).
 
     Examples
     --------
