@@ -172,21 +172,24 @@ class ApplicationDesk:
         for r in rels:
             by_user.setdefault(str(r["src"]), {"features": {}, "links": [], "relations": []})["relations"].append(
                 {"user_id": str(r["dst"]), "kind": r["kind"], "direction": "out", "weight": r.get("weight"), "ts": r.get("ts")})
-        # users first (so relations between new users resolve), then the rest
-        order = sorted(by_user, key=lambda u: (live.knows(u), u))
+        # new users first, bare (so that relations between them resolve), then every user's links and relations
+        fresh = [u for u in by_user if not live.knows(u)]
+        steps = [(u, True) for u in fresh] + [(u, False) for u in by_user if by_user[u]["links"] or by_user[u]["relations"] or u not in fresh]
         ids, moved_total = [], 0
         with self.lock:
-            self._check_room(scorer, sum(1 for u in order if not live.knows(u)))
-            prepared = []
-            for u in order:
-                part = by_user[u]
-                app = Application(user_id=u, features=part["features"], links=part["links"], relations=[])
-                lf, _ = canonical_frames(app, key=self.key, source="events")
-                prepared.append((u, app, lf))
+            self._check_room(scorer, len(fresh))
             now = pd.Timestamp.now(tz="UTC")
-            for u, app, lf in prepared:
-                rel_app = Application(user_id=u, relations=by_user[u]["relations"])
-                _, rf = canonical_frames(rel_app, key=self.key, source="events")
+            prepared = []
+            for u, bare in steps:  # every row validated before anything is journaled
+                part = by_user[u]
+                app = Application(user_id=u, features=part["features"] if bare or u not in fresh else {},
+                                  links=[] if bare else part["links"], relations=[])
+                lf, _ = canonical_frames(app, key=self.key, source="events")
+                rf = empty_tables().relations
+                if not bare and part["relations"]:
+                    _, rf = canonical_frames(Application(user_id=u, relations=part["relations"]), key=self.key, source="events")
+                prepared.append((u, app, lf, rf))
+            for u, app, lf, rf in prepared:
                 event_id = uuid.uuid4().hex
                 lf2 = lf.assign(first_seen=lf["first_seen"].fillna(now), last_seen=lf["last_seen"].fillna(now))
                 rf2 = rf.assign(ts=rf["ts"].fillna(now))
@@ -194,9 +197,9 @@ class ApplicationDesk:
                           "users": [{"user_id": u, **_plain_features(app.features, scorer)}], "links": _records(lf2), "relations": _records(rf2)}
                 self.journal.accept(record)
                 out, moved = self._place(scorer, record, graph=runtime.graph, table=runtime.table, stored=None, runtime=runtime)
-                if out.new or u in self.served:
+                if out.new or u in self.served or u in fresh:
                     self.served[u] = {**answer_score(self._answer(out, runtime, event_id=event_id, moved=moved, stale=runtime.stale, created=[],
-                                                                   missing=[])), "snapshot": int(runtime.graph.snapshot if runtime.graph else 0)}
+                                                                   missing=[], explain=False)), "snapshot": int(runtime.graph.snapshot if runtime.graph else 0)}
                 self.pending += 1
                 runtime.enqueue_event(record)
                 ids.append(event_id)
@@ -218,8 +221,8 @@ class ApplicationDesk:
                runtime: Any = None) -> tuple[Any, int]:
         """Commit one journaled event to the live graph; move the served scores its edges reach."""
         users = record["users"]
-        links = _frame(record["links"], ("first_seen", "last_seen"))
-        rels = _frame(record["relations"], ("ts",))
+        tables = _tables([], record["links"], record["relations"])
+        links, rels = tables.links, tables.relations
         out = None
         for u in users[1:]:  # users created for relations: bare
             if not scorer.live.knows(u["user_id"]):
@@ -251,10 +254,10 @@ class ApplicationDesk:
         return out, moved
 
     def _answer(self, out: Any, runtime: Any, *, event_id: str | None, moved: int, stale: bool, created: list[str],
-                missing: list[str]) -> dict[str, Any]:
+                missing: list[str], explain: bool = True) -> dict[str, Any]:
         graph = runtime.graph
         explanation = []
-        if graph is not None:
+        if graph is not None and explain:
             try:
                 explanation = explain_placed(graph.explainer, out.row["user_id"], out.placement.in_edges,
                                              out.placement.node, node_users=self.scorer.live.node_users if self.scorer else [],

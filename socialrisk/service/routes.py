@@ -105,7 +105,7 @@ def flag_status(flag_id: Annotated[str, Path(min_length=1, max_length=64)], runt
 applications = APIRouter(prefix="/v1", tags=["applications"], dependencies=_secured, responses=_AUTH)
 
 
-@applications.post("/applications", response_model=Application, summary="Score an applicant at application time")
+@applications.post("/applications", response_model=Application, responses=_404, summary="Score an applicant at application time")
 def create_application(
     body: ApplicationRequest, runtime: RuntimeDep, key_id: KeyId,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128, description="Repeating a committed application with the "
@@ -123,7 +123,7 @@ def create_application(
     return runtime.application(body.model_dump(), idempotency_key=idempotency_key, actor=key_id)
 
 
-@applications.post("/events", status_code=202, response_model=EventsAccepted, summary="Users, links and relations that happened")
+@applications.post("/events", status_code=202, response_model=EventsAccepted, responses=_404, summary="Users, links and relations that happened")
 def create_events(body: EventsRequest, runtime: RuntimeDep, key_id: KeyId) -> Any:
     """Account changes for existing or new users (up to 1,000 of each), journaled, placed in the
     live graph and written to the store as committed applications are."""

@@ -76,7 +76,8 @@ def test_events_add_users_links_and_relations(client: TestClient, population: Pa
         "relations": [{"src": "ev-1", "dst": fraudster, "kind": "transfer", "weight": 120.0}],
     })
     assert r.status_code == 202, r.text
-    assert r.json()["users"] == 1 and len(r.json()["event_ids"]) == 1
+    # one event places the new user, one its link and relation
+    assert r.json()["users"] == 1 and len(r.json()["event_ids"]) == 2
     served = client.post("/v1/enrich", json={"user_id": "ev-1"}, headers=AUTH)
     assert served.status_code == 200 and served.json()["graph_risk"] > 0
 
