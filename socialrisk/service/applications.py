@@ -246,7 +246,7 @@ class ApplicationDesk:
                 after = state.p[nodes]
                 shift = exposure_shift(graph.graph_map, after - delta, after)
                 felt = shift != 0
-                ids = np.asarray(scorer.live.node_users, dtype=object)[nodes[felt]] if felt.any() else np.zeros(0, dtype=object)
+                ids = scorer.live.user_ids_at(nodes[felt]) if felt.any() else np.zeros(0, dtype=object)
                 event = FlagEvent(flag_id=record["event_id"], user_id="", label="", severity=0.0, moved=ids, shift=shift[felt],
                                   cleared_risk=float("nan"))
                 changes = runtime.apply_event(event)
@@ -273,7 +273,7 @@ class ApplicationDesk:
 
         def explain(placed: Any) -> list[dict[str, Any]]:
             try:
-                return explain_placed(graph.explainer, live.node_users[placed.node], placed.in_edges, placed.node, node_users=live.node_users,
+                return explain_placed(graph.explainer, live.user_ids_at([placed.node])[0], placed.in_edges, placed.node, node_users=live.node_users,
                                       state=live.states.get(("all", "fraud")), top=5)
             except (ParameterError, NotFoundError, IndexError) as exc:  # an explanation is a help, not the answer
                 log.warning("no explanation for an applicant: %s", exc)
