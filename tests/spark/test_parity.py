@@ -150,7 +150,7 @@ def test_projection_matches_single_machine(spark: Any, generated: Path, tmp_path
     """Walk matrices of both layers and the signed field, entry by entry: kind weights, decay,
     hub damping and the hub limit, directions, signs, and disputes of a link and a relation."""
     from graph.spark import project, read_tables
-    from socialrisk.spark_engine import table_paths
+    from graph.spark.tables import table_paths
 
     settings = GENERATED_SETTINGS
     store = _loaded(generated, tmp_path / "ws", settings)
