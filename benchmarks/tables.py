@@ -546,7 +546,7 @@ def update(*, check: bool = False, docs: Path = DOCS) -> list[str]:
         def fill(m: re.Match[str]) -> str:
             body = render(m.group("name"))
             if body != m.group("body"):
-                stale.append(f"{page.relative_to(ROOT)}: {m.group('name')}")
+                stale.append(f"{page.relative_to(ROOT) if page.is_relative_to(ROOT) else page}: {m.group('name')}")
             return m.group(1) + body + m.group(4)
 
         new = BLOCK.sub(fill, text)
