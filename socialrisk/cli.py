@@ -93,6 +93,8 @@ def _print_load(report: LoadReport) -> None:
             f"{report.rejected[name]:,}",
         )
     out.print(table)
+    for name, made in report.derived.items():
+        out.print(f"{name}: {made:,} rows derived (ip_prefix links from IP addresses), counted in 'added' and 'already present'.")
     if len(report.rejects):
         where = f"; every one, with its reason, is in {report.rejects_path}" if report.rejects_path else ""
         first = report.rejects.iloc[0]

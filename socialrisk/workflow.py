@@ -106,11 +106,15 @@ def load_into(
     if message and notice:
         notice(message)
     store.bind_key(key_fingerprint(key))
+    store.bind_normalisation(settings.normalise.fingerprint())
     if progress is not None and hasattr(store, "progress"):
         # stores that write in batches (Neo4j) report each batch on the same progress line
         store.progress = lambda table, done, total: progress(f"writing {table}: {done:,} / {total:,} rows")
     before = int(store.metadata().get("snapshot", 0))
-    report = load(source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+    report = load(
+        source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path,
+        normalisation=settings.normalise,
+    )
     if sum(report.added.values()) or sum(report.rejected.values()):
         # flags arrive in bulk too: the log says which load brought which rows
         store.append_audit([{
@@ -447,7 +451,7 @@ def evaluate_dir(
     # Pseudonyms only need to be consistent within this run; use the configured key when there is one.
     configured = os.environ.get(ENV_KEY) or settings.config_key
     key = parse_key(configured) if configured else parse_key(new_key())
-    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress)
+    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress, normalisation=settings.normalise)
     projection = project(tables, settings.graph)
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
