@@ -248,6 +248,11 @@ def load(
 
     Loading the same rows twice adds nothing; new rows add to the graph.
 
+    Rows that name a user the sink has erased (``sink.erased_user_ids()``, see
+    ``GraphStore.forget_user``) are never loaded: in either mode they are set aside with the
+    reason :data:`ERASED_USER` and counted as rejected, so ``rows read = loaded + rejected``
+    still holds.
+
     Parameters
     ----------
     on_error : {"fail", "quarantine"}
@@ -263,11 +268,6 @@ def load(
         How identifier values are normalised before pseudonymisation (see :func:`read_tables`).
         Record :meth:`~loaders.normalise.Normalisation.fingerprint` in the store
         (``GraphStore.bind_normalisation``) so that data normalised otherwise is never mixed in.
-
-    Rows that name a user the sink has erased (``sink.erased_user_ids()``, see
-    ``GraphStore.forget_user``) are never loaded: in either mode they are set aside with the
-    reason :data:`ERASED_USER` and counted as rejected, so ``rows read = loaded + rejected``
-    still holds.
 
     Returns
     -------

@@ -85,6 +85,7 @@ class _ServiceModel(_Strict):
     health_seconds: float | None = Field(None, gt=0)
     refresh_seconds: float | None = Field(None, gt=0)
     store_timeout: float | None = Field(None, gt=0)
+    live_capacity: int | None = Field(None, ge=0)
 
 
 class _EmailRuleModel(_Strict):
@@ -131,6 +132,10 @@ class ServiceConfig:
     store_timeout : float
         Deadline of a call to the store made for a request (neighbourhood on Neo4j); past it
         the answer is 503 with ``Retry-After``.
+    live_capacity : int
+        Users that committed applications and events may add to the live graph between two full
+        scorings; past it they are refused with 503 and ``Retry-After`` (the next scoring, which
+        reads them from the store, makes room again).
     """
 
     api_keys: tuple[str, ...] = ()
@@ -141,6 +146,7 @@ class ServiceConfig:
     health_seconds: float = 1.0
     refresh_seconds: float = 10.0
     store_timeout: float = 2.0
+    live_capacity: int = 100_000
 
 
 class Settings:
