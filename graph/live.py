@@ -218,7 +218,8 @@ class LiveGraph:
         self.flags_table = tables.flags
         self.sources = dict(tables.sources)
         self.node_of: dict[str, int] = {str(u): i for i, u in enumerate(projection.user_ids.tolist())}
-        self.node_users: list[str] = [str(u) for u in projection.user_ids.tolist()]
+        self.node_users: list[str] = [str(u) for u in projection.user_ids.tolist()]  # every user; added ones after the load's
+        self.user_at: dict[int, str] = {}  # node of each added user (nodes of the load's users are their index)
         self.kind_code: dict[str, int] = {}
         self._link_ident = _ident_key(self.links["kind"].to_numpy(dtype=object), self.links["ident"].to_numpy(dtype=object), self.kind_code)
         self._by_ident = _Grouped(self._link_ident)
@@ -293,6 +294,18 @@ class LiveGraph:
     def _users_of(self, ids: np.ndarray) -> np.ndarray:
         index = pd.Index(self.node_users)
         return index.get_indexer(pd.Index(np.asarray(ids, dtype=object).astype(str))).astype(np.int64)
+
+    def is_user(self, nodes: np.ndarray) -> np.ndarray:
+        """Which of ``nodes`` are users (the others are identifiers)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        out = nodes < self.n_base
+        if self.user_at:
+            out |= np.isin(nodes, np.fromiter(self.user_at, dtype=np.int64))
+        return out
+
+    def user_ids_at(self, nodes: np.ndarray) -> np.ndarray:
+        """The user id of each user node."""
+        return np.array([self.node_users[k] if k < self.n_base else self.user_at[k] for k in np.asarray(nodes).tolist()], dtype=object)
 
     def knows(self, user_id: str) -> bool:
         return user_id in self.node_of
@@ -431,7 +444,7 @@ class LiveGraph:
                 for layer, nodes, old in reversed(undo["belief"]):
                     self.belief[layer][nodes] = old
                 for u in self.node_users[undo["users"]:]:
-                    self.node_of.pop(u, None)
+                    self.user_at.pop(self.node_of.pop(u, -1), None)
                 del self.node_users[undo["users"]:]
                 for key in undo["idents"]:
                     self.ident_node.pop(key, None)
@@ -482,6 +495,7 @@ class LiveGraph:
             node = self._new_node()
             self.node_users.append(user_id)
             self.node_of[user_id] = node
+            self.user_at[node] = user_id
             for key, state in self.states.items():
                 if key[1] == "uniform":  # the global walk restarts at every user, this one too
                     add_seed(state, node, 1.0)
@@ -522,8 +536,7 @@ class LiveGraph:
                 up = set_edges(self.states[key], src, dst, wt)
                 bound = max(bound, up.error_bound)
                 if key == ("all", "fraud"):
-                    users = up.nodes < len(self.node_users)
-                    users &= up.nodes != node
+                    users = self.is_user(up.nodes) & (up.nodes != node)
                     moved = (up.nodes[users], up.delta[users])
                     state = self.states[key]
                     into = dst == node

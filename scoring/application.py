@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ from scoring.dimensions import column_dimensions, column_standings
 from scoring.features import FlagVectors, label_features, neighbour_means, structural_features
 from scoring.pipeline import Combination, FeatureSet, align_features, combine, dimension_frame
 
-__all__ = ["Application", "ApplicantScorer", "ApplicationScore", "DIRECTIONS", "MAX_ITEMS", "canonical_frames"]
+__all__ = ["Application", "ApplicantScorer", "ApplicationScore", "DIRECTIONS", "MAX_ITEMS", "application_from_dict", "canonical_frames"]
 
 #: How an application's relation runs: ``out`` from the applicant to the other user, ``in``
 #: the reverse, ``both`` one relation each way.
@@ -87,6 +87,8 @@ class ApplicationScore:
     ignored_features : list of str
         Features sent that the model does not use (not profile columns of the load).
     committed : bool
+    explanation : object
+        What the ``explain`` callback of :meth:`ApplicantScorer.score` returned.
     """
 
     row: dict[str, Any]
@@ -95,6 +97,7 @@ class ApplicationScore:
     new: bool
     ignored_features: list[str]
     committed: bool
+    explanation: Any = None
 
 
 def canonical_frames(application: Application, *, key: bytes, source: str = "application") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -165,21 +168,32 @@ class ApplicantScorer:
         self.config = config
         self.population = column_standings(self.users, config)
 
-    def score(self, application: Application, *, links: pd.DataFrame, relations: pd.DataFrame, commit: bool = False) -> ApplicationScore:
+    def score(
+        self, application: Application, *, links: pd.DataFrame, relations: pd.DataFrame, commit: bool = False,
+        explain: Callable[[Placement], Any] | None = None,
+    ) -> ApplicationScore:
         """Score ``application`` (its canonical ``links`` and ``relations``, from
-        :func:`canonical_frames`); with ``commit``, the applicant stays in the live graph."""
+        :func:`canonical_frames`); with ``commit``, the applicant stays in the live graph.
+
+        ``explain`` is called with the placement while the applicant is in the graph (a what-if
+        takes it out again on return); what it returns is :attr:`ApplicationScore.explanation`.
+        """
         live = self.live
         features, ignored = self._features(application.features)
+        explanation = None
         with live.lock:
             local = live.local(application.user_id, links, relations)
             frame = self._profile(local, application.user_id, features)
             if commit:
                 placement = live.commit(local, links=links, relations=relations, features=features)
                 row = self._row(local, frame, placement)
+                explanation = explain(placement) if explain is not None else None
             else:
                 with live.trial(local) as placement:
                     row = self._row(local, frame, placement)
-        return ApplicationScore(row=row, placement=placement, local=local, new=local.new, ignored_features=ignored, committed=commit)
+                    explanation = explain(placement) if explain is not None else None
+        return ApplicationScore(row=row, placement=placement, local=local, new=local.new, ignored_features=ignored, committed=commit,
+                                explanation=explanation)
 
     # -- pieces ---------------------------------------------------------------------------------
 
@@ -292,3 +306,40 @@ class _PlacedWalks:
                 values = np.zeros((n, 1)) if score is None else (score * users)[:, None]
                 out.append((f"{layer}_trust", values, True))
         return out
+
+
+_APPLICATION_KEYS = {"user_id", "features", "links", "relations", "commit", "create_missing"}
+
+
+def application_from_dict(body: Mapping[str, Any], *, source: str = "application") -> Application:
+    """An :class:`Application` from the JSON body of ``POST /v1/applications`` (a file for
+    ``socialrisk score-application``), checked field by field.
+
+    Raises
+    ------
+    ParameterError
+        Naming the field and what was expected.
+    """
+    if not isinstance(body, Mapping):
+        raise ParameterError(f"{source}: expected a JSON object with user_id, features, links and relations. Got {type(body).__name__} instead.")
+    unknown = sorted(set(body) - _APPLICATION_KEYS)
+    if unknown:
+        raise ParameterError(f"{source}: unknown field(s) {', '.join(map(repr, unknown))}; expected any of {', '.join(sorted(_APPLICATION_KEYS))}.")
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 256:
+        raise ParameterError(f"{source}.user_id: expected a non-empty id of at most 256 characters. Got {user_id!r} instead.")
+    features = body.get("features") or {}
+    if not isinstance(features, Mapping):
+        raise ParameterError(f"{source}.features: expected an object of column -> number. Got {type(features).__name__} instead.")
+    out = []
+    for name in ("links", "relations"):
+        items = body.get(name) or []
+        if not isinstance(items, list) or not all(isinstance(i, Mapping) for i in items):
+            raise ParameterError(f"{source}.{name}: expected a list of objects.")
+        if len(items) > MAX_ITEMS:
+            raise ParameterError(f"{source}.{name}: at most {MAX_ITEMS:,} per application. Got {len(items):,} instead.")
+        out.append(items)
+    for i, r in enumerate(out[1], start=1):
+        if not isinstance(r.get("user_id"), str) or not r.get("user_id"):
+            raise ParameterError(f"{source}.relations[{i}].user_id: expected the other user's id. Got {r.get('user_id')!r} instead.")
+    return Application(user_id=user_id, features=dict(features), links=list(out[0]), relations=list(out[1]))

@@ -124,7 +124,7 @@ class ApplicationDesk:
         if not commit:
             if missing:  # a what-if cannot create users: it scores without those relations
                 created = []
-            out = scorer.score(app, links=links, relations=rels, commit=False)
+            out = scorer.score(app, links=links, relations=rels, commit=False, explain=self._explainer(runtime))
             return self._answer(out, runtime, event_id=None, moved=0, stale=stale, created=created, missing=missing)
         event_id = uuid.uuid4().hex
         now = pd.Timestamp.now(tz="UTC")
@@ -233,7 +233,7 @@ class ApplicationDesk:
         features = {k: v for k, v in main.items() if k != "user_id"}
         app = Application(user_id=main["user_id"], features=features)
         try:
-            out = scorer.score(app, links=links, relations=rels, commit=True)
+            out = scorer.score(app, links=links, relations=rels, commit=True, explain=self._explainer(runtime) if runtime is not None else None)
         except LiveFull as exc:
             from socialrisk.service.runtime import Unavailable
 
@@ -246,7 +246,7 @@ class ApplicationDesk:
                 after = state.p[nodes]
                 shift = exposure_shift(graph.graph_map, after - delta, after)
                 felt = shift != 0
-                ids = np.asarray(scorer.live.node_users, dtype=object)[nodes[felt]] if felt.any() else np.zeros(0, dtype=object)
+                ids = scorer.live.user_ids_at(nodes[felt]) if felt.any() else np.zeros(0, dtype=object)
                 event = FlagEvent(flag_id=record["event_id"], user_id="", label="", severity=0.0, moved=ids, shift=shift[felt],
                                   cleared_risk=float("nan"))
                 changes = runtime.apply_event(event)
@@ -256,14 +256,7 @@ class ApplicationDesk:
     def _answer(self, out: Any, runtime: Any, *, event_id: str | None, moved: int, stale: bool, created: list[str],
                 missing: list[str], explain: bool = True) -> dict[str, Any]:
         graph = runtime.graph
-        explanation = []
-        if graph is not None and explain:
-            try:
-                explanation = explain_placed(graph.explainer, out.row["user_id"], out.placement.in_edges,
-                                             out.placement.node, node_users=self.scorer.live.node_users if self.scorer else [],
-                                             state=self.scorer.live.states.get(("all", "fraud")) if self.scorer else None, top=5)
-            except (ParameterError, NotFoundError, IndexError) as exc:  # an explanation is a help, not the answer
-                log.warning("no explanation for an applicant: %s", exc)
+        explanation = (out.explanation or []) if explain else []
         table = runtime.table
         return {
             **out.row, "explanation": explanation, "new": bool(out.new), "committed": bool(out.committed), "event_id": event_id,
@@ -271,6 +264,22 @@ class ApplicationDesk:
             "snapshot": int(graph.snapshot) if graph is not None else 0, "pending_events": int(self.pending), "stale": bool(stale),
             "users_moved": int(moved), "ignored_features": list(out.ignored_features), "created": list(created),
         }
+
+    def _explainer(self, runtime: Any) -> Any:
+        graph, scorer = runtime.graph, self.scorer
+        if graph is None or scorer is None:
+            return None
+        live = scorer.live
+
+        def explain(placed: Any) -> list[dict[str, Any]]:
+            try:
+                return explain_placed(graph.explainer, live.user_ids_at([placed.node])[0], placed.in_edges, placed.node, node_users=live.node_users,
+                                      state=live.states.get(("all", "fraud")), top=5)
+            except (ParameterError, NotFoundError, IndexError) as exc:  # an explanation is a help, not the answer
+                log.warning("no explanation for an applicant: %s", exc)
+                return []
+
+        return explain
 
     # -- the writer's side --------------------------------------------------------------------------
 
