@@ -986,7 +986,7 @@ def score_application(
     app = application_from_dict(body)
     scorer, context, provenance = applicant_scorer(store, settings, workspace)
     key, _ = resolve_key(settings, workspace)
-    links, relations = canonical_frames(app, key=key)
+    links, relations = canonical_frames(app, key=key, normalisation=settings.normalise)
     now = pd.Timestamp.now(tz="UTC")
     if commit:
         links = links.assign(first_seen=links["first_seen"].fillna(now), last_seen=links["last_seen"].fillna(now))

@@ -118,7 +118,7 @@ class ApplicationDesk:
                                  "send create_missing: true to create them")
         app = Application(user_id=user_id, features=dict(body.get("features") or {}), links=list(body.get("links") or []),
                           relations=[r for r in relations if str(r["user_id"]) not in missing])
-        links, rels = canonical_frames(app, key=self.key, source="application")
+        links, rels = canonical_frames(app, key=self.key, source="application", normalisation=self.settings.normalise)
         table = runtime.table
         stale = runtime.stale
         if not commit:
@@ -184,7 +184,7 @@ class ApplicationDesk:
                 part = by_user[u]
                 app = Application(user_id=u, features=part["features"] if bare or u not in fresh else {},
                                   links=[] if bare else part["links"], relations=[])
-                lf, _ = canonical_frames(app, key=self.key, source="events")
+                lf, _ = canonical_frames(app, key=self.key, source="events", normalisation=self.settings.normalise)
                 rf = empty_tables().relations
                 if not bare and part["relations"]:
                     _, rf = canonical_frames(Application(user_id=u, relations=part["relations"]), key=self.key, source="events")
@@ -227,7 +227,7 @@ class ApplicationDesk:
         for u in users[1:]:  # users created for relations: bare
             if not scorer.live.knows(u["user_id"]):
                 bare = Application(user_id=u["user_id"])
-                lf, rf = canonical_frames(bare, key=self.key)
+                lf, rf = canonical_frames(bare, key=self.key, normalisation=self.settings.normalise)
                 scorer.score(bare, links=lf, relations=rf, commit=True)
         main = users[0]
         features = {k: v for k, v in main.items() if k != "user_id"}

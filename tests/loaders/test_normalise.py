@@ -242,3 +242,16 @@ def test_each_distinct_value_costs_one_call(monkeypatch) -> None:  # type: ignor
     values = pd.Series(devices[rng.integers(0, len(devices), 200_000)])
     out = normalise_identifiers(pd.Series(["device"] * len(values)), values)
     assert len(calls) == 500 and out.values.nunique() == 500
+
+
+def test_the_application_path_normalises_as_the_loader_does() -> None:
+    from scoring.application import Application, canonical_frames
+
+    config = Normalisation(default_region="CN")
+    spellings = ["+86 138-0013-8000", "13800138000"]
+    idents = {
+        canonical_frames(Application(user_id=f"a{i}", links=[{"kind": "phone", "value": v}]), key=KEY, normalisation=config)[0]["ident"].iloc[0]
+        for i, v in enumerate(spellings)
+    }
+    loaded = read_tables({"links": _links(spellings[:1], "phone")}, key=KEY, normalisation=config).links["ident"].iloc[0]
+    assert idents == {loaded}
