@@ -472,35 +472,50 @@ def _default(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+#: The resolved configuration class behind each table of the file (defaults and docstrings).
+CONFIG_CLASSES = {
+    "graph": ("graph.config", "GraphConfig"),
+    "scoring": ("scoring.config", "ScoringConfig"),
+    "service": ("socialrisk.settings", "ServiceConfig"),
+    "normalise": ("loaders.normalise", "Normalisation"),
+}
+
+
 def config_reference() -> str:
-    from graph.config import GraphConfig
-    from scoring.config import ScoringConfig
+    import importlib
+
+    from pydantic import BaseModel
+
+    from loaders import DEFAULT_LABEL_MAP
     from socialrisk import settings as s
 
-    tables = [
-        ("[graph]", s._GraphModel, GraphConfig(), _attributes(GraphConfig)),  # noqa: SLF001 - the file's own model
-        ("[scoring]", s._ScoringModel, ScoringConfig(), _attributes(ScoringConfig)),  # noqa: SLF001
-        ("[service]", s._ServiceModel, s.ServiceConfig(), _attributes(s.ServiceConfig)),  # noqa: SLF001
-    ]
-    parts = []
-    top = s._FileModel.model_fields  # noqa: SLF001
+    top = s._FileModel.model_fields  # noqa: SLF001 - the configuration file's own model
     rows = [["`pseudonym_key`", _type(top["pseudonym_key"].annotation), "(none)",
-             "the pseudonymisation key; `SOCIALRISK_PSEUDONYM_KEY` takes precedence (see privacy)"],
-            ["`[labels]`", "table of str to `fraud` or `benign`", _default(dict(__import__("loaders").DEFAULT_LABEL_MAP)),
+             "the pseudonymisation key; `SOCIALRISK_PSEUDONYM_KEY` takes precedence (see [privacy](../concepts/privacy.md))"],
+            ["`[labels]`", "table of str to `fraud` or `benign`", _md(_default(dict(DEFAULT_LABEL_MAP))),
              "maps other flag labels (`chargeback = \"fraud\"`) to the two classes"]]
-    parts.append("### Top level\n\n" + _table(["key", "type", "default", "meaning"], ["l", "l", "l", "l"], rows))
-    for title, model, defaults, docs in tables:
+    known = {"pseudonym_key", "labels"}
+    parts = ["### Top level\n\n" + _table(["key", "type", "default", "meaning"], ["l", "l", "l", "l"], rows)]
+    for table, field in top.items():
+        model = field.annotation
+        if table in known:
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise MissingResults(f"config-reference: the file's key {table!r} is neither a table nor documented here")
+        module, name = CONFIG_CLASSES.get(table, (None, None))
+        if module is None:
+            raise MissingResults(f"config-reference: no configuration class is named for the [{table}] table (CONFIG_CLASSES)")
+        cls = getattr(importlib.import_module(module), name)
+        defaults, docs = cls(), _attributes(cls)
         rows = []
-        for name, field in model.model_fields.items():
-            allowed = _constraint(field)
-            kind = _type(field.annotation) + (f" ({allowed})" if allowed else "")
-            default = _default(getattr(defaults, name)) if hasattr(defaults, name) else ""
-            meaning = docs.get(name, "")
-            rows.append([f"`{name}`", _md(kind), _md(default), _md(meaning)])
-        parts.append(f"### `{title}`\n\n" + _table(["key", "type", "default", "meaning"], ["l", "l", "l", "l"], rows))
+        for key, f in model.model_fields.items():
+            allowed = _constraint(f)
+            kind = _type(f.annotation) + (f" ({allowed})" if allowed else "")
+            default = _default(getattr(defaults, key)) if hasattr(defaults, key) else ""
+            rows.append([f"`{key}`", _md(kind), _md(default), _md(docs.get(key, ""))])
+        parts.append(f"### `[{table}]`\n\n" + _table(["key", "type", "default", "meaning"], ["l", "l", "l", "l"], rows))
     return "\n\n".join(parts) + "\n\n<small>Generated from the settings model (`socialrisk/settings.py`) and the docstrings of " \
-        "`GraphConfig`, `ScoringConfig` and `ServiceConfig`.</small>"
-
+        + ", ".join(f"`{n}`" for _m, n in CONFIG_CLASSES.values()) + ".</small>"
 
 TABLES: dict[str, Callable[[], str]] = {
     "quality-ranking": quality_ranking,
@@ -510,7 +525,6 @@ TABLES: dict[str, Callable[[], str]] = {
     "quality-propagation": quality_propagation,
     "propagation-speed": propagation_speed,
     "scale": scale,
-    "rings": rings,
     "service-speed": service_speed,
     "soak-routes": soak_routes,
     "soak-acceptance": soak_acceptance,

@@ -55,8 +55,11 @@ class Walks:
             positive = self.fields.get("rel", sp.csr_matrix((n, n)))[:n, :n]
             self.fields["rel_signed"] = sp.csr_matrix(positive - neg - neg.T)
 
-    def lifts(self, name: str, seeds: np.ndarray) -> np.ndarray:
-        """PPR from each seed column divided by the global PageRank (1 = average exposure)."""
+    def lifts(self, name: str, seeds: np.ndarray, *, kind: str = "") -> np.ndarray:
+        """PPR from each seed column divided by the global PageRank (1 = average exposure).
+
+        ``kind`` (``fraud`` or ``benign``) names the seeds, for engines that keep each
+        propagation rather than solve it (the applicant path)."""
         size, transition, base = self.layers[name]
         n = self.projection.n_users
         out = np.zeros((n, seeds.shape[1]))

@@ -229,8 +229,8 @@ def label_features(
     for layer in ("lnk", "rel"):
         if layer not in walks.layers:
             continue
-        lf = pick(walks.lifts(layer, F))
-        lb = pick(walks.lifts(layer, Bn))
+        lf = pick(walks.lifts(layer, F, kind="fraud"))
+        lb = pick(walks.lifts(layer, Bn, kind="benign"))
         out[f"{layer}_lift_fraud"] = lf
         out[f"{layer}_lift_benign"] = lb
         out[f"{layer}_fraud_share"] = lf / (lf + lb + 1.0)

@@ -8,12 +8,15 @@ The guide is the README, ``docs/getting-started.md``, ``docs/guide/*.md`` and
   ``$`` command runs, must succeed, and the first line of output shown under it must be one of
   the lines it prints, once numbers, dates and hex digests are masked (so a changed decision,
   reason or wording fails, a new model version's digest does not);
-- ``text`` blocks are synopses (``socialrisk explore USER [--hops 2]``), not commands.
+- ``text`` blocks are synopses (``socialrisk explore USER [--hops 2]``), not commands;
+- a block right after ``<!-- run by .ci/run -->`` is not run here: the README's two commands
+  (set up and run the demo; set up and run these tests), which CI itself runs. Only those may
+  carry it.
 
 The blocks of one page run in order in one scratch directory, with ``.venv/bin`` first on the
-``PATH``, so a page's later blocks see the files and variables its earlier ones made. Pages
-whose transcripts use ``-w ws`` start from a copy of one generated, scored population
-(``socialrisk generate --users 5000 --seed 1``, as the pages say).
+``PATH``, so a page's later blocks see the files and variables its earlier ones made. A page
+that generates no data of its own starts from a copy of one generated, scored population in
+``data/`` and ``ws/`` (``socialrisk generate --users 5000 --seed 1``, as those pages say).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ BIN = Path(sys.executable).parent
 GUIDE = [ROOT / "README.md", ROOT / "docs" / "getting-started.md", *sorted((ROOT / "docs" / "guide").glob("*.md")),
          *sorted((ROOT / "docs" / "concepts").glob("*.md"))]
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```\s*$", re.M | re.S)
+RUN_BY_CI = "<!-- run by .ci/run -->"
 TIMEOUT = 900
 
 
@@ -53,6 +57,8 @@ def blocks(page: Path) -> list[Block]:
         lang, body = m.group("lang"), m.group("body")
         line = text.count("\n", 0, m.start()) + 1
         name = str(page.relative_to(ROOT))
+        if text[: m.start()].rstrip().endswith(RUN_BY_CI):
+            continue
         if lang == "sh":
             out.append(Block(name, line, "script", body))
         elif lang in ("", "console") and body.startswith("$ "):
@@ -146,14 +152,30 @@ def test_the_guide_has_commands_to_run() -> None:
     assert len([b for p in GUIDE for b in blocks(p)]) >= 8
 
 
+def test_only_the_two_commands_are_left_to_ci() -> None:
+    left = []
+    for page in GUIDE:
+        text = page.read_text()
+        for m in FENCE.finditer(text):
+            if text[: m.start()].rstrip().endswith(RUN_BY_CI):
+                left.append(m.group("body"))
+    assert left, "the README's two commands carry the run-by-CI mark"
+    for body in left:
+        assert "./scripts/test.sh" in body and "socialrisk demo" in body, f"only the two commands may be left to CI:\n{body}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_page_runs_as_written(page: Path, population: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     base, env = population
     work = tmp_path / "page"
-    shutil.copytree(base, work)
+    page_blocks = blocks(page)
+    if any("socialrisk generate" in b.body for b in page_blocks):
+        work.mkdir()  # the page makes its own data
+    else:
+        shutil.copytree(base, work)
     env = dict(env, HOME=str(work))
-    for block in blocks(page):
+    for block in page_blocks:
         where = f"{block.page}:{block.line}"
         if block.kind == "script":
             env = _run_script(block.body, work, env, where)
