@@ -33,6 +33,7 @@ from graph.live import LiveGraph, LocalGraph, Placement
 from graph.projection import Projection
 from loaders.errors import DataError, ParameterError
 from loaders.read import RawTable, read_frame
+from loaders.normalise import Normalisation
 from loaders.validate import validate_links, validate_relations
 from scoring.config import DIMENSIONS, ScoringConfig
 from scoring.dimensions import column_dimensions, column_standings
@@ -100,11 +101,14 @@ class ApplicationScore:
     explanation: Any = None
 
 
-def canonical_frames(application: Application, *, key: bytes, source: str = "application") -> tuple[pd.DataFrame, pd.DataFrame]:
+def canonical_frames(
+    application: Application, *, key: bytes, source: str = "application", normalisation: Normalisation | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The application's links and relations as the loader's canonical frames.
 
     Links go through :func:`loaders.validate.validate_links` (normalised and pseudonymised
-    with ``key``; the raw values are dropped there), relations through
+    with ``key`` under ``normalisation``, the settings the store was loaded with; the raw values
+    are dropped there), relations through
     :func:`loaders.validate.validate_relations`; the errors are the loader's (row numbers are
     1-based positions in the application's lists).
 
@@ -119,7 +123,7 @@ def canonical_frames(application: Application, *, key: bytes, source: str = "app
             raise ParameterError(f"{name}: at most {MAX_ITEMS:,} per application. Got {len(items):,} instead.")
     link_rows = [{"user_id": uid, **{k: v for k, v in dict(item).items()}} for item in application.links]
     links_raw = pd.DataFrame(link_rows, columns=["user_id", "kind", "value", "first_seen", "last_seen", "weight"]).astype(object)
-    links = validate_links(_raw("links", links_raw, f"{source}.links"), key=key)
+    links = validate_links(_raw("links", links_raw, f"{source}.links"), key=key, normalisation=normalisation)
     rel_rows = []
     for i, item in enumerate(application.relations, start=1):
         item = dict(item)

@@ -19,13 +19,14 @@ from graph.explain import Explanation, explain_user
 from graph.projection import Projection, project
 from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
+from graph.walks import Walks
 from loaders.errors import ConfigError, NotFoundError, ParameterError
 from loaders.load import ERASED_USER, LoadReport, load, read_tables
 from loaders.schema import Tables, empty_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
-from scoring.features import Walks, flag_vectors
+from scoring.features import flag_vectors
 from scoring.pipeline import MODEL_VERSION, Combination, ScoreResult, Scorer
 from socialrisk.settings import ENV_KEY, Settings, resolve_key
 
@@ -107,11 +108,15 @@ def load_into(
     if message and notice:
         notice(message)
     store.bind_key(key_fingerprint(key))
+    store.bind_normalisation(settings.normalise.fingerprint())
     if progress is not None and hasattr(store, "progress"):
         # stores that write in batches (Neo4j) report each batch on the same progress line
         store.progress = lambda table, done, total: progress(f"writing {table}: {done:,} / {total:,} rows")
     before = int(store.metadata().get("snapshot", 0))
-    report = load(source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+    report = load(
+        source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path,
+        normalisation=settings.normalise,
+    )
     if sum(report.added.values()) or sum(report.rejected.values()):
         # flags arrive in bulk too: the log says which load brought which rows
         store.append_audit([{
@@ -448,7 +453,7 @@ def evaluate_dir(
     # Pseudonyms only need to be consistent within this run; use the configured key when there is one.
     configured = os.environ.get(ENV_KEY) or settings.config_key
     key = parse_key(configured) if configured else parse_key(new_key())
-    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress)
+    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress, normalisation=settings.normalise)
     projection = project(tables, settings.graph)
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
@@ -982,7 +987,7 @@ def score_application(
     app = application_from_dict(body)
     scorer, context, provenance = applicant_scorer(store, settings, workspace)
     key, _ = resolve_key(settings, workspace)
-    links, relations = canonical_frames(app, key=key)
+    links, relations = canonical_frames(app, key=key, normalisation=settings.normalise)
     now = pd.Timestamp.now(tz="UTC")
     if commit:
         links = links.assign(first_seen=links["first_seen"].fillna(now), last_seen=links["last_seen"].fillna(now))

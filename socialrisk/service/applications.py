@@ -34,6 +34,7 @@ from loaders.schema import Tables, empty_tables
 from scoring.application import Application, ApplicantScorer, canonical_frames
 from scoring.features import flag_vectors, user_columns
 from scoring.pipeline import Combination
+from socialrisk.service.errors import Unavailable
 from socialrisk.service.incremental import exposure_shift
 from socialrisk.service.journal import FlagJournal
 from socialrisk.service.scores import FlagEvent
@@ -106,8 +107,6 @@ class ApplicationDesk:
         self.install(self.prepare(graph, combination), read_at=int(graph.snapshot))
 
     def need(self) -> ApplicantScorer:
-        from socialrisk.service.runtime import Unavailable
-
         scorer = self.scorer
         if scorer is None:
             raise Unavailable("the live graph is not in memory yet; retry shortly", retry_after=5)
@@ -132,7 +131,7 @@ class ApplicationDesk:
                                  "send create_missing: true to create them")
         app = Application(user_id=user_id, features=dict(body.get("features") or {}), links=list(body.get("links") or []),
                           relations=[r for r in relations if str(r["user_id"]) not in missing])
-        links, rels = canonical_frames(app, key=self.key, source="application")
+        links, rels = canonical_frames(app, key=self.key, source="application", normalisation=self.settings.normalise)
         table = runtime.table
         stale = runtime.stale
         if not commit:
@@ -198,7 +197,7 @@ class ApplicationDesk:
                 part = by_user[u]
                 app = Application(user_id=u, features=part["features"] if bare or u not in fresh else {},
                                   links=[] if bare else part["links"], relations=[])
-                lf, _ = canonical_frames(app, key=self.key, source="events")
+                lf, _ = canonical_frames(app, key=self.key, source="events", normalisation=self.settings.normalise)
                 rf = empty_tables().relations
                 if not bare and part["relations"]:
                     _, rf = canonical_frames(Application(user_id=u, relations=part["relations"]), key=self.key, source="events")
@@ -241,8 +240,6 @@ class ApplicationDesk:
     # -- placing ----------------------------------------------------------------------------------
 
     def _check_room(self, scorer: ApplicantScorer, new_users: int) -> None:
-        from socialrisk.service.runtime import Unavailable
-
         live = scorer.live
         if len(live.added_users) + new_users > live.capacity:
             raise Unavailable(f"the live graph holds {len(live.added_users):,} added users, its configured capacity "
@@ -258,7 +255,7 @@ class ApplicationDesk:
         for u in users[1:]:  # users created for relations: bare
             if not scorer.live.knows(u["user_id"]):
                 bare = Application(user_id=u["user_id"])
-                lf, rf = canonical_frames(bare, key=self.key)
+                lf, rf = canonical_frames(bare, key=self.key, normalisation=self.settings.normalise)
                 scorer.score(bare, links=lf, relations=rf, commit=True)
         main = users[0]
         features = {k: v for k, v in main.items() if k != "user_id"}
@@ -266,9 +263,7 @@ class ApplicationDesk:
         try:
             out = scorer.score(app, links=links, relations=rels, commit=True, explain=self._explainer(runtime) if runtime is not None else None)
         except LiveFull as exc:
-            from socialrisk.service.runtime import Unavailable
-
-            raise Unavailable(str(exc), retry_after=60) from None
+                raise Unavailable(str(exc), retry_after=60) from None
         moved = 0
         if runtime is not None and graph is not None and table is not None and len(out.placement.moved[0]):
             nodes, delta = out.placement.moved
