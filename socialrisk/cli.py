@@ -133,12 +133,20 @@ def load_cmd(
     store: StoreOpt = "embedded",
     on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad value, load nothing. quarantine: set bad rows aside with their reason, load the rest.")] = "fail",
     rejects: Annotated[Optional[Path], typer.Option("--rejects", help="CSV file for the rows set aside (default: <workspace>/rejects/load-<time>.csv).")] = None,
+    bulk: Annotated[bool, typer.Option("--bulk", help="With --store neo4j: the first load of an empty database, through neo4j-admin database import (the server of 'socialrisk neo4j start' is stopped while it imports).")] = False,
 ) -> None:
     """Validate, pseudonymise and load a data directory into the store (idempotent)."""
 
     def body() -> None:
         settings = _settings(config)
         target = rejects or Path(workspace) / "rejects" / f"load-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.csv"
+        if bulk:
+            if store != "neo4j":
+                raise ParameterError(f"--bulk loads a Neo4j database: give --store neo4j. Got --store {store} instead.")
+            with _steps("load") as step:
+                report = workflow.bulk_load_into(data_dir, settings, workspace, progress=step, notice=_notice, on_error=on_error, rejects_path=target)
+            _print_load(report)
+            return
         with workflow.open_store(store, workspace) as st, _steps("load") as step:
             report = workflow.load_into(
                 st, data_dir, settings, workspace, progress=step, notice=_notice, on_error=on_error, rejects_path=target

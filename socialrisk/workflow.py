@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 import pickle
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from graph.explain import Explanation, explain_user
 from graph.projection import Projection, project
 from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
-from loaders.errors import ConfigError, NotFoundError, ParameterError
+from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreError
 from loaders.load import ERASED_USER, LoadReport, load, read_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
@@ -32,6 +34,7 @@ __all__ = [
     "STORES",
     "open_store",
     "load_into",
+    "bulk_load_into",
     "propagate",
     "score",
     "calibrate",
@@ -70,7 +73,8 @@ def open_store(kind: str, workspace: str | Path) -> GraphStore:
     if kind == "embedded":
         return EmbeddedStore(workspace)
     if kind == "neo4j":
-        return open_neo4j()
+        # the last graph read out of Neo4j is kept beside the workspace, keyed by the store's counters
+        return open_neo4j(cache_dir=Path(workspace) / "neo4j-cache")
     raise ConfigError(f"Unknown store {kind!r}; expected one of {', '.join(STORES)}.")
 
 
@@ -121,6 +125,79 @@ def load_into(
                 "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
                 "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
                 "rejects_file": report.rejects_path,
+            },
+        }])
+    return report
+
+
+def bulk_load_into(
+    source: str | Path,
+    settings: Settings,
+    workspace: str | Path,
+    *,
+    progress: Progress | None = None,
+    notice: Notice | None = None,
+    on_error: str = "fail",
+    rejects_path: str | Path | None = None,
+) -> LoadReport:
+    """The first load of an empty Neo4j database with ``neo4j-admin database import full``.
+
+    The server is the one ``socialrisk neo4j start`` runs (``SOCIALRISK_NEO4J_HOME`` and
+    ``_PORT``). The data directory is read and validated as by :func:`load_into`; the tables are
+    written as the tool's CSV files, the server is stopped, the tool imports them, the server
+    starts again, and the constraints are created; only then is the graph served. The graph
+    is the one an online load of the same data gives, and later loads add to it online.
+
+    Raises
+    ------
+    StoreError
+        The database is not empty (load without ``--bulk`` to add to it), or the import failed.
+    """
+    from graph.store.neo4j import BulkSink, import_arguments
+    from socialrisk import neo4j_server
+
+    say = progress or (lambda _m: None)
+    server = neo4j_server.server_settings()
+    uri = os.environ.get("SOCIALRISK_NEO4J_URI", server.uri)
+    if uri.rsplit(":", 1)[-1].strip("/") != str(server.port):
+        raise ConfigError(
+            f"--bulk imports into the server 'socialrisk neo4j start' runs on port {server.port}, but SOCIALRISK_NEO4J_URI is {uri}; "
+            "set SOCIALRISK_NEO4J_PORT to the same port (a bulk import writes that server's database files)"
+        )
+    interrupted = neo4j_server.interrupted_import(server)
+    if interrupted is None:
+        with open_neo4j() as store:
+            nodes, pending = store.database_contents()  # type: ignore[attr-defined]
+        if nodes and pending is None:
+            raise StoreError(
+                f"Neo4j at {uri} already holds {nodes:,} nodes: --bulk only loads an empty database. Load without --bulk to add "
+                f"to it, or stop the server and delete {server.home / 'data'} to start from an empty one."
+            )
+    elif notice:
+        notice(f"a bulk import started at {interrupted.get('started_at', '?')} did not finish; importing afresh over it")
+    key, message = resolve_key(settings, workspace)
+    if message and notice:
+        notice(message)
+    directory = server.home / "import" / f"socialrisk-bulk-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    sink = BulkSink(
+        directory, meta={"key_fingerprint": key_fingerprint(key)}, progress=say,
+        run=lambda files: neo4j_server.bulk_import(server, import_arguments(files), log=say),
+    )
+    try:
+        report = load(source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    say("creating the constraints")
+    with open_neo4j() as store:
+        store.finish_bulk_import()  # type: ignore[attr-defined]
+        neo4j_server.finish_import(server)
+        store.append_audit([{
+            "action": "load",
+            "before": {"snapshot": 0},
+            "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
+            "detail": {
+                "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
+                "erased_user_rows": 0, "rejects_file": report.rejects_path, "bulk": True,
             },
         }])
     return report
