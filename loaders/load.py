@@ -230,6 +230,11 @@ def load(
 
     Loading the same rows twice adds nothing; new rows add to the graph.
 
+    Rows that name a user the sink has erased (``sink.erased_user_ids()``, see
+    ``GraphStore.forget_user``) are never loaded: in either mode they are set aside with the
+    reason :data:`ERASED_USER` and counted as rejected, so ``rows read = loaded + rejected``
+    still holds.
+
     Parameters
     ----------
     on_error : {"fail", "quarantine"}
@@ -241,11 +246,6 @@ def load(
     rejects_path : path, optional
         CSV file to write the rows set aside to (only written when there are some).
         Identifier values in it are redacted, as in error messages.
-
-    Rows that name a user the sink has erased (``sink.erased_user_ids()``, see
-    ``GraphStore.forget_user``) are never loaded: in either mode they are set aside with the
-    reason :data:`ERASED_USER` and counted as rejected, so ``rows read = loaded + rejected``
-    still holds.
 
     Returns
     -------
