@@ -13,19 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from graph.projection import (
-    NAT,
-    EncodedGraph,
-    complete_arrays,
-    load_encoded,
-    save_encoded,
-)
+from graph.projection import NAT, EncodedGraph, complete_arrays, load_encoded, save_encoded, shared_links
+from graph.store.merge import row_hash
 from loaders.errors import ParameterError
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 
 __all__ = ["READ_PARTS", "READ_USERS", "NULL_MS", "READ_LINKS", "READ_RELATIONS", "READ_RELATIONS_PLAIN", "READ_USER_NIDS", "READ_FLAGS", "READ_USER_IDS", "KNOWN_AMONG",
            "ENCODED_USERS", "ENCODED_LINKS", "ENCODED_RELATIONS", "ENCODED_SHARED", "FLAGGED_USERS", "ENCODED_FLAGS",
-           "StoredGraph", "encode_stored"]
+           "READ_USERS_AMONG", "READ_LINKS_AMONG", "READ_RELATIONS_AMONG", "StoredGraph", "encode_stored"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +90,30 @@ RETURN collect(id(i)) AS nid, collect(i.kind) AS kind, collect(i.key) AS key
 """
 FLAGGED_USERS = "MATCH (u:User)-[:HAS_FLAG]->(f:Flag) RETURN collect(f._seq) AS seq, collect(u.id) AS user_id"
 ENCODED_FLAGS = "MATCH (u:User)-[:HAS_FLAG]->(f:Flag) RETURN collect(f._seq) AS seq, collect(id(u)) AS user"
+#: The stored rows an online load merges with (:meth:`_Reads._read_stored` with ``among``): those
+#: of the users, links and relations it names, found through the indexes, rather than the whole
+#: graph. Columns as the whole-table reads', with user ids in place of node ids.
+READ_USERS_AMONG = """
+UNWIND $ids AS id
+MATCH (u:User {id: id}) WHERE u._seq IS NOT NULL
+RETURN collect(u._seq) AS seq, collect(u.id) AS user_id, collect([c IN $columns | u[c]]) AS values
+"""
+READ_LINKS_AMONG = """
+UNWIND $rows AS row
+MATCH (u:User {id: row.user_id})-[r:USES]->(i:Identifier {key: row.key})
+RETURN collect(r._seq) AS seq, collect(u.id) AS user_id, collect(i.kind) AS kind, collect(i.ident) AS ident,
+       collect(coalesce(r.first_seen.epochMillis, $null_ms)) AS first_seen,
+       collect(coalesce(r.last_seen.epochMillis, $null_ms)) AS last_seen,
+       collect(coalesce(r.weight, 0.0 / 0.0)) AS weight
+"""
+READ_RELATIONS_AMONG = """
+UNWIND $rows AS row
+MATCH (a:User {id: row.src})-[r:RELATES]->(b:User {id: row.dst})
+WHERE r._key = row.key
+RETURN collect(r._seq) AS seq, collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
+       collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ,
+       collect([c IN $columns | r[c]]) AS values
+"""
 READ_USER_IDS = "MATCH (u:User) WITH u ORDER BY u._seq RETURN collect(u.id) AS ids"
 KNOWN_AMONG = "UNWIND $ids AS id MATCH (u:User {id: id}) RETURN collect(id) AS ids"
 
@@ -135,9 +154,15 @@ class _Reads:
             raise ParameterError(f"unknown table {name!r}; expected one of {', '.join(TABLE_NAMES)}")
         return self._read_stored((name,))[name]
 
-    def _read_stored(self, names: Iterable[str]) -> dict[str, pd.DataFrame]:
+    def _read_stored(
+        self, names: Iterable[str], *, among: Tables | None = None, seqs: dict[str, np.ndarray] | None = None
+    ) -> dict[str, pd.DataFrame]:
         """The stored tables named, read side by side (the two big edge reads in parts); the
-        others are left out, so that a flags-only write does not read the whole graph."""
+        others are left out, so that a flags-only write does not read the whole graph.
+
+        With ``among`` (the tables of a load), only the stored users, links and relations those
+        tables name are read (their rows in stored order; flags are read whole); ``seqs`` then
+        receives each table's stored sequence numbers, row for row."""
         names = set(names)
         meta = self._meta()
         base = empty_tables()
@@ -148,23 +173,29 @@ class _Reads:
         fetched: dict[str, Any] = {}
         with ThreadPoolExecutor(max_workers=2 * READ_PARTS) as pool:
             parts: dict[str, list[Any]] = {}
-            if "links" in names:
+            if among is not None:
+                parts.update(self._submit_among(pool, names, among, user_columns, relation_columns))
+            if "links" in names and among is None:
                 parts["links"] = [pool.submit(self._read, READ_LINKS, null_ms=NULL_MS, parts=READ_PARTS, part=k) for k in range(READ_PARTS)]
-            if "relations" in names:
+            if "relations" in names and among is None:
                 parts["relations"] = [
                     pool.submit(self._read, relations_query, columns=list(relation_columns), null_ms=NULL_MS, parts=READ_PARTS, part=k)
                     for k in range(READ_PARTS)
                 ]
             futures = {}
-            if "users" in names:
+            if "users" in names and among is None:
                 futures["users"] = pool.submit(self._read, READ_USERS, columns=list(user_columns))
             if "flags" in names:
                 futures["flags"] = pool.submit(self._read, READ_FLAGS)
-            if parts:
+            if parts and among is None:
                 futures["nids"] = pool.submit(self._read, READ_USER_NIDS)
             fetched = {name: f.result() for name, f in futures.items()}
             for name, fs in parts.items():
                 fetched[name] = [_concat_columns([f.result()[0] for f in fs])]
+        if seqs is not None:
+            for name in ("users", "links", "relations"):
+                if name in fetched:
+                    seqs[name] = np.sort(np.asarray(fetched[name][0]["seq"], dtype=np.int64), kind="stable")
         out: dict[str, pd.DataFrame] = {}
         if "users" in names:
             cols = _in_seq_order(fetched["users"][0])
@@ -178,9 +209,10 @@ class _Reads:
 
         if "links" in names:
             cols = _in_seq_order(fetched["links"][0])
-            if len(cols["user_nid"]):
-                assert node_ids is not None
-                cols["user_id"] = node_ids.names(cols["user_nid"])
+            if len(cols["kind"]):
+                if "user_nid" in cols:
+                    assert node_ids is not None
+                    cols["user_id"] = node_ids.names(cols["user_nid"])
                 out["links"] = pd.DataFrame(
                     {
                         "user_id": pd.Series(cols["user_id"], dtype="string"),
@@ -196,10 +228,11 @@ class _Reads:
 
         if "relations" in names:
             cols = _in_seq_order(fetched["relations"][0])
-            if len(cols["src_nid"]):
-                assert node_ids is not None
-                cols["src"] = node_ids.names(cols["src_nid"])
-                cols["dst"] = node_ids.names(cols["dst_nid"])
+            if len(cols["kind"]):
+                if "src_nid" in cols:
+                    assert node_ids is not None
+                    cols["src"] = node_ids.names(cols["src_nid"])
+                    cols["dst"] = node_ids.names(cols["dst_nid"])
                 relations = pd.DataFrame(
                     {
                         "src": pd.Series(cols["src"], dtype="string"),
@@ -238,6 +271,28 @@ class _Reads:
                 out["flags"] = base.flags
         return out
 
+
+    def _submit_among(
+        self, pool: ThreadPoolExecutor, names: set[str], among: Tables, user_columns: dict[str, str], relation_columns: dict[str, str]
+    ) -> dict[str, list[Any]]:
+        """Submit the reads of the stored rows ``among``'s users, links and relations name."""
+        parts: dict[str, list[Any]] = {}
+        if "users" in names:
+            ids = pd.unique(among.users["user_id"].astype(str)).tolist()
+            parts["users"] = [pool.submit(self._read, READ_USERS_AMONG, ids=ids, columns=list(user_columns))]
+        if "links" in names:
+            links = among.links
+            pairs = pd.DataFrame({"user_id": links["user_id"].astype(str), "key": links["kind"].astype(str) + ":" + links["ident"].astype(str)})
+            rows = pairs.drop_duplicates().to_dict("records")
+            parts["links"] = [pool.submit(self._read, READ_LINKS_AMONG, rows=rows, null_ms=NULL_MS)]
+        if "relations" in names:
+            rel = among.relations
+            # the key each new row gets when merged (graph.store.merge): the stored rows of the same content
+            key = row_hash(rel, sorted(c for c in rel.columns if not c.startswith("_"))).view(np.int64)
+            wanted = pd.DataFrame({"src": rel["src"].astype(str).to_numpy(), "dst": rel["dst"].astype(str).to_numpy(), "key": key})
+            rows = wanted.drop_duplicates().to_dict("records")
+            parts["relations"] = [pool.submit(self._read, READ_RELATIONS_AMONG, rows=rows, null_ms=NULL_MS, columns=list(relation_columns))]
+        return parts
 
     # -- the encoded graph, for projections -------------------------------------------------
 
@@ -460,12 +515,7 @@ def encode_stored(stored: StoredGraph) -> EncodedGraph:
 
     # identifiers in first-seen order over the links; those of two users or more are kept
     ident_code, ident_nids = pd.factorize(link_ident.astype(np.int64))
-    shared = np.bincount(ident_code, minlength=len(ident_nids)) >= 2
-    new_code = np.full(len(ident_nids), -1, dtype=np.int64)
-    new_code[shared] = np.arange(int(shared.sum()))
-    cols = new_code[ident_code]
-    keep = np.flatnonzero(cols >= 0)
-    order = keep[np.lexsort((cols[keep], user_code[keep]))]
+    shared, cols, order = shared_links(ident_code, len(ident_nids), user_code)
     kept_nids = np.asarray(ident_nids, dtype=np.int64)[shared]
     shared_nid = stored.shared_nid.astype(np.int64)
     if len(kept_nids):

@@ -245,12 +245,21 @@ class _Writes:
     _tables: Tables | None
 
     def write_tables(self, tables: Tables) -> dict[str, WriteCounts]:
+        """Merge the tables in (:func:`graph.store.merge.merge_table`), writing only the rows
+        they add or change.
+
+        Only what this load merges with is read: the stored rows of the users, links and
+        relations it names (through the indexes), and the flags; an empty database reads
+        nothing. Rows keep their stored sequence numbers, new ones follow the table's count.
+        """
         meta = self._meta()
         # only the tables this load adds to are read and merged: a flag does not read the graph
         given = [name for name, new in tables if len(new)]
-        stored = self._read_stored(given) if meta.get("counts") else None
+        seqs: dict[str, np.ndarray] = {}
+        stored = self._read_stored(given, among=tables, seqs=seqs) if meta.get("counts") else None
+        stored_counts = dict(meta.get("counts") or {})
         counts: dict[str, WriteCounts] = {}
-        merged_all: dict[str, pd.DataFrame] = {}
+        totals: dict[str, int] = {}
         # every user first (users-table rows with their properties, then the rest bare), so
         # links, relations and flags can MATCH their endpoints
         named = tables.all_user_ids().astype(str).tolist()
@@ -272,20 +281,28 @@ class _Writes:
                     old = None
                 merged, count = merge_table(name, old, new)
                 counts[name] = count
-                merged_all[name] = merged
                 n_old = 0 if old is None else len(old)
-                if name == "users":
-                    jobs = self._user_jobs(merged, new, meta, fresh_only=old is None)
-                elif name == "links":
-                    jobs = self._link_jobs(merged, new, fresh_only=old is None)
+                # new rows go after the table's last row: its count, or past the rows a load
+                # stopped half-way wrote beyond it (read here as stored rows)
+                stored_seq = seqs.get(name, np.zeros(0, dtype=np.int64))[:n_old]
+                before = int(stored_counts.get(name, 0)) if stored is not None else 0
+                if name == "flags":
+                    before = n_old  # flags are read whole
+                elif len(stored_seq):
+                    before = max(before, int(stored_seq.max()) + 1)
+                totals[name] = before + len(merged) - n_old
+                if name in ("users", "links"):
+                    # merged: the stored rows read (same order), then the new ones after the table's end
+                    row_seqs = np.concatenate([stored_seq, before + np.arange(len(merged) - n_old, dtype=np.int64)])
+                    jobs = self._user_jobs(merged, meta, row_seqs) if name == "users" else self._link_jobs(merged, row_seqs)
                 elif name == "relations":
-                    jobs = self._relation_jobs(merged.iloc[n_old:], n_old, meta)
+                    jobs = self._relation_jobs(merged.iloc[n_old:], before, meta)
                 else:
                     jobs = self._flag_jobs(merged.iloc[n_old:], n_old)
                 for job in jobs:
                     writer.submit(job)
             writer.submit(_Job("users", [(ENSURE_USERS, missing)]))
-        meta["counts"] = {n: len(merged_all[n]) if n in merged_all else (meta.get("counts") or {}).get(n, 0) for n in TABLE_NAMES}
+        meta["counts"] = {n: totals[n] if n in totals else int(stored_counts.get(n, 0)) for n in TABLE_NAMES}
         if any(c.added for c in counts.values()):
             meta["snapshot"] = int(meta.get("snapshot", 0)) + 1
             if counts["links"].added or counts["relations"].added:
@@ -299,7 +316,8 @@ class _Writes:
         self._tables = None
         return counts
 
-    def _user_jobs(self, merged: pd.DataFrame, new: pd.DataFrame, meta: dict[str, Any], *, fresh_only: bool) -> list[_Job]:
+    def _user_jobs(self, merged: pd.DataFrame, meta: dict[str, Any], seqs: np.ndarray) -> list[_Job]:
+        """Every merged users row (each one this load names), with its sequence number."""
         columns: dict[str, str] = dict(meta.get("user_columns", {}))
         for col in merged.columns:
             if col == "user_id":
@@ -308,9 +326,7 @@ class _Writes:
                 raise StoreError(f"users column {col!r} clashes with a property socialrisk keeps on :User nodes; rename it")
             columns.setdefault(col, "number" if pd.api.types.is_numeric_dtype(merged[col]) else "text")
         meta["user_columns"] = columns
-        touched = np.ones(len(merged), dtype=bool) if fresh_only else merged["user_id"].isin(new["user_id"]).to_numpy()
-        seqs = np.flatnonzero(touched).tolist()
-        frame = merged.loc[touched]
+        frame = merged
         ids = frame["user_id"].astype(str).tolist()
         # column by column: numbers as floats (NaN left out), text as str (NA left out)
         values = []
@@ -324,20 +340,15 @@ class _Writes:
             else:
                 values.append((c, [None if v is None or v is pd.NA else str(v) for v in column.astype(object).tolist()]))
         rows = []
-        for i, (uid, seq) in enumerate(zip(ids, seqs)):
+        for i, (uid, seq) in enumerate(zip(ids, seqs.tolist())):
             props = {c: col[i] for c, col in values if col[i] is not None}
             rows.append({"id": uid, "seq": seq, "props": props})
         return [_Job("users", [(MERGE_USERS, rows)], partition="id")]
 
-    def _link_jobs(self, merged: pd.DataFrame, new: pd.DataFrame, *, fresh_only: bool) -> list[_Job]:
-        if not len(new):
+    def _link_jobs(self, merged: pd.DataFrame, seqs: np.ndarray) -> list[_Job]:
+        """Every merged links row (each one this load names), with its sequence number."""
+        if not len(merged):
             return []
-        if fresh_only:
-            touched = np.ones(len(merged), dtype=bool)
-        else:
-            key = merged["user_id"].astype(str) + "\x1f" + merged["kind"].astype(str) + "\x1f" + merged["ident"].astype(str)
-            new_key = new["user_id"].astype(str) + "\x1f" + new["kind"].astype(str) + "\x1f" + new["ident"].astype(str)
-            touched = key.isin(new_key).to_numpy()
         first = _millis(merged["first_seen"])
         last = _millis(merged["last_seen"])
         weight = merged["weight"].to_numpy(dtype=np.float64)
@@ -345,7 +356,8 @@ class _Writes:
         idents = merged["ident"].astype(str).to_numpy()
         users = merged["user_id"].astype(str).to_numpy()
         by_kind: dict[str, list[dict[str, Any]]] = {}
-        for i in np.flatnonzero(touched).tolist():
+        seq_list = seqs.tolist()
+        for i in range(len(merged)):
             kind = kinds[i]
             by_kind.setdefault(kind, []).append(
                 {
@@ -356,7 +368,7 @@ class _Writes:
                     "first_seen": first[i],
                     "last_seen": last[i],
                     "weight": None if np.isnan(weight[i]) else float(weight[i]),
-                    "seq": i,
+                    "seq": seq_list[i],
                 }
             )
         segments = []
