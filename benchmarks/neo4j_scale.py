@@ -53,20 +53,10 @@ from socialrisk import neo4j_server
 from socialrisk.settings import Settings
 from socialrisk.workflow import bulk_load_into, open_neo4j
 
+from _gds import gds_pagerank  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "benchmark-key-not-secret-0123456789"
-GDS_PROJECT = """
-CALL gds.graph.project('socialrisk_bench', ['User', 'Identifier'],
-  {USES: {orientation: 'UNDIRECTED'}, RELATES: {orientation: 'UNDIRECTED'}})
-YIELD nodeCount, relationshipCount RETURN nodeCount, relationshipCount
-"""
-GDS_PAGERANK = """
-MATCH (u:User) WHERE u.id IN $ids WITH collect(u) AS seeds
-CALL gds.pageRank.stream('socialrisk_bench', {sourceNodes: seeds, dampingFactor: 0.85, tolerance: $tol, maxIterations: $max_iter})
-YIELD nodeId, score
-RETURN count(*) AS n, sum(score) AS total, max(score) AS top
-"""
-GDS_DROP = "CALL gds.graph.drop('socialrisk_bench', false) YIELD graphName RETURN graphName"
 
 
 def _rss_mb(pid: int) -> float:
@@ -250,18 +240,10 @@ def main() -> None:
         run = store._driver.execute_query
         peaks("ppr:gds")
         try:
-            run(GDS_DROP, database_="neo4j")
-            t0 = time.perf_counter()
-            projected = run(GDS_PROJECT, database_="neo4j").records[0]
-            t_gds_project = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            res = run(GDS_PAGERANK, ids=seeds, tol=args.tol, max_iter=args.max_iter, database_="neo4j").records[0]
-            t_gds_pr = time.perf_counter() - t1
-            gds_total = time.perf_counter() - t0
-            run(GDS_DROP, database_="neo4j")
-            out["pagerank"]["gds"] = {"project_s": round(t_gds_project, 2), "pagerank_stream_s": round(t_gds_pr, 2), "total_s": round(gds_total, 2),
-                                      "graph": {"nodes": projected["nodeCount"], "relationships": projected["relationshipCount"]},
-                                      "scores_streamed": res["n"]}
+            gds = gds_pagerank(run, seeds, tol=args.tol, max_iter=args.max_iter)
+            gds_total = gds.pop("_total")
+            gds.pop("_pagerank")
+            out["pagerank"]["gds"] = gds
             out["pagerank"]["ratio_total_gds_over_socialrisk"] = round(gds_total / ours_total, 2)
             print(f"GDS end to end: {gds_total:.2f} s; ratio GDS/socialrisk {gds_total / ours_total:.2f}", flush=True)
         except Exception as exc:  # GDS out of memory at the larger sizes: recorded, not fatal

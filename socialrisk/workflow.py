@@ -117,21 +117,27 @@ def load_into(
     report = load(source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
     if sum(report.added.values()) or sum(report.rejected.values()):
         # flags arrive in bulk too: the log says which load brought which rows
-        store.append_audit([{
-            "action": "load",
-            "before": {"snapshot": before},
-            "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
-            "detail": {
-                "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
-                "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
-                "rejects_file": report.rejects_path,
-            },
-        }])
+        store.append_audit([_load_entry(report, before, int(store.metadata().get("snapshot", 0)))])
     return report
 
 
+def _load_entry(report: LoadReport, before: int, after: int, **detail: Any) -> dict[str, Any]:
+    """The audit entry of a load: the snapshots around it, the rows it added and set aside."""
+    return {
+        "action": "load",
+        "before": {"snapshot": before},
+        "after": {"snapshot": after, "added": {k: int(v) for k, v in report.added.items()}},
+        "detail": {
+            "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
+            "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
+            "rejects_file": report.rejects_path,
+            **detail,
+        },
+    }
+
+
 def bulk_load_into(
-    source: str | Path,
+    source: str | Path | dict[str, pd.DataFrame],
     settings: Settings,
     workspace: str | Path,
     *,
@@ -191,15 +197,7 @@ def bulk_load_into(
     with open_neo4j() as store:
         store.finish_bulk_import()  # type: ignore[attr-defined]
         neo4j_server.finish_import(server)
-        store.append_audit([{
-            "action": "load",
-            "before": {"snapshot": 0},
-            "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
-            "detail": {
-                "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
-                "erased_user_rows": 0, "rejects_file": report.rejects_path, "bulk": True,
-            },
-        }])
+        store.append_audit([_load_entry(report, 0, int(store.metadata().get("snapshot", 0)), bulk=True)])
     return report
 
 
