@@ -101,12 +101,17 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def rust_extension(on: bool) -> None:
-    """Switch the driver's Rust decoder (neo4j-rust-ext) on or off in this process."""
+    """Switch the driver's Rust codec (neo4j-rust-ext) on or off in this process: the pure-Python
+    packer and unpacker the driver falls back to without it."""
     from neo4j._codec.packstream import v1
 
     if not hasattr(rust_extension, "saved"):
-        rust_extension.saved = (v1._rust_pack, v1._rust_unpack)  # type: ignore[attr-defined]
-    v1._rust_pack, v1._rust_unpack = rust_extension.saved if on else (None, None)  # type: ignore[attr-defined]
+        rust_extension.saved = (v1.Packer._pack, v1.Unpacker.unpack)  # type: ignore[attr-defined]
+    if on:
+        v1.Packer._pack, v1.Unpacker.unpack = rust_extension.saved  # type: ignore[attr-defined]
+    else:
+        v1.Packer._pack = lambda self, data, dehydration_hooks=None: self._py_pack(data, dehydration_hooks)
+        v1.Unpacker.unpack = lambda self, hydration_hooks=None: self._unpack(hydration_hooks=hydration_hooks)
 
 
 def more_rows(users: int, rows: int, *, seed: int) -> dict[str, Any]:
@@ -162,7 +167,7 @@ def main() -> None:
             with open_neo4j() as store:
                 store.clear()  # an emptied database; the import writes over its files anyway
         peaks("bulk_load")
-        report, bulk_s = timed(lambda: bulk_load_into(frames, Settings(), ws, progress=lambda m: print(f"  {m}", flush=True)))
+        report, bulk_s = timed(lambda: bulk_load_into(frames, Settings(), ws, progress=lambda m: print(f"  {time.strftime('%H:%M:%S')} {m}", flush=True)))
     out["bulk_load"] = {"rows": sum(rows.values()), "rows_by_table": rows, "wall_s": round(bulk_s, 1),
                         "rows_per_s": round(sum(rows.values()) / bulk_s), "added": report.added}
     print(f"bulk load: {bulk_s:.1f} s, {sum(rows.values()) / bulk_s:,.0f} rows/s", flush=True)

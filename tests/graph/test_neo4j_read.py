@@ -94,3 +94,11 @@ def test_encode_stored_of_shared_data(tmp_path: Path, name: str) -> None:
     load(SHARED_DATA / name, store, key=KEY)
     tables = store.read_tables()
     _same(encode_stored(as_stored(tables, seed=0)), encode(tables))
+
+
+def test_every_module_name_is_importable_from_the_package() -> None:
+    import graph.store.neo4j as package
+    from graph.store.neo4j import bulk, queries, read, store, writes
+
+    for module in (bulk, queries, read, store, writes):
+        assert [n for n in module.__all__ if getattr(package, n, None) is not getattr(module, n)] == [], module.__name__

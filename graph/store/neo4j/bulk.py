@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.csv as pacsv
 
 from graph.store.merge import merge_table
@@ -87,9 +88,9 @@ def _text(values: Any) -> pa.Array:
 def _datetimes(series: pd.Series) -> pa.Array:
     """Times as ISO 8601 in UTC with milliseconds, as ``datetime.fromepochmillis`` stores them."""
     values = pd.to_datetime(series, utc=True)
-    ms = values.dt.floor("ms")
-    text = ms.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").str.slice(0, 23) + "Z"
-    return _text(text.where(values.notna(), None))
+    ns = values.to_numpy(dtype="datetime64[ns]").view(np.int64)
+    ms = pa.array(ns // 1_000_000, type=pa.int64(), mask=values.isna().to_numpy()).cast(pa.timestamp("ms", tz="UTC"))
+    return pa.compute.strftime(ms, format="%Y-%m-%dT%H:%M:%SZ")  # %S of a ms timestamp: seconds.milliseconds
 
 
 def _floats(values: Any) -> pa.Array:
@@ -253,7 +254,9 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
 def import_arguments(files: ImportFiles, *, database: str = "neo4j", report: str | Path | None = None) -> list[str]:
     """The arguments of ``neo4j-admin`` for ``files`` (after the tool's entry point): a full
     import over whatever the database's directory holds."""
-    args = ["database", "import", "full", "--overwrite-destination=true", "--id-type=string", "--array-delimiter=;",
+    # the database first: --nodes and --relationships take any number of files, and would take
+    # a name after them for one
+    args = ["database", "import", "full", database, "--overwrite-destination=true", "--id-type=string", "--array-delimiter=;",
             f"--report-file={report or files.directory / 'import.report'}"]
     if files.multiline:
         args.append("--multiline-fields=true")
@@ -261,7 +264,6 @@ def import_arguments(files: ImportFiles, *, database: str = "neo4j", report: str
         args.append(f"--nodes={label}={path}" if label else f"--nodes={path}")
     for rel_type, path in files.relationships:
         args.append(f"--relationships={rel_type}={path}")
-    args.append(database)
     return args
 
 

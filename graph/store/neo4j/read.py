@@ -98,9 +98,13 @@ UNWIND $ids AS id
 MATCH (u:User {id: id}) WHERE u._seq IS NOT NULL
 RETURN collect(u._seq) AS seq, collect(u.id) AS user_id, collect([c IN $columns | u[c]]) AS values
 """
+#: Both ends are found through their index (the hints) and the link between them from the end
+#: with fewer relationships (Expand(Into)): a hub identifier of thousands of users is never expanded.
 READ_LINKS_AMONG = """
 UNWIND $rows AS row
 MATCH (u:User {id: row.user_id})-[r:USES]->(i:Identifier {key: row.key})
+USING INDEX u:User(id)
+USING INDEX i:Identifier(key)
 RETURN collect(r._seq) AS seq, collect(u.id) AS user_id, collect(i.kind) AS kind, collect(i.ident) AS ident,
        collect(coalesce(r.first_seen.epochMillis, $null_ms)) AS first_seen,
        collect(coalesce(r.last_seen.epochMillis, $null_ms)) AS last_seen,
@@ -109,6 +113,8 @@ RETURN collect(r._seq) AS seq, collect(u.id) AS user_id, collect(i.kind) AS kind
 READ_RELATIONS_AMONG = """
 UNWIND $rows AS row
 MATCH (a:User {id: row.src})-[r:RELATES]->(b:User {id: row.dst})
+USING INDEX a:User(id)
+USING INDEX b:User(id)
 WHERE r._key = row.key
 RETURN collect(r._seq) AS seq, collect(a.id) AS src, collect(b.id) AS dst, collect(r.kind) AS kind, collect(r.weight) AS weight,
        collect(coalesce(r.ts.epochMillis, $null_ms)) AS ts, collect(r._key) AS _key, collect(r._occ) AS _occ,
