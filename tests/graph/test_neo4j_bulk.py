@@ -132,16 +132,18 @@ def test_a_killed_bulk_import_is_never_served(bulk_server, tmp_path: Path) -> No
         "import sys; from pathlib import Path; from socialrisk.settings import Settings; "
         "from socialrisk.workflow import bulk_load_into; bulk_load_into(Path(sys.argv[1]), Settings(), Path(sys.argv[2]))"
     )
+    errors = open(tmp_path / "bulk-load.err", "wb")
     proc = subprocess.Popen([sys.executable, "-c", code, str(data), str(tmp_path / "ws")], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=errors)
     import_log = bulk_server.home / "logs" / "import.log"
     deadline = time.monotonic() + 120
     while not (import_log.exists() and neo4j_server.status(bulk_server)["running"] is False) and time.monotonic() < deadline:
-        assert proc.poll() is None, "the bulk load ended before its import could be killed"
+        assert proc.poll() is None, "the bulk load ended before its import could be killed: " + (tmp_path / "bulk-load.err").read_text()[-2000:]
         time.sleep(0.05)
     assert import_log.exists(), "the import did not start within 120 s"
     os.killpg(proc.pid, signal.SIGKILL)  # the loader and the admin tool it runs
     proc.wait()
+    errors.close()
     assert neo4j_server.interrupted_import(bulk_server) is not None
     with pytest.raises(StoreError, match="did not finish: the database may be half-written and is not started"):
         neo4j_server.start(bulk_server)

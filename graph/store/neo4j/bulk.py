@@ -269,25 +269,25 @@ def import_arguments(files: ImportFiles, *, database: str = "neo4j", report: str
 
 class BulkSink:
     """What :func:`loaders.load.load` writes into for a bulk first load: the tables become
-    import files (:func:`write_import_files`), and ``run`` imports them.
+    import files (:func:`write_import_files`), and ``importer`` imports them.
 
     Parameters
     ----------
     directory : Path
-        Where the CSV files are written (removed by ``run``'s caller once imported).
+        Where the CSV files are written (removed by the caller once imported).
     meta : dict
         Store facts for the metadata node (the key fingerprint).
-    run : callable
+    importer : callable
         Called with the :class:`ImportFiles`; imports them (stopping and starting the server).
     progress : callable, optional
         Called with a line of text at each step.
     """
 
-    def __init__(self, directory: Path, *, meta: dict[str, Any], run: Callable[[ImportFiles], None],
+    def __init__(self, directory: Path, *, meta: dict[str, Any], importer: Callable[[ImportFiles], None],
                  progress: Callable[[str], None] | None = None) -> None:
         self.directory = Path(directory)
         self.meta = dict(meta)
-        self.run = run
+        self.importer = importer
         self.progress = progress
         self.files: ImportFiles | None = None
 
@@ -307,5 +307,5 @@ class BulkSink:
         self.files = write_import_files(tables, self.directory, meta=self.meta)
         if self.progress:
             self.progress(f"importing {self.files.rows:,} nodes and relationships with neo4j-admin")
-        self.run(self.files)
+        self.importer(self.files)
         return self.files.counts
