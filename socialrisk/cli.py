@@ -108,6 +108,7 @@ def generate(
     users: Annotated[int, typer.Option("--users", "-n", min=10, help="Number of users.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="parquet, csv or csv.gz.")] = "parquet",
+    bias_age_band: Annotated[Optional[str], typer.Option("--bias-age-band", help="Give the good users of this age band (18-24, 25-34, 35-49, 50-64, 65+) a worse repayment record, to test a fairness report.")] = None,
 ) -> None:
     """Write a synthetic payments-app population in the contract format (plus truth labels)."""
 
@@ -116,7 +117,7 @@ def generate(
 
         with _steps("generate") as step:
             step(f"{users:,} users")
-            tables = make(n_users=users, seed=seed)
+            tables = make(n_users=users, seed=seed, bias_age_band=bias_age_band)
             step("writing")
             paths = write_tables(tables, out_dir, fmt=fmt)
         for name, path in paths.items():

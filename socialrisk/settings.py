@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from loaders.errors import ConfigError, ParameterError
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from loaders.validate import DEFAULT_LABEL_MAP
 from scoring.config import ColumnSpec, ScoringConfig
+from scoring.policy import DecisionPolicy, policy_named
 
 __all__ = ["Settings", "ServiceConfig", "load_settings", "resolve_key", "ENV_KEY", "ENV_WORKSPACE", "DEFAULT_WORKSPACE"]
 
@@ -54,7 +55,19 @@ class _ColumnModel(_Strict):
     reason: str | None = None
 
 
+class _PolicyModel(_Strict):
+    credit_features: list[str] = ["all"]
+    graph_evidence: Literal["decide", "review"] = "decide"
+    human_review: str = ""
+    description: str = ""
+
+
 class _ScoringModel(_Strict):
+    policy: str | None = None
+    graph_evidence: Literal["decide", "review"] | None = None
+    human_review: str | None = None
+    policies: dict[str, _PolicyModel] | None = None
+    protected_columns: list[str] | None = None
     columns: dict[str, list[_ColumnModel]] | None = None
     scorecard_weights: dict[str, float] | None = None
     min_labels_per_class: int | None = None
@@ -213,8 +226,15 @@ def load_settings(path: str | Path | None = None) -> Settings:
         graph = GraphConfig(**graph_kwargs)
         s = model.scoring
         scoring_kwargs: dict[str, Any] = {
-            k: v for k, v in s.model_dump(exclude={"columns", "scorecard_weights"}).items() if v is not None
+            k: v
+            for k, v in s.model_dump(
+                exclude={"columns", "scorecard_weights", "policy", "graph_evidence", "human_review", "policies", "protected_columns"}
+            ).items()
+            if v is not None
         }
+        if s.protected_columns is not None:
+            scoring_kwargs["protected_columns"] = tuple(s.protected_columns)
+        scoring_kwargs["policy"] = _policy(s)
         if s.columns is not None:
             scoring_kwargs["columns"] = {
                 dim: tuple(ColumnSpec(c.column, c.higher_is_riskier, c.denominator, c.reason) for c in cols)
@@ -231,6 +251,22 @@ def load_settings(path: str | Path | None = None) -> Settings:
         svc["api_keys"] = tuple(svc["api_keys"])
     service = ServiceConfig(**svc)
     return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service)
+
+
+def _policy(s: _ScoringModel) -> DecisionPolicy:
+    """The configured decision policy: ``[scoring] policy`` among the shipped ones and
+    ``[scoring.policies.NAME]``, with ``graph_evidence`` and ``human_review`` overriding it."""
+    extra = {
+        name: DecisionPolicy(name, tuple(p.credit_features), p.graph_evidence, p.human_review, p.description)
+        for name, p in (s.policies or {}).items()
+    }
+    policy = policy_named(s.policy or "default", extra=extra)
+    changes: dict[str, Any] = {}
+    if s.graph_evidence is not None:
+        changes["graph_evidence"] = s.graph_evidence
+    if s.human_review is not None:
+        changes["human_review"] = s.human_review
+    return replace(policy, **changes) if changes else policy
 
 
 def resolve_key(settings: Settings, workspace: str | Path) -> tuple[bytes, str | None]:
