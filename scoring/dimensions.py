@@ -33,31 +33,85 @@ class ColumnStanding:
     worse: np.ndarray
 
 
-def column_standings(users: pd.DataFrame, config: ScoringConfig) -> dict[str, list[ColumnStanding]]:
-    """Standing of every mapped column that is present, per dimension."""
+def column_standings(
+    users: pd.DataFrame, config: ScoringConfig, *, population: dict[str, list[ColumnStanding]] | None = None
+) -> dict[str, list[ColumnStanding]]:
+    """Standing of every mapped column that is present, per dimension.
+
+    Parameters
+    ----------
+    users : DataFrame
+        The input columns of the users to place.
+    config : ScoringConfig
+    population : dict, optional
+        Standings of a scored population (a previous call): each user of ``users`` is then
+        placed against that population (the share of its users doing strictly better) instead
+        of against ``users`` themselves. An applicant is placed so, as it would be had it been
+        in the population scored.
+    """
     out: dict[str, list[ColumnStanding]] = {}
     for dim, specs in config.columns.items():
+        placed = {s.spec.column: s for s in population.get(dim, [])} if population is not None else None
         for spec in specs:
-            if spec.column not in users.columns:
+            if placed is not None and spec.column not in placed:
                 continue
-            value = users[spec.column].to_numpy(dtype=np.float64)
+            if spec.column not in users.columns:
+                if placed is None:
+                    continue
+                value = np.full(len(users), np.nan)
+            else:
+                value = users[spec.column].to_numpy(dtype=np.float64)
             denominator = None
             oriented = value
             if spec.denominator is not None:
-                if spec.denominator not in users.columns:
+                if spec.denominator not in users.columns and placed is None:
                     continue
-                denominator = users[spec.denominator].to_numpy(dtype=np.float64)
+                denominator = users[spec.denominator].to_numpy(dtype=np.float64) if spec.denominator in users.columns else np.full(len(users), np.nan)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     oriented = np.where(denominator > 0, value / np.where(denominator > 0, denominator, 1.0), np.nan)
             if not spec.higher_is_riskier:
                 oriented = -oriented
-            ranks = pd.Series(oriented).rank(method="average", pct=True, na_option="keep").to_numpy()
-            # share of users strictly better, so ties at the best value score 0
-            low = pd.Series(oriented).rank(method="min", pct=True, na_option="keep").to_numpy()
-            n_present = np.isfinite(oriented).sum()
-            worse = np.where(np.isnan(ranks), np.nan, (low * n_present - 1) / max(n_present, 1)) if n_present else ranks
+            if placed is not None:
+                worse = _placed(oriented, placed[spec.column])
+            else:
+                ranks = pd.Series(oriented).rank(method="average", pct=True, na_option="keep").to_numpy()
+                # share of users strictly better, so ties at the best value score 0
+                low = pd.Series(oriented).rank(method="min", pct=True, na_option="keep").to_numpy()
+                n_present = np.isfinite(oriented).sum()
+                worse = np.where(np.isnan(ranks), np.nan, (low * n_present - 1) / max(n_present, 1)) if n_present else ranks
             out.setdefault(dim, []).append(ColumnStanding(spec=spec, value=value, denominator=denominator, worse=worse))
     return out
+
+
+#: Sorted oriented values of the population standings placed against (by id, with the standing
+#: kept alive so its id is not reused): sorting a million values per applicant would cost more
+#: than the rest of its scoring.
+_SORTED: dict[int, tuple[ColumnStanding, np.ndarray]] = {}
+
+
+def _placed(oriented: np.ndarray, standing: ColumnStanding) -> np.ndarray:
+    """Share of a population's users strictly better (lower oriented value) than each value."""
+    cached = _SORTED.get(id(standing))
+    if cached is None or cached[0] is not standing:
+        if len(_SORTED) > 64:
+            _SORTED.clear()
+        cached = (standing, _sorted_reference(standing))
+        _SORTED[id(standing)] = cached
+    ref = cached[1]
+    if not len(ref):
+        return np.full(len(oriented), np.nan)
+    below = np.searchsorted(ref, np.where(np.isfinite(oriented), oriented, 0.0), side="left")
+    return np.where(np.isfinite(oriented), below / len(ref), np.nan)
+
+
+def _sorted_reference(standing: ColumnStanding) -> np.ndarray:
+    ref = standing.value
+    if standing.spec.denominator is not None and standing.denominator is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ref = np.where(standing.denominator > 0, ref / np.where(standing.denominator > 0, standing.denominator, 1.0), np.nan)
+    if not standing.spec.higher_is_riskier:
+        ref = -ref
+    return np.sort(ref[np.isfinite(ref)])
 
 
 def column_dimensions(standings: dict[str, list[ColumnStanding]], n: int) -> pd.DataFrame:

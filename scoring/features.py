@@ -29,6 +29,8 @@ __all__ = [
     "structural_features",
     "neighbour_means",
     "label_features",
+    "direct_label_features",
+    "crossfit_seeds",
 ]
 
 
@@ -323,21 +325,7 @@ def label_features(
         out[f"{layer}_lift_fraud"] = lf
         out[f"{layer}_lift_benign"] = lb
         out[f"{layer}_fraud_share"] = lf / (lf + lb + 1.0)
-    if projection.n_idents:
-        B = projection.shared
-        for name, M in (("fraud", F), ("benign", Bn)):
-            direct = B @ (B.T @ (M > 0).astype(np.float64)) - (M > 0) * np.asarray(B.sum(axis=1))
-            out[f"lnk_{name}_co_users"] = pick(direct)
-    if projection.relations_count:
-        binary = projection.related
-        pos, neg = projection.relations_pos, projection.relations_neg
-        for name, M in (("fraud", F), ("benign", Bn)):
-            ind = (M > 0).astype(np.float64)
-            out[f"rel_{name}_in"] = pick(binary.T @ ind)
-            out[f"rel_{name}_out"] = pick(binary @ ind)
-            out[f"rel_pos_from_{name}"] = pick(pos.T @ ind)
-            out[f"rel_neg_from_{name}"] = pick(neg.T @ ind)
-        out["rel_neg_share_from_benign"] = out["rel_neg_from_benign"] / (out["rel_neg_from_benign"] + out["rel_pos_from_benign"] + 1.0)
+    out.update({name: pick(M) for name, M in direct_label_features(projection, F, Bn).items()})
     converged: dict[str, bool] = {}
     for method in dict.fromkeys(propagation):
         for layer, values, ok in walks.propagation_features(method, F, Bn):
@@ -346,6 +334,45 @@ def label_features(
     frame = pd.DataFrame(out, index=pd.RangeIndex(n))
     frame.attrs["converged"] = converged
     return frame
+
+
+def direct_label_features(projection: Projection, F: np.ndarray, Bn: np.ndarray) -> dict[str, np.ndarray]:
+    """Label features that count flagged users one step away, per seed column.
+
+    Parameters
+    ----------
+    projection : Projection
+    F, Bn : ndarray, shape (n_users, k)
+        Fraud and benign seed weights, one column per seed set (:func:`crossfit_seeds`).
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n_users, k)
+        ``lnk_{fraud,benign}_co_users`` (flagged users sharing an identifier, counted once per
+        identifier), and for relations ``rel_{fraud,benign}_{in,out}`` (flagged partners),
+        ``rel_{pos,neg}_from_{fraud,benign}`` (weight of positive and negative relations
+        received from flagged users) and ``rel_neg_share_from_benign``.
+
+    Pure in the projection: evaluated on the small subgraph around one applicant it gives the
+    applicant's row exactly (:mod:`scoring.application`).
+    """
+    out: dict[str, np.ndarray] = {}
+    if projection.n_idents:
+        B = projection.shared
+        for name, M in (("fraud", F), ("benign", Bn)):
+            direct = B @ (B.T @ (M > 0).astype(np.float64)) - (M > 0) * np.asarray(B.sum(axis=1))
+            out[f"lnk_{name}_co_users"] = np.asarray(direct)
+    if projection.relations_count:
+        binary = projection.related
+        pos, neg = projection.relations_pos, projection.relations_neg
+        for name, M in (("fraud", F), ("benign", Bn)):
+            ind = (M > 0).astype(np.float64)
+            out[f"rel_{name}_in"] = np.asarray(binary.T @ ind)
+            out[f"rel_{name}_out"] = np.asarray(binary @ ind)
+            out[f"rel_pos_from_{name}"] = np.asarray(pos.T @ ind)
+            out[f"rel_neg_from_{name}"] = np.asarray(neg.T @ ind)
+        out["rel_neg_share_from_benign"] = out["rel_neg_from_benign"] / (out["rel_neg_from_benign"] + out["rel_pos_from_benign"] + 1.0)
+    return out
 
 
 def _propagation_features(walks: Walks, method: str, F: np.ndarray, Bn: np.ndarray) -> list[tuple[str, np.ndarray, bool]]:

@@ -35,7 +35,10 @@ from scoring.features import (
 )
 from scoring.reasons import Reason, column_reason, linked_account_reasons, social_reasons
 
-__all__ = ["MODEL_VERSION", "Combination", "ScoreResult", "Scorer", "fit_combination", "score_tables"]
+__all__ = [
+    "MODEL_VERSION", "Combination", "FeatureSet", "ScoreResult", "Scorer", "align_features", "combine", "dimension_frame",
+    "fit_combination", "reasons_for", "score_tables",
+]
 
 MODEL_VERSION = "socialrisk-0.1"
 Progress = Callable[[str], None]
@@ -144,84 +147,18 @@ class Scorer:
         converged = dict(labels.attrs.get("converged", {}))
         X = pd.concat([self.base, labels], axis=1)
 
-        dims = pd.DataFrame(index=pd.RangeIndex(n))
-        for dim in DIMENSIONS:
-            dims[dim] = self.column_dims[dim] if dim in self.column_dims else np.nan
-        if "lnk_lift_fraud" in labels:
-            dims["linked_accounts"] = graph_dimension(labels["lnk_lift_fraud"].to_numpy(), labels["lnk_lift_benign"].to_numpy())
-        social = np.zeros(n)
-        if "rel_lift_fraud" in labels:
-            social = graph_dimension(labels["rel_lift_fraud"].to_numpy(), labels["rel_lift_benign"].to_numpy())
-        if "rel_in_negative_share" in self.structure:
-            social = 1.0 - (1.0 - social) * (1.0 - self.structure["rel_in_negative_share"].to_numpy())
-        if "rel_lift_fraud" in labels or "rel_in_negative_share" in self.structure:
-            dims["social_network"] = social
+        dims = dimension_frame(self.column_dims, labels, self.structure, n)
 
-        y = flags.y
-        feature_note: dict[str, list[str]] = {}
         if combination is None:
-            combination = fit_combination(X, y, cfg, progress=say)
-        elif combination.columns != tuple(X.columns):
-            # Some features exist only for the kinds present (a phone column needs a shared
-            # phone): one the model knows that the data no longer makes is 0, one it does not
-            # know is not used. The meta says which.
-            absent = [c for c in combination.columns if c not in X.columns]
-            unused = [c for c in X.columns if c not in combination.columns]
-            X = X.reindex(columns=list(combination.columns), fill_value=0.0)
-            feature_note = {"absent_taken_as_0": absent, "unused": unused}
-        groups = _feature_groups(list(X.columns), cfg)
-        n_fraud, n_benign = int((y == 1).sum()), int((y == 0).sum())
-        if combination.kind != "scorecard":
-            Xa = X.to_numpy(dtype=np.float64)
-            predict = combination.predict
-            risk = predict(Xa)
-            reference = combination.reference
-            # A contribution is at most the risk itself, so users below the reason threshold
-            # can have no reason: occlude only the others (a few percent of a population).
-            need = np.flatnonzero(risk >= cfg.min_reason_share)
-            contrib = {}
-            for dim, cols in groups.items():
-                values = np.zeros(n)
-                if len(need):
-                    values[need] = risk[need] - predict(_occlude(Xa[need], cols, reference))
-                contrib[dim] = values
-            graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
-            without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
-        else:
-            weights = combination.scorecard_weights
-            terms = {d: weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
-            risk = 1.0 - np.prod([1.0 - t for t in terms.values()], axis=0)
-            contrib = {}
-            for d in terms:
-                rest = 1.0 - np.prod([1.0 - terms[o] for o in DIMENSIONS if o != d], axis=0)
-                contrib[d] = risk - rest
-            without_graph = 1.0 - np.prod([1.0 - terms[d] for d in DIMENSIONS if d not in GRAPH_DIMENSIONS], axis=0)
-        graph_risk = np.clip(risk - without_graph, 0.0, 1.0)
-        contributions = pd.DataFrame(contrib, index=pd.RangeIndex(n))
-
-        # the user's own confirmed label dominates its score
-        own_fraud = flags.fraud > 0
-        risk = np.where(own_fraud, np.maximum(risk, flags.fraud), risk)
-        risk = np.clip(risk, 0.0, 1.0)
-
+            combination = fit_combination(X, flags.y, cfg, progress=say)
+        X, feature_note = align_features(X, combination)
         say("reason codes")
-        reasons = self._reasons(contributions, dims, flags)
-        scores = credit_score(risk)
-        frame = pd.DataFrame(
-            {
-                "user_id": self.projection.user_ids,
-                "risk": risk,
-                "graph_risk": graph_risk,
-                "credit_score": scores,
-                "decision": decide(scores, approve_at=cfg.approve_at, review_at=cfg.review_at),
-                "reasons": [";".join(r.text for r in rs) for rs in reasons],
-                "reason_codes": [";".join(r.code for r in rs) for rs in reasons],
-                "flag": np.where(own_fraud, "fraud", np.where(flags.benign > 0, "benign", "")),
-                "ring_id": self.rings,
-            }
+        features = FeatureSet(
+            X=X, dims=dims, flags=flags, projection=self.projection, standings=self.standings, structure=self.structure,
+            rings=self.rings,
         )
-        for dim in DIMENSIONS:
-            frame[f"dim_{dim}"] = dims[dim].to_numpy()
+        frame, contributions = combine(features, combination, cfg)
+        n_fraud, n_benign = int((flags.y == 1).sum()), int((flags.y == 0).sum())
         meta = {
             "model_version": MODEL_VERSION,
             "combination": combination.kind,
@@ -234,48 +171,6 @@ class Scorer:
         return ScoreResult(
             scores=frame, features=X, combination=combination.kind, contributions=contributions, meta=meta, fitted=combination
         )
-
-    def _reasons(self, contributions: pd.DataFrame, dims: pd.DataFrame, flags: FlagVectors) -> list[list[Reason]]:
-        cfg = self.config
-        n = self.projection.n_users
-        C = contributions.reindex(columns=list(DIMENSIONS) + ["profile"]).fillna(0.0)
-        out: list[list[Reason]] = [[] for _ in range(n)]
-        order = np.argsort(-C.to_numpy(), axis=1, kind="stable")
-        values = C.to_numpy()
-        names = list(C.columns)
-        # dimension reasons, most important first
-        wanted: dict[str, list[int]] = {}
-        ranked: list[list[str]] = []
-        for i in range(n):
-            chosen = [names[j] for j in order[i] if values[i, j] >= cfg.min_reason_share][: cfg.max_reasons]
-            ranked.append(chosen)
-            for d in chosen:
-                wanted.setdefault(d, []).append(i)
-        texts: dict[tuple[str, int], list[Reason]] = {}
-        if "linked_accounts" in wanted:
-            rows = np.asarray(wanted["linked_accounts"])
-            near = dims["linked_accounts"].fillna(0.0).to_numpy()
-            for r, rs in zip(rows, linked_account_reasons(self.projection, rows, flags.fraud, near)):
-                texts[("linked_accounts", int(r))] = rs
-        if "social_network" in wanted:
-            rows = np.asarray(wanted["social_network"])
-            neg = self.structure.get("rel_in_negative", pd.Series(np.zeros(n))).to_numpy()
-            cnt = self.structure.get("rel_in_count", pd.Series(np.zeros(n))).to_numpy()
-            near = dims["social_network"].fillna(0.0).to_numpy()
-            for r, rs in zip(rows, social_reasons(self.projection, rows, flags.fraud, neg, cnt, near)):
-                texts[("social_network", int(r))] = rs
-        for i in range(n):
-            if flags.fraud[i] > 0:
-                out[i].append(Reason("CONFIRMED_FRAUD", "account confirmed as fraud"))
-            for d in ranked[i]:
-                if (d, i) in texts:
-                    out[i].extend(texts[(d, i)][:2])
-                elif d in self.standings:
-                    out[i].append(column_reason(d, self.standings[d], i))
-                elif d == "profile":
-                    out[i].append(Reason("PROFILE", "account attributes unlike those of most users in good standing"))
-            out[i] = out[i][: cfg.max_reasons]
-        return out
 
 
 @dataclass(frozen=True)
@@ -338,6 +233,206 @@ def fit_combination(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig, *, pr
         shift = _logit(config.prior_fraud_rate) - _logit(n_fraud / (n_fraud + n_benign))
     reference = _good_standing(X.to_numpy(dtype=np.float64), y)
     return Combination(config.model, tuple(X.columns), model=model, shift=shift, reference=reference, labels=labels)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """What the combination step reads: the model features and dimensions of some users, and
+    the graph they live in (for the reasons' words).
+
+    Rows are the users of :attr:`projection`, in its order. The batch scoring holds every user;
+    an applicant's holds the small subgraph around it (:mod:`scoring.application`), of which
+    only the applicant's row is complete, so :func:`combine` is asked for that row alone.
+
+    Attributes
+    ----------
+    X : DataFrame
+        Model features, columns in the combination's order (:func:`align_features`).
+    dims : DataFrame
+        Dimension scores (:func:`dimension_frame`).
+    flags : FlagVectors
+        Each user's own flags (its own fraud flag dominates its score).
+    projection : Projection
+    standings : dict
+        Column standings (:func:`scoring.dimensions.column_standings`) for the column reasons.
+    structure : DataFrame
+        Label-free structure features (negative ratings received, for the social reasons).
+    rings : ndarray of str
+        Ring id of each user ("" when none).
+    """
+
+    X: pd.DataFrame
+    dims: pd.DataFrame
+    flags: FlagVectors
+    projection: Projection
+    standings: dict[str, Any]
+    structure: pd.DataFrame
+    rings: np.ndarray
+
+
+def dimension_frame(column_dims: pd.DataFrame, labels: pd.DataFrame, structure: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The six dimension scores of ``n`` users from the column dimensions, the label features
+    (PageRank lifts) and the structure (negative ratings received). NaN means no data."""
+    dims = pd.DataFrame(index=pd.RangeIndex(n))
+    for dim in DIMENSIONS:
+        dims[dim] = column_dims[dim].to_numpy() if dim in column_dims else np.nan
+    if "lnk_lift_fraud" in labels:
+        dims["linked_accounts"] = graph_dimension(labels["lnk_lift_fraud"].to_numpy(), labels["lnk_lift_benign"].to_numpy())
+    social = np.zeros(n)
+    if "rel_lift_fraud" in labels:
+        social = graph_dimension(labels["rel_lift_fraud"].to_numpy(), labels["rel_lift_benign"].to_numpy())
+    if "rel_in_negative_share" in structure:
+        social = 1.0 - (1.0 - social) * (1.0 - structure["rel_in_negative_share"].to_numpy())
+    if "rel_lift_fraud" in labels or "rel_in_negative_share" in structure:
+        dims["social_network"] = social
+    return dims
+
+
+def align_features(X: pd.DataFrame, combination: "Combination") -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``X`` with the columns ``combination`` was fitted on, in its order.
+
+    Some features exist only for the kinds present (a phone column needs a shared phone): one
+    the model knows that the data does not make is 0, one it does not know is not used. The
+    note says which (empty when the columns agree)."""
+    if combination.columns == tuple(X.columns):
+        return X, {}
+    absent = [c for c in combination.columns if c not in X.columns]
+    unused = [c for c in X.columns if c not in combination.columns]
+    return X.reindex(columns=list(combination.columns), fill_value=0.0), {"absent_taken_as_0": absent, "unused": unused}
+
+
+def combine(
+    features: FeatureSet, combination: "Combination", config: ScoringConfig, *, rows: np.ndarray | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Turn features into risk, graph risk, credit score, decision and reasons.
+
+    The one step every path that scores goes through: the batch scoring (every user) and an
+    applicant's scoring (its own row of a local subgraph).
+
+    Parameters
+    ----------
+    features : FeatureSet
+    combination : Combination
+        Fitted (or the scorecard); ``features.X`` has its columns (:func:`align_features`).
+    config : ScoringConfig
+    rows : ndarray of int, optional
+        The rows to score (default: all), in the order wanted.
+
+    Returns
+    -------
+    scores : DataFrame
+        One row per scored user: ``user_id``, ``risk``, ``graph_risk``, ``credit_score``,
+        ``decision``, ``reasons``, ``reason_codes``, ``flag``, ``ring_id``, ``dim_<dimension>``.
+    contributions : DataFrame
+        Per scored user and dimension: how much ``risk`` would fall without that evidence.
+    """
+    cfg = config
+    n_all = features.projection.n_users
+    rows = np.arange(n_all) if rows is None else np.asarray(rows, dtype=np.int64)
+    n = len(rows)
+    X = features.X
+    dims = features.dims.iloc[rows].reset_index(drop=True)
+    groups = _feature_groups(list(X.columns), cfg)
+    if combination.kind != "scorecard":
+        Xa = X.to_numpy(dtype=np.float64)[rows]
+        predict = combination.predict
+        risk = predict(Xa)
+        reference = combination.reference
+        # A contribution is at most the risk itself, so users below the reason threshold
+        # can have no reason: occlude only the others (a few percent of a population).
+        need = np.flatnonzero(risk >= cfg.min_reason_share)
+        contrib = {}
+        for dim, cols in groups.items():
+            values = np.zeros(n)
+            if len(need):
+                values[need] = risk[need] - predict(_occlude(Xa[need], cols, reference))
+            contrib[dim] = values
+        graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
+        without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
+    else:
+        weights = combination.scorecard_weights
+        terms = {d: weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
+        risk = 1.0 - np.prod([1.0 - t for t in terms.values()], axis=0)
+        contrib = {}
+        for d in terms:
+            rest = 1.0 - np.prod([1.0 - terms[o] for o in DIMENSIONS if o != d], axis=0)
+            contrib[d] = risk - rest
+        without_graph = 1.0 - np.prod([1.0 - terms[d] for d in DIMENSIONS if d not in GRAPH_DIMENSIONS], axis=0)
+    graph_risk = np.clip(risk - without_graph, 0.0, 1.0)
+    contributions = pd.DataFrame(contrib, index=pd.RangeIndex(n))
+
+    # the user's own confirmed label dominates its score
+    fraud, benign = features.flags.fraud[rows], features.flags.benign[rows]
+    own_fraud = fraud > 0
+    risk = np.where(own_fraud, np.maximum(risk, fraud), risk)
+    risk = np.clip(risk, 0.0, 1.0)
+
+    reasons = reasons_for(features, contributions, rows, cfg)
+    scores = credit_score(risk)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.asarray(features.projection.user_ids)[rows],
+            "risk": risk,
+            "graph_risk": graph_risk,
+            "credit_score": scores,
+            "decision": decide(scores, approve_at=cfg.approve_at, review_at=cfg.review_at),
+            "reasons": [";".join(r.text for r in rs) for rs in reasons],
+            "reason_codes": [";".join(r.code for r in rs) for rs in reasons],
+            "flag": np.where(own_fraud, "fraud", np.where(benign > 0, "benign", "")),
+            "ring_id": np.asarray(features.rings)[rows],
+        }
+    )
+    for dim in DIMENSIONS:
+        frame[f"dim_{dim}"] = dims[dim].to_numpy()
+    return frame, contributions
+
+
+def reasons_for(features: FeatureSet, contributions: pd.DataFrame, rows: np.ndarray, config: ScoringConfig) -> list[list[Reason]]:
+    """The reasons of each user of ``rows`` (``contributions`` has one row each, in that order),
+    most important first: its own fraud flag, then the dimensions whose evidence adds at least
+    ``min_reason_share`` to its risk, each in specific words."""
+    cfg = config
+    projection, dims, flags = features.projection, features.dims, features.flags
+    n_all = projection.n_users
+    C = contributions.reindex(columns=list(DIMENSIONS) + ["profile"]).fillna(0.0)
+    out: list[list[Reason]] = [[] for _ in rows]
+    order = np.argsort(-C.to_numpy(), axis=1, kind="stable")
+    values = C.to_numpy()
+    names = list(C.columns)
+    # dimension reasons, most important first
+    wanted: dict[str, list[int]] = {}
+    ranked: list[list[str]] = []
+    for k in range(len(rows)):
+        chosen = [names[j] for j in order[k] if values[k, j] >= cfg.min_reason_share][: cfg.max_reasons]
+        ranked.append(chosen)
+        for d in chosen:
+            wanted.setdefault(d, []).append(int(rows[k]))
+    texts: dict[tuple[str, int], list[Reason]] = {}
+    if "linked_accounts" in wanted:
+        at = np.asarray(wanted["linked_accounts"])
+        near = dims["linked_accounts"].fillna(0.0).to_numpy()
+        for r, rs in zip(at, linked_account_reasons(projection, at, flags.fraud, near)):
+            texts[("linked_accounts", int(r))] = rs
+    if "social_network" in wanted:
+        at = np.asarray(wanted["social_network"])
+        structure = features.structure
+        neg = structure["rel_in_negative"].to_numpy() if "rel_in_negative" in structure else np.zeros(n_all)
+        cnt = structure["rel_in_count"].to_numpy() if "rel_in_count" in structure else np.zeros(n_all)
+        near = dims["social_network"].fillna(0.0).to_numpy()
+        for r, rs in zip(at, social_reasons(projection, at, flags.fraud, neg, cnt, near)):
+            texts[("social_network", int(r))] = rs
+    for k, i in enumerate(rows.tolist()):
+        if flags.fraud[i] > 0:
+            out[k].append(Reason("CONFIRMED_FRAUD", "account confirmed as fraud"))
+        for d in ranked[k]:
+            if (d, i) in texts:
+                out[k].extend(texts[(d, i)][:2])
+            elif d in features.standings:
+                out[k].append(column_reason(d, features.standings[d], i))
+            elif d == "profile":
+                out[k].append(Reason("PROFILE", "account attributes unlike those of most users in good standing"))
+        out[k] = out[k][: cfg.max_reasons]
+    return out
 
 
 def score_tables(
