@@ -33,11 +33,11 @@ from scoring.features import (
     structural_features,
     user_columns,
 )
-from scoring.policy import DecisionPolicy, combine_outputs, credit_columns, principal_reasons
+from scoring.policy import DecisionPolicy, PolicyDecision, combine_outputs, credit_columns, principal_reasons
 from scoring.reasons import Reason, column_reason, linked_account_reasons, social_reasons
 
 __all__ = [
-    "MODEL_VERSION", "OUTPUT_COLUMNS", "Combination", "FeatureSet", "ScoreResult", "Scorer", "align_features", "combine", "dimension_frame",
+    "MODEL_VERSION", "OUTPUT_COLUMNS", "Combination", "FeatureSet", "ScoreResult", "Scorer", "align_features", "combine", "combine_rows", "dimension_frame",
     "fit_combination", "reasons_for", "score_tables",
 ]
 
@@ -358,17 +358,27 @@ class _Output:
     without_graph: np.ndarray
 
 
-def _evaluate(X: pd.DataFrame, dims: pd.DataFrame, rows: np.ndarray, combination: "Combination", cfg: ScoringConfig, *, all_reasons: np.ndarray | None = None) -> _Output:
-    """Risk, contributions (for rows at least ``min_reason_share`` risky, and ``all_reasons``)
-    and risk without the graph features of ``rows`` under one fitted combination."""
+def _evaluate(
+    X: pd.DataFrame, dims: pd.DataFrame, rows: np.ndarray, combination: "Combination", cfg: ScoringConfig, *,
+    all_reasons: np.ndarray | None = None, contributions: bool = True,
+) -> _Output:
+    """Risk, contributions (for rows at least ``min_reason_share`` risky, and ``all_reasons``;
+    none when ``contributions`` is False) and risk without the graph features of ``rows``
+    under one fitted combination."""
     n = len(rows)
     cols = list(combination.columns)
     if combination.kind != "scorecard":
         Xa = (X if list(X.columns) == cols else X[cols]).to_numpy(dtype=np.float64)[rows]
         groups = _feature_groups(cols, cfg)
         predict = combination.predict
-        risk = predict(Xa)
         reference = combination.reference
+        graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
+        if not contributions:
+            # a few rows (recourse candidates): one call for the risk and the risk without graph
+            both = predict(np.vstack([Xa, _occlude(Xa, graph_cols, reference)])) if graph_cols else predict(Xa)
+            risk = both[:n]
+            return _Output(risk=risk, contributions=pd.DataFrame(index=pd.RangeIndex(n)), without_graph=both[n:] if graph_cols else risk)
+        risk = predict(Xa)
         # A contribution is at most the risk itself, so users below the reason threshold
         # can have no reason: occlude only the others (a few percent of a population).
         want = risk >= cfg.min_reason_share
@@ -381,7 +391,6 @@ def _evaluate(X: pd.DataFrame, dims: pd.DataFrame, rows: np.ndarray, combination
             if len(need):
                 values[need] = risk[need] - predict(_occlude(Xa[need], gcols, reference))
             contrib[dim] = values
-        graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
         without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
     else:
         weights = combination.scorecard_weights
@@ -522,6 +531,47 @@ def combine(
     return frame, contributions
 
 
+def combine_rows(
+    features: FeatureSet, combination: "Combination", config: ScoringConfig, *, X: np.ndarray, rows: np.ndarray
+) -> PolicyDecision:
+    """Both outputs and the policy's decision for feature rows that are not in ``features``:
+    the rows of ``X`` (columns as ``features.X``), each standing for the user at ``rows`` (its
+    flags, its graph dimensions). What :mod:`scoring.recourse` scores its candidate changes
+    with; the same fitted combinations and policy as :func:`combine`.
+
+    Returns
+    -------
+    PolicyDecision
+        With ``credit_score`` (of the policy's ``risk``) added as an attribute-free array in
+        :attr:`PolicyDecision.credit_score`.
+    """
+    cfg = config
+    rows = np.asarray(rows, dtype=np.int64)
+    frame = pd.DataFrame(np.asarray(X, dtype=np.float64), columns=features.X.columns)
+    dims = features.dims.iloc[rows].reset_index(drop=True).copy()
+    usr = frame[[c for c in frame.columns if c.startswith("usr_")]]
+    usr.columns = [c[4:] for c in usr.columns]
+    placed = column_dimensions(column_standings(usr, cfg, population=features.standings), len(rows))
+    for dim in placed.columns:
+        dims[dim] = placed[dim].to_numpy()
+    if "lnk_lift_fraud" in frame and "lnk_lift_benign" in frame:
+        dims["linked_accounts"] = graph_dimension(frame["lnk_lift_fraud"].to_numpy(), frame["lnk_lift_benign"].to_numpy())
+    idx = np.arange(len(rows))
+    credit_comb = _credit_combination(combination, cfg)
+    fraud_out = _evaluate(frame, dims, idx, combination, cfg, contributions=False)
+    credit_out = fraud_out if credit_comb is None else _evaluate(frame, dims, idx, credit_comb, cfg, contributions=False)
+    fraud = features.flags.fraud[rows]
+    own_fraud = fraud > 0
+    fraud_risk = np.clip(np.where(own_fraud, np.maximum(fraud_out.risk, fraud), fraud_out.risk), 0.0, 1.0)
+    credit_risk = fraud_risk if credit_comb is None else np.clip(credit_out.risk, 0.0, 1.0)
+    decided = combine_outputs(
+        fraud_risk=fraud_risk, credit_risk=credit_risk, fraud_without_graph=fraud_out.without_graph,
+        credit_without_graph=credit_out.without_graph, own_fraud=own_fraud, policy=cfg.policy,
+        approve_at=cfg.approve_at, review_at=cfg.review_at,
+    )
+    return replace(decided, credit_score=credit_score(decided.risk))
+
+
 def _specific_for_refusals(
     features: FeatureSet, rows: np.ndarray, cfg: ScoringConfig, refused: dict[str, np.ndarray],
     fraud_reasons: list[list[Reason]], credit_reasons: list[list[Reason]], X: pd.DataFrame, dims: pd.DataFrame,
@@ -536,7 +586,7 @@ def _specific_for_refusals(
         empty = np.flatnonzero(refused[which] & np.array([not rs for rs in reasons], dtype=bool))
         if not len(empty):
             continue
-        out = _evaluate(X, dims, rows[empty], comb, cfg, all_reasons=np.ones(len(empty), dtype=bool))
+        out = _evaluate(X, dims.iloc[empty].reset_index(drop=True), rows[empty], comb, cfg, all_reasons=np.ones(len(empty), dtype=bool))
         low = replace(cfg, min_reason_share=1e-9)
         filled = reasons_for(features, out.contributions, rows[empty], low, own_flag=which == "fraud")
         reasons = list(reasons)

@@ -207,6 +207,8 @@ class PolicyDecision:
         into a review), empty for an approval.
     review_route : ndarray of str
         The policy's human-review route for refused users, empty otherwise.
+    credit_score : ndarray of int or None
+        The score of :attr:`risk`, when the caller adds it (:func:`scoring.pipeline.combine_rows`).
     """
 
     risk: np.ndarray
@@ -215,6 +217,7 @@ class PolicyDecision:
     credit_decision: np.ndarray
     basis: np.ndarray
     review_route: np.ndarray = field(repr=False)
+    credit_score: np.ndarray | None = None
 
 
 def _decide(risk: np.ndarray, approve_at: int, review_at: int) -> np.ndarray:
