@@ -80,7 +80,7 @@ class GraphConfig:
 
     link_weights: Mapping[str, float] = field(
         default_factory=lambda: _frozen(
-            {"device": 1.0, "phone": 1.0, "card": 1.0, "account": 1.0, "email": 0.8, "address": 0.5, "ip": 0.5}
+            {"device": 1.0, "phone": 1.0, "card": 1.0, "account": 1.0, "email": 0.8, "address": 0.5, "ip": 0.5, "ip_prefix": 0.25}
         )  # type: ignore[arg-type]
     )
     default_link_weight: float = 0.5

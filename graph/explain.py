@@ -14,7 +14,7 @@ from graph.propagation.push import _distinct, _row_entries
 from loaders.errors import ParameterError
 from loaders.schema import Tables
 
-__all__ = ["PathStep", "Contribution", "Explanation", "ExplainContext", "explain_user", "ident_label"]
+__all__ = ["PathStep", "Contribution", "Explanation", "ExplainContext", "explain_user", "explain_placed", "ident_label"]
 
 _KIND_WORD = {"ip": "IP address", "account": "bound account", "card": "card", "device": "device", "phone": "phone"}
 
@@ -272,6 +272,117 @@ def _reverse_push(PT: sp.csr_matrix, dangling: np.ndarray, v: int, alpha: float,
         t = PT.indices[idx]
         np.add.at(r, t, alpha * np.repeat(vals, counts) * PT.data[idx])
         # a dangling frontier node has a self-loop: its own walkers come back to it
+        d = dangling[frontier]
+        if d.any():
+            r[frontier[d]] += alpha * vals[d]
+        cand = _distinct(np.concatenate([t, frontier[d]]).astype(np.int64))
+        frontier = cand[r[cand] > eps]
+        pushed.append(frontier)
+    return y, _distinct(np.concatenate(pushed).astype(np.int64))
+
+
+def explain_placed(
+    context: ExplainContext, user_id: str, in_edges: list[tuple[int, float, object]], node: int, *, node_users: list[str],
+    state: object | None = None, top: int = 5,
+) -> list[dict[str, object]]:
+    """The flagged accounts behind the exposure of a user placed in the live graph after
+    ``context`` was built (an applicant), and the path from each.
+
+    The user's contribution vector is that of the nodes stepping to it, weighted by the share
+    of their walk that does (``in_edges``: live node, share, unused), so the reverse push of
+    :meth:`ExplainContext.explain` starts from them. An in-neighbour the context does not know
+    (an identifier shared only since) is stepped through once by hand, from its users in
+    ``state`` (the live exposure state's rows).
+
+    Returns
+    -------
+    list of dict
+        ``seed``, ``share``, ``flagged_on``, ``sentence`` and ``path`` (steps as
+        ``{source, target, via, kind, when, forward, ident}``), largest share first.
+    """
+    if top < 1:
+        raise ParameterError(f"The 'top' parameter of explain_placed must be >= 1. Got {top!r} instead.")
+    PT, alpha = context.PT, context.alpha
+    size = PT.shape[0]
+    projection = context.projection
+    n = projection.n_users
+    r = np.zeros(size)
+    first: dict[int, tuple[float, object]] = {}
+    for j, share, _ in in_edges:
+        if share <= 0:
+            continue
+        if j < size:
+            r[j] += alpha * share
+            first[j] = (-np.log(share), ("ident", j) if j >= n else ("user", j))
+        elif state is not None and j in getattr(state, "extra", {}):
+            users, weights = state.extra[j]  # an identifier shared since: its users step into it
+            for v in users.tolist():
+                if v < n and v != node:
+                    vi, vw = state.extra.get(v, (None, None)) if v in state.extra else (None, None)
+                    out = float(state.out_weight[v])
+                    w = float(vw[vi == j].sum()) if vi is not None else 0.0
+                    if out > 0 and w > 0:
+                        r[v] += alpha * share * alpha * w / out
+                        first[v] = (-np.log(share * w / out), ("new_ident", j))
+    if not first:
+        return []
+    y, touched = _reverse_push_vector(PT, context.dangling, r, alpha, context.first_eps)
+    seeds = context.seeds[touched]
+    contrib = seeds * y[touched]
+    total = float(contrib.sum())
+    if total <= 0:
+        return []
+    best = np.argsort(-contrib, kind="stable")[:top]
+    best = best[contrib[best] > 0]
+    starts = np.array(sorted(first), dtype=np.int64)
+    region = _distinct(np.concatenate([touched, starts]))
+    sub = PT[region][:, region].tocsr()
+    sub.data = -np.log(np.clip(sub.data, 1e-300, None))
+    at = np.searchsorted(region, starts)
+    dist, pred = dijkstra(sub, directed=True, indices=at, return_predecessors=True)
+    out = []
+    for b in best.tolist():
+        t = int(touched[b])
+        ti = int(np.searchsorted(region, t))
+        cost = dist[:, ti] + np.array([first[int(s)][0] for s in starts])
+        k = int(np.argmin(cost))
+        steps: list[PathStep] = []
+        if np.isfinite(cost[k]):
+            nodes = [ti]
+            while nodes[-1] != at[k] and pred[k, nodes[-1]] >= 0 and len(nodes) < 50:
+                nodes.append(int(pred[k, nodes[-1]]))
+            path = [int(region[i]) for i in nodes]
+            how = first[int(starts[k])][1]
+            if how[0] == "ident":  # ... -> c -> identifier -> the applicant
+                key = str(projection.ident_keys[int(how[1]) - n])
+                steps = context._steps(path[:-1]) + [PathStep(str(projection.user_ids[path[-2]]), user_id, ident_label(key), "identifier",
+                                                              ident=key)] if len(path) >= 2 else []
+            elif how[0] == "new_ident":
+                steps = context._steps(path) + [PathStep(str(projection.user_ids[path[-1]]), user_id, "a shared identifier", "identifier")]
+            else:
+                steps = context._steps(path) + [PathStep(str(projection.user_ids[path[-1]]), user_id, "relation", "relation")]
+        seed_id = str(projection.user_ids[t])
+        c = Contribution(seed=seed_id, label="fraud", flagged_on=context.flagged_on.get(seed_id), share=float(contrib[b] / total), path=steps)
+        out.append({"seed": c.seed, "share": c.share, "flagged_on": c.flagged_on, "sentence": c.sentence(user_id),
+                    "path": [{"source": s.source, "target": s.target, "via": s.via, "kind": s.kind, "when": s.when, "forward": bool(s.forward),
+                              "ident": s.ident} for s in c.path]})
+    return out
+
+
+def _reverse_push_vector(PT: sp.csr_matrix, dangling: np.ndarray, r0: np.ndarray, alpha: float, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_reverse_push` from a residual vector instead of one node."""
+    n = PT.shape[0]
+    y = np.zeros(n)
+    r = r0.astype(np.float64).copy()
+    frontier = np.flatnonzero(r > eps)
+    pushed = [frontier]
+    while frontier.size:
+        vals = r[frontier].copy()
+        r[frontier] = 0.0
+        y[frontier] += (1 - alpha) * vals
+        idx, counts = _row_entries(PT.indptr, frontier)
+        t = PT.indices[idx]
+        np.add.at(r, t, alpha * np.repeat(vals, counts) * PT.data[idx])
         d = dangling[frontier]
         if d.any():
             r[frontier[d]] += alpha * vals[d]

@@ -9,6 +9,7 @@ from loaders.errors import (
     StoreError,
     TransientStoreError,
 )
+from loaders.normalise import NORMALISATION_VERSION, EmailRule, Normalisation, normalise_identifiers
 from loaders.load import LoadReport, TableSink, WriteCounts, load, read_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key, pseudonymise
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
@@ -35,4 +36,8 @@ __all__ = [
     "Tables",
     "empty_tables",
     "DEFAULT_LABEL_MAP",
+    "NORMALISATION_VERSION",
+    "EmailRule",
+    "Normalisation",
+    "normalise_identifiers",
 ]

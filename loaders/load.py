@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from loaders.errors import DataError, ParameterError
+from loaders.normalise import Normalisation
 from loaders.read import RawTable, find_tables, read_frame, read_table
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 from loaders.validate import validate_flags, validate_links, validate_relations, validate_users
@@ -47,9 +48,11 @@ class TableSink(Protocol):
 
 @dataclass
 class LoadReport:
-    """Row accounting of one load: for every table, read = loaded + rejected."""
+    """Row accounting of one load: for every table, read + derived = loaded + rejected."""
 
     read: dict[str, int] = field(default_factory=dict)
+    #: Rows the load made from other rows (``ip_prefix`` links from IP addresses).
+    derived: dict[str, int] = field(default_factory=dict)
     added: dict[str, int] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
@@ -68,9 +71,11 @@ class LoadReport:
     def check(self) -> None:
         """Raise if a row went missing between reading and writing."""
         for table, n in self.read.items():
-            if n != self.loaded(table) + self.rejected.get(table, 0):
+            made = self.derived.get(table, 0)
+            if n + made != self.loaded(table) + self.rejected.get(table, 0):
+                also = f" (and {made} derived)" if made else ""
                 raise DataError(
-                    f"table '{table}': {n} rows read but {self.loaded(table)} loaded and "
+                    f"table '{table}': {n} rows read{also} but {self.loaded(table)} loaded and "
                     f"{self.rejected.get(table, 0)} rejected; rows must not be lost"
                 )
 
@@ -82,6 +87,7 @@ def read_tables(
     label_map: Mapping[str, str] | None = None,
     known_user_ids: pd.Index | None = None,
     progress: Progress | None = None,
+    normalisation: Normalisation | None = None,
 ) -> Tables:
     """Read and validate the contract's tables into canonical frames.
 
@@ -97,13 +103,18 @@ def read_tables(
         Users already in the store: flags may name them even if this load does not.
     progress : callable, optional
         Called with a short message before each step.
+    normalisation : Normalisation, optional
+        How identifier values are normalised before they are pseudonymised
+        (:mod:`loaders.normalise`); default: :class:`~loaders.normalise.Normalisation()`.
 
     Raises
     ------
     DataError
         On the first bad value, naming the source, row, column, value and expectation.
     """
-    tables, _, _ = _read_validated(source, key=key, label_map=label_map, known_user_ids=known_user_ids, progress=progress, on_error="fail")
+    tables, _, _, _ = _read_validated(
+        source, key=key, label_map=label_map, known_user_ids=known_user_ids, progress=progress, on_error="fail", normalisation=normalisation
+    )
     return tables
 
 
@@ -125,9 +136,10 @@ def _read_validated(
     progress: Progress | None,
     on_error: str,
     erased: Collection[str] = frozenset(),
-) -> tuple[Tables, pd.DataFrame, dict[str, int]]:
+    normalisation: Normalisation | None = None,
+) -> tuple[Tables, pd.DataFrame, dict[str, int], dict[str, int]]:
     """Tables, the rows set aside (``on_error="quarantine"``, and the rows of ``erased``
-    users in either mode) and the rows read per table."""
+    users in either mode), the rows read per table and the rows derived per table."""
     if on_error not in ON_ERROR:
         raise ParameterError(f"The 'on_error' parameter must be one of {', '.join(ON_ERROR)}. Got {on_error!r} instead.")
     raws = _read_raw(source, progress)
@@ -140,7 +152,7 @@ def _read_validated(
             progress(f"validating {name} ({len(raw.frame):,} rows)")
         validator = {
             "users": validate_users,
-            "links": lambda r: validate_links(r, key=key),
+            "links": lambda r: validate_links(r, key=key, normalisation=normalisation),
             "relations": validate_relations,
             "flags": lambda r: validate_flags(r, label_map=label_map),
         }[name]
@@ -160,7 +172,9 @@ def _read_validated(
                 rows["flags"] = rows["flags"][keep]
                 tables = dataclasses.replace(tables, flags=tables.flags.loc[keep].reset_index(drop=True))
     frame = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
-    return tables, frame, {n: len(r.frame) for n, r in raws.items()}
+    # a derived row carries the input row it comes from: the repeats of a row number
+    derived = {n: int(len(r) - len(np.unique(r))) for n, r in rows.items()}
+    return tables, frame, {n: len(r.frame) for n, r in raws.items()}, derived
 
 
 def _validate(
@@ -172,13 +186,16 @@ def _validate(
     current = raw
     while True:
         try:
-            return validator(current), rows
+            frame = validator(current)
         except DataError as exc:
             if on_error != "quarantine" or exc.positions is None:
                 raise
             keep = _set_aside(exc, raw.source, raw.name, rows, len(current.frame), rejects)
             rows = rows[keep]
             current = RawTable(name=raw.name, frame=current.frame.loc[keep].reset_index(drop=True), source=raw.source)
+            continue
+        derived = np.asarray(frame.attrs.pop("derived", np.zeros(0, dtype=np.int64)), dtype=np.int64)
+        return frame, np.concatenate([rows, rows[derived]])
 
 
 def _drop_erased(tables: Tables, rows: dict[str, np.ndarray], erased: Collection[str], rejects: list[dict[str, object]]) -> Tables:
@@ -225,10 +242,16 @@ def load(
     progress: Progress | None = None,
     on_error: str = "fail",
     rejects_path: str | Path | None = None,
+    normalisation: Normalisation | None = None,
 ) -> LoadReport:
     """Read, validate and pseudonymise ``source``, then write it into ``sink``.
 
     Loading the same rows twice adds nothing; new rows add to the graph.
+
+    Rows that name a user the sink has erased (``sink.erased_user_ids()``, see
+    ``GraphStore.forget_user``) are never loaded: in either mode they are set aside with the
+    reason :data:`ERASED_USER` and counted as rejected, so ``rows read = loaded + rejected``
+    still holds.
 
     Parameters
     ----------
@@ -241,20 +264,19 @@ def load(
     rejects_path : path, optional
         CSV file to write the rows set aside to (only written when there are some).
         Identifier values in it are redacted, as in error messages.
-
-    Rows that name a user the sink has erased (``sink.erased_user_ids()``, see
-    ``GraphStore.forget_user``) are never loaded: in either mode they are set aside with the
-    reason :data:`ERASED_USER` and counted as rejected, so ``rows read = loaded + rejected``
-    still holds.
+    normalisation : Normalisation, optional
+        How identifier values are normalised before pseudonymisation (see :func:`read_tables`).
+        Record :meth:`~loaders.normalise.Normalisation.fingerprint` in the store
+        (``GraphStore.bind_normalisation``) so that data normalised otherwise is never mixed in.
 
     Returns
     -------
     LoadReport
         Rows read, added, already present and rejected, per table.
     """
-    tables, rejects, read = _read_validated(
+    tables, rejects, read, derived = _read_validated(
         source, key=key, label_map=label_map, known_user_ids=sink.known_among, progress=progress, on_error=on_error,
-        erased=sink.erased_user_ids(),
+        erased=sink.erased_user_ids(), normalisation=normalisation,
     )
     if progress:
         progress("writing to the store")
@@ -262,6 +284,8 @@ def load(
     report = LoadReport(sources=dict(tables.sources), user_ids=tables.all_user_ids(), rejects=rejects)
     for name in tables.sources:
         report.read[name] = read[name]
+        if derived.get(name):
+            report.derived[name] = derived[name]
         report.added[name] = counts[name].added
         report.unchanged[name] = counts[name].unchanged
         report.rejected[name] = int(rejects.loc[rejects["table"] == name, "row"].nunique())

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from loaders.errors import DataError
+from loaders.normalise import IP_PREFIX_KIND, Normalisation, normalise_identifiers
 from loaders.pseudonym import pseudonymise
 from loaders.read import RawTable
 from loaders.schema import REQUIRED_COLUMNS
@@ -55,27 +56,55 @@ def validate_users(raw: RawTable) -> pd.DataFrame:
     return out
 
 
-def validate_links(raw: RawTable, *, key: bytes) -> pd.DataFrame:
-    """Links: ids, kinds, pseudonymised values, times and weights. Raw values are dropped here."""
+def validate_links(raw: RawTable, *, key: bytes, normalisation: Normalisation | None = None) -> pd.DataFrame:
+    """Links: ids, kinds, normalised then pseudonymised values, times and weights.
+
+    Each value is normalised by its kind's rule (:mod:`loaders.normalise`) before it is
+    hashed, so that one phone or mailbox written two ways is one identifier. Raw values are
+    dropped here. A value its kind's rule refuses (an unparsable phone, a malformed email or
+    IP address, a card number failing the Luhn check) is a :class:`DataError` naming the row
+    and what was expected, its value redacted.
+
+    With ``normalisation.ip_prefix``, the network of every IP address follows the links as one
+    more link of kind ``ip_prefix`` (same user, times and weight); ``frame.attrs["derived"]``
+    holds the 0-based input row each derived link comes from.
+    """
     frame = _require(raw)
     user_id = _ids(raw, frame, "user_id")
     kind = _kinds(raw, frame, "kind")
     value = _ids(raw, frame, "value", expected="a non-empty identifier value")
+    config = normalisation or Normalisation()
+    canonical = normalise_identifiers(kind, value, config=config)
+    for which, positions, expected in canonical.failed:
+        bad = pd.Series(False, index=frame.index)
+        bad.iloc[positions] = True
+        _fail_where(raw, bad, "value", frame["value"], f"for kind {which}: {expected}")
     first_seen = _timestamps(raw, frame, "first_seen")
     last_seen = _timestamps(raw, frame, "last_seen")
     both = first_seen.notna() & last_seen.notna()
     _fail_where(raw, both & (first_seen > last_seen), "last_seen", frame.get("last_seen"), "a time at or after first_seen")
     weight = _numbers(raw, frame, "weight", low=0.0, expected="a finite number >= 0")
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "user_id": user_id,
             "kind": kind,
-            "ident": pseudonymise(kind, value, key=key),
+            "ident": pseudonymise(kind, canonical.values, key=key),
             "first_seen": first_seen,
             "last_seen": last_seen,
             "weight": weight,
         }
     )
+    derived = np.zeros(0, dtype=np.int64)
+    if canonical.prefixes is not None:
+        derived = np.flatnonzero(canonical.prefixes.notna().to_numpy())
+        if len(derived):
+            extra = out.iloc[derived].copy()
+            kinds = pd.Series(IP_PREFIX_KIND, index=extra.index, dtype="string")
+            extra["kind"] = kinds
+            extra["ident"] = pseudonymise(kinds, canonical.prefixes.iloc[derived], key=key)
+            out = pd.concat([out, extra], ignore_index=True)
+    out.attrs["derived"] = derived
+    return out
 
 
 def validate_relations(raw: RawTable) -> pd.DataFrame:

@@ -211,8 +211,11 @@ class Walks:
             positive = self.fields.get("rel", sp.csr_matrix((n, n)))[:n, :n]
             self.fields["rel_signed"] = sp.csr_matrix(positive - neg - neg.T)
 
-    def lifts(self, name: str, seeds: np.ndarray) -> np.ndarray:
-        """PPR from each seed column divided by the global PageRank (1 = average exposure)."""
+    def lifts(self, name: str, seeds: np.ndarray, *, kind: str = "") -> np.ndarray:
+        """PPR from each seed column divided by the global PageRank (1 = average exposure).
+
+        ``kind`` (``fraud`` or ``benign``) names the seeds, for engines that keep each
+        propagation rather than solve it (the applicant path)."""
         size, transition, base = self.layers[name]
         n = self.projection.n_users
         out = np.zeros((n, seeds.shape[1]))
@@ -320,8 +323,8 @@ def label_features(
     for layer in ("lnk", "rel"):
         if layer not in walks.layers:
             continue
-        lf = pick(walks.lifts(layer, F))
-        lb = pick(walks.lifts(layer, Bn))
+        lf = pick(walks.lifts(layer, F, kind="fraud"))
+        lb = pick(walks.lifts(layer, Bn, kind="benign"))
         out[f"{layer}_lift_fraud"] = lf
         out[f"{layer}_lift_benign"] = lb
         out[f"{layer}_fraud_share"] = lf / (lf + lb + 1.0)

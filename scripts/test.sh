@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
-.venv/bin/pip install -q -e '.[test,spark]'
+.venv/bin/pip install -q -e '.[test,spark,docs]'
 
 # Headless Chromium renders the HTML views in tests/test_views_browser.py: Debian's package.
 if ! command -v chromium >/dev/null 2>&1; then

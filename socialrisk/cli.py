@@ -93,6 +93,8 @@ def _print_load(report: LoadReport) -> None:
             f"{report.rejected[name]:,}",
         )
     out.print(table)
+    for name, made in report.derived.items():
+        out.print(f"{name}: {made:,} rows derived (ip_prefix links from IP addresses), counted in 'added' and 'already present'.")
     if len(report.rejects):
         where = f"; every one, with its reason, is in {report.rejects_path}" if report.rejects_path else ""
         first = report.rejects.iloc[0]
@@ -386,6 +388,80 @@ def rings_cmd(
                 out.print(f"   fraud:   {_some(r.fraud_members, 12)}")
             if r.benign:
                 out.print(f"   benign:  {_some(r.benign_members, 12)}")
+
+    _run(body)
+
+
+@app.command("score-application")
+def score_application_cmd(
+    application: Annotated[Path, typer.Argument(help="JSON file: {user_id, features, links: [{kind, value, first_seen?}], relations: [{user_id, kind, direction, weight?, ts?}]} (the body of POST /v1/applications).")],
+    commit: Annotated[bool, typer.Option("--commit", help="Also write the applicant, its links and relations to the store (the next scoring includes them).")] = False,
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    top: Annotated[int, typer.Option(help="Flagged accounts to show.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Score an applicant from what its application carries, as a full scoring would: placed in the graph, scored with the current model version."""
+
+    def body() -> None:
+        settings = _settings(config)
+        try:
+            payload = json.loads(application.read_text())
+        except (OSError, ValueError) as exc:
+            raise ParameterError(f"{application}: not a JSON application ({exc})") from exc
+        with workflow.open_store(store, workspace) as st:
+            res = workflow.score_application(st, settings, workspace, payload, commit=commit, top=top)
+        row = res.row
+        if as_json:
+            out.print_json(json.dumps({**row, "explanation": res.explanation, "new": res.new, "committed": res.committed,
+                                       "ignored_features": res.ignored_features, "model_version": res.model_version, "snapshot": res.snapshot,
+                                       "written": res.written}, default=str))
+            return
+        user = row["user_id"]
+        out.print(f"{user}{' (new)' if res.new else ''}: credit score {row['credit_score']}, decision {row['decision']}, "
+                  f"risk {row['risk']:.3f} (graph {row['graph_risk']:.3f}); model {res.model_version}, snapshot {res.snapshot}")
+        out.print("reasons:" if row["reasons"] else "reasons: nothing lowers this score")
+        for r in row["reasons"]:
+            out.print(f"  - {r}")
+        table = Table(title="dimensions (0 = nothing wrong, 1 = worst)", show_edge=False)
+        table.add_column("dimension")
+        table.add_column("score", justify="right")
+        for d, v in row["dimensions"].items():
+            table.add_row(d, "n/a (no data: neutral)" if v is None else f"{v:.3f}")
+        out.print(table)
+        if res.explanation:
+            out.print("graph risk comes from:")
+            for c in res.explanation:
+                out.print(f"  {c['share']:6.1%}  {c['sentence']}")
+        else:
+            out.print("no flagged account reaches this user through the graph")
+        if res.ignored_features:
+            out.print(f"not used (not profile columns of the load): {', '.join(res.ignored_features)}")
+        if res.written is not None:
+            out.print("written to the store: " + ", ".join(f"{v:,} {k}" for k, v in res.written.items()))
+
+    _run(body)
+
+
+@app.command("apply-events")
+def apply_events_cmd(
+    events: Annotated[Path, typer.Argument(help="A JSON file {users, links, relations} (the body of POST /v1/events) or a data directory of those tables.")],
+    workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
+    config: ConfigOpt = None,
+    store: StoreOpt = "embedded",
+    on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad value, write nothing. quarantine: set bad rows aside with their reason, write the rest.")] = "fail",
+    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="CSV file for the rows set aside.")] = None,
+) -> None:
+    """Add users, links and relations that happened since the last load (validated and pseudonymised as a load is; applying the same rows twice adds nothing)."""
+
+    def body() -> None:
+        settings = _settings(config)
+        source = workflow.events_source(events)
+        with _steps("applying events") as step, workflow.open_store(store, workspace) as st:
+            report = workflow.load_into(st, source, settings, workspace, progress=step, notice=_notice, on_error=on_error,
+                                        rejects_path=rejects or (Path(workspace) / "rejects" / f"events-{time.strftime('%Y%m%dT%H%M%S')}.csv"))
+        _print_load(report)
 
     _run(body)
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from graph.config import GraphConfig, RelationKind
 from loaders.errors import ConfigError, ParameterError
+from loaders.normalise import EmailRule, Normalisation
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from loaders.validate import DEFAULT_LABEL_MAP
 from scoring.config import ColumnSpec, ScoringConfig
@@ -97,10 +98,25 @@ class _ServiceModel(_Strict):
     health_seconds: float | None = Field(None, gt=0)
     refresh_seconds: float | None = Field(None, gt=0)
     store_timeout: float | None = Field(None, gt=0)
+    live_capacity: int | None = Field(None, ge=0)
+
+
+class _EmailRuleModel(_Strict):
+    dots: bool = False
+    plus: bool = True
+    canonical_domain: str | None = None
+
+
+class _NormaliseModel(_Strict):
+    default_region: str | None = None
+    ip_prefix: bool | None = None
+    #: Provider rules by mail domain, added to (or replacing) the built-in ones.
+    email_providers: dict[str, _EmailRuleModel] | None = None
 
 
 class _FileModel(_Strict):
     pseudonym_key: str | None = None
+    normalise: _NormaliseModel = _NormaliseModel()
     labels: dict[str, Literal["fraud", "benign"]] | None = None
     graph: _GraphModel = _GraphModel()
     scoring: _ScoringModel = _ScoringModel()
@@ -129,6 +145,10 @@ class ServiceConfig:
     store_timeout : float
         Deadline of a call to the store made for a request (neighbourhood on Neo4j); past it
         the answer is 503 with ``Retry-After``.
+    live_capacity : int
+        Users that committed applications and events may add to the live graph between two full
+        scorings; past it they are refused with 503 and ``Retry-After`` (the next scoring, which
+        reads them from the store, makes room again).
     """
 
     api_keys: tuple[str, ...] = ()
@@ -139,6 +159,7 @@ class ServiceConfig:
     health_seconds: float = 1.0
     refresh_seconds: float = 10.0
     store_timeout: float = 2.0
+    live_capacity: int = 100_000
 
 
 class Settings:
@@ -155,6 +176,9 @@ class Settings:
         The file the settings came from.
     service : ServiceConfig
         How the HTTP service runs (not part of :meth:`config_hash`: it changes no score).
+    normalise : Normalisation
+        How identifier values are normalised before they are pseudonymised (the
+        ``[normalise]`` table: ``default_region``, ``ip_prefix``, ``email_providers``).
     """
 
     def __init__(
@@ -166,8 +190,10 @@ class Settings:
         config_key: str | None = None,
         source: Path | None = None,
         service: ServiceConfig | None = None,
+        normalise: Normalisation | None = None,
     ) -> None:
         self.graph = graph or GraphConfig()
+        self.normalise = normalise or Normalisation()
         self.service = service or ServiceConfig()
         self.scoring = scoring or ScoringConfig()
         self.label_map = dict(label_map or DEFAULT_LABEL_MAP)
@@ -180,6 +206,7 @@ class Settings:
             "graph": _jsonable(self.graph),
             "scoring": _jsonable(self.scoring),
             "labels": self.label_map,
+            "normalise": self.normalise.fingerprint(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -243,14 +270,18 @@ def load_settings(path: str | Path | None = None) -> Settings:
         if s.scorecard_weights is not None:
             scoring_kwargs["scorecard_weights"] = {**ScoringConfig().scorecard_weights, **s.scorecard_weights}
         scoring = ScoringConfig(**scoring_kwargs)
-    except ParameterError as exc:
+        n = model.normalise
+        providers = dict(Normalisation().email_providers)
+        providers.update({d: EmailRule(r.dots, r.plus, r.canonical_domain) for d, r in (n.email_providers or {}).items()})
+        normalise = Normalisation(default_region=n.default_region, ip_prefix=bool(n.ip_prefix), email_providers=providers)
+    except (ParameterError, ConfigError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     labels = {**DEFAULT_LABEL_MAP, **(model.labels or {})}
     svc = model.service.model_dump(exclude_none=True)
     if "api_keys" in svc:
         svc["api_keys"] = tuple(svc["api_keys"])
     service = ServiceConfig(**svc)
-    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service)
+    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service, normalise=normalise)
 
 
 def _policy(s: _ScoringModel) -> DecisionPolicy:

@@ -424,7 +424,7 @@ class SparkWalks(Walks):
 
     # -- what the scoring asks --------------------------------------------------------------
 
-    def lifts(self, name: str, seeds: np.ndarray) -> np.ndarray:
+    def lifts(self, name: str, seeds: np.ndarray, *, kind: str = "") -> np.ndarray:
         """PPR from each seed column divided by the global PageRank (1 = average exposure)."""
         n = self.projection.n_users
         out = np.zeros((n, seeds.shape[1]))

@@ -21,6 +21,7 @@ from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
 from loaders.errors import ConfigError, NotFoundError, ParameterError
 from loaders.load import ERASED_USER, LoadReport, load, read_tables
+from loaders.schema import Tables, empty_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
@@ -106,11 +107,15 @@ def load_into(
     if message and notice:
         notice(message)
     store.bind_key(key_fingerprint(key))
+    store.bind_normalisation(settings.normalise.fingerprint())
     if progress is not None and hasattr(store, "progress"):
         # stores that write in batches (Neo4j) report each batch on the same progress line
         store.progress = lambda table, done, total: progress(f"writing {table}: {done:,} / {total:,} rows")
     before = int(store.metadata().get("snapshot", 0))
-    report = load(source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+    report = load(
+        source, store, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path,
+        normalisation=settings.normalise,
+    )
     if sum(report.added.values()) or sum(report.rejected.values()):
         # flags arrive in bulk too: the log says which load brought which rows
         store.append_audit([{
@@ -447,7 +452,7 @@ def evaluate_dir(
     # Pseudonyms only need to be consistent within this run; use the configured key when there is one.
     configured = os.environ.get(ENV_KEY) or settings.config_key
     key = parse_key(configured) if configured else parse_key(new_key())
-    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress)
+    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress, normalisation=settings.normalise)
     projection = project(tables, settings.graph)
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
@@ -910,3 +915,135 @@ def forgotten_users(store: GraphStore) -> set[str]:
     """Users erased by :func:`forget` (the store's tombstones, and the audit log for erasures
     made before stores kept tombstones): scoring leaves them out."""
     return set(store.erased_user_ids()) | {str(e.user_id) for e in store.read_audit() if e.action == "forget"}
+
+
+# -- applicants and events between full scorings ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplicationOutcome:
+    """What ``score-application`` gives: the applicant's score as a full scoring would have
+    written its row, the explanation, and the provenance."""
+
+    row: dict[str, Any]
+    explanation: list[dict[str, Any]]
+    new: bool
+    committed: bool
+    ignored_features: list[str]
+    model_version: str | None
+    snapshot: int
+    written: dict[str, int] | None = None
+
+
+def applicant_scorer(store: GraphStore, settings: Settings, workspace: str | Path) -> tuple[Any, Any, dict[str, Any]]:
+    """The live graph of the store's graph with the current model version, for applicants:
+    ``(ApplicantScorer, ExplainContext, provenance)``.
+
+    Raises
+    ------
+    NotFoundError
+        The store holds no scoring yet (run ``socialrisk score`` first: the applicant is scored
+        by the model version the population was scored with).
+    """
+    from graph.explain import ExplainContext
+    from graph.live import LiveGraph
+    from scoring.application import ApplicantScorer
+    from scoring.features import user_columns
+
+    meta = store.result_meta("scores")
+    if meta is None:
+        raise NotFoundError(f"{store}: no scores yet; applicants are scored by the model version of the last scoring: run 'socialrisk score' first")
+    projection = _projection(store, settings)
+    tables = store.read_tables()
+    flags = flag_vectors(tables.flags, projection)
+    live = LiveGraph(tables, projection, config=settings.graph, fraud=flags.fraud, benign=flags.benign, alpha=settings.scoring.alpha,
+                     tol=settings.scoring.tol)
+    version = meta.get("model_version")
+    combination = load_model(store, settings, workspace, str(version)) if version else Combination(
+        "scorecard", (), scorecard_weights=dict(settings.scoring.scorecard_weights))
+    scorer = ApplicantScorer(live, user_columns(tables, projection), combination=combination, config=settings.scoring)
+    context = ExplainContext(tables, projection, flags.fraud, hub_exponent=settings.graph.hub_exponent, alpha=settings.scoring.alpha)
+    return scorer, context, {"model_version": version, "snapshot": int(store.metadata().get("snapshot", 0))}
+
+
+def score_application(
+    store: GraphStore, settings: Settings, workspace: str | Path, body: dict[str, Any], *, commit: bool = False, top: int = 5,
+) -> ApplicationOutcome:
+    """Score one application (the JSON of ``POST /v1/applications``) against the store's
+    graph; with ``commit``, write its user, links and relations to the store (the next
+    scoring includes them).
+
+    Raises
+    ------
+    ParameterError, DataError
+        A malformed application (the field, and what was expected).
+    NotFoundError
+        Relations to users the store does not know (listed), or no scoring yet.
+    """
+    from graph.explain import explain_placed
+    from scoring.application import application_from_dict, canonical_frames
+
+    app = application_from_dict(body)
+    scorer, context, provenance = applicant_scorer(store, settings, workspace)
+    key, _ = resolve_key(settings, workspace)
+    links, relations = canonical_frames(app, key=key, normalisation=settings.normalise)
+    now = pd.Timestamp.now(tz="UTC")
+    if commit:
+        links = links.assign(first_seen=links["first_seen"].fillna(now), last_seen=links["last_seen"].fillna(now))
+        relations = relations.assign(ts=relations["ts"].fillna(now))
+    out = scorer.score(app, links=links, relations=relations, commit=commit, explain=lambda placed: explain_placed(
+        context, app.user_id, placed.in_edges, placed.node, node_users=scorer.live.node_users, state=scorer.live.states.get(("all", "fraud")),
+        top=top))
+    explanation = out.explanation
+    written = None
+    if commit:
+        features = {k: v for k, v in app.features.items() if k in scorer.columns}
+        users = pd.DataFrame([{"user_id": app.user_id, **features}])
+        for c in users.columns:
+            if c != "user_id":
+                users[c] = pd.to_numeric(users[c], errors="coerce").astype("float64")
+        counts = store.write_tables(Tables(users=users, links=links, relations=relations, flags=empty_tables().flags))
+        written = {name: int(c.added) for name, c in counts.items()}
+        store.append_audit([{"action": "application", "user_id": app.user_id, "before": {"snapshot": provenance["snapshot"]},
+                             "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": written},
+                             "detail": {"via": "socialrisk score-application", "risk": out.row["risk"], "decision": out.row["decision"]}}])
+    return ApplicationOutcome(row=out.row, explanation=explanation, new=out.new, committed=commit, ignored_features=out.ignored_features,
+                              model_version=provenance["model_version"], snapshot=provenance["snapshot"], written=written)
+
+
+def events_source(path: str | Path) -> Any:
+    """What ``apply-events`` loads: a data directory as is, or a JSON file in the body format
+    of ``POST /v1/events`` (``{"users": [...], "links": [...], "relations": [...]}``) turned
+    into the loader's tables (identifier values are pseudonymised by the loader, as ever).
+
+    Raises
+    ------
+    ParameterError
+        A file that is not such JSON (what is wrong, where).
+    """
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        return path
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ParameterError(f"{path}: not a JSON events file ({exc}); expected {{\"users\": [...], \"links\": [...], \"relations\": [...]}} "
+                             "or a data directory") from exc
+    if not isinstance(body, dict) or not set(body) <= {"users", "links", "relations", "create_missing"}:
+        raise ParameterError(f"{path}: expected a JSON object with users, links and relations lists")
+    source: dict[str, pd.DataFrame] = {}
+    users = body.get("users") or []
+    if users:
+        source["users"] = pd.DataFrame([{"user_id": u.get("user_id"), **(u.get("features") or {})} for u in users])
+    for name, columns in (("links", ["user_id", "kind", "value", "first_seen", "last_seen", "weight"]), ("relations", ["src", "dst", "kind", "weight", "ts"])):
+        rows = body.get(name) or []
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ParameterError(f"{path}: '{name}' must be a list of objects")
+        if rows:
+            frame = pd.DataFrame(rows)
+            source[name] = frame[[c for c in columns if c in frame] + [c for c in frame.columns if c not in columns]]
+    if not source:
+        raise ParameterError(f"{path}: no users, links or relations in it")
+    return source

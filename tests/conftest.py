@@ -30,7 +30,7 @@ def tiny_frames() -> dict[str, pd.DataFrame]:
         {
             "user_id": ["f1", "a", "a", "f1", "b", "c", "g"],
             "kind": ["device", "device", "phone", "ip", "ip", "ip", "ip"],
-            "value": ["DEV-1", "DEV-1", "P-A", "10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.1"],
+            "value": ["DEV-1", "DEV-1", "+1 555 010 0001", "10.0.0.1", "10.0.0.1", "10.0.0.1", "10.0.0.1"],
             "first_seen": ["2026-01-01", "2026-02-01", "2026-01-05", "2026-01-01", "2026-01-01", "2026-01-01", "2026-01-01"],
             "last_seen": ["2026-03-01", "2026-03-01", "2026-03-05", "2026-03-01", "2026-03-01", "2026-03-01", "2026-03-01"],
         }
@@ -48,6 +48,26 @@ def tiny_frames() -> dict[str, pd.DataFrame]:
         {"user_id": ["f1", "g"], "label": ["fraud", "benign"], "severity": [1.0, 1.0], "ts": ["2026-03-01", "2026-03-02"]}
     )
     return {"users": users, "links": links, "relations": relations, "flags": flags}
+
+
+def identifier(kind: str, token: str) -> str:
+    """A value of ``kind`` that its normalisation rule accepts, the same for the same token and
+    distinct for distinct tokens: lets a test name identifiers ``P1``, ``CAFE`` or ``C1``."""
+    import zlib
+
+    n = zlib.crc32(token.encode()) % 10_000
+    if kind == "phone":
+        return f"+1 202 555 {n:04d}"
+    if kind == "ip":
+        return f"10.{n // 100}.{n % 100}.{1 + zlib.crc32(token.encode()[::-1]) % 250}"
+    if kind == "email":
+        return f"{token.lower()}@example.org"
+    if kind == "card":
+        body = f"4000{n:04d}{zlib.crc32(token.encode()) % 10**7:07d}"
+        from loaders.normalise import luhn_valid
+
+        return next(body + d for d in "0123456789" if luhn_valid(body + d))
+    return token
 
 
 def write_dir(frames: dict[str, pd.DataFrame], path: Path, fmt: str = "csv") -> Path:

@@ -61,7 +61,7 @@ TYPES = {"USES", "RELATES", "HAS_FLAG"}
 
 def hostile_frames() -> dict[str, pd.DataFrame]:
     """The tiny graph (tests/conftest.py) plus a chain of hostile users: each has its own device
-    and shares a card with the next, sends it a transfer and carries hostile text; the first
+    and shares an account with the next, sends it a transfer and carries hostile text; the first
     shares device DEV-1 with the fraud f1, and b has a contact with it."""
     base = tiny_frames()
     n = len(HOSTILE)
@@ -71,8 +71,8 @@ def hostile_frames() -> dict[str, pd.DataFrame]:
         users[column] = HOSTILE[i:] + HOSTILE[:i]
     links = pd.DataFrame({
         "user_id": [*HOSTILE, *HOSTILE[:-1], *HOSTILE[1:], HOSTILE[0]],
-        "kind": ["device"] * n + ["card"] * (2 * (n - 1)) + ["device"],
-        "value": [f"{h[:240]} device" for h in HOSTILE] + [f"{h[:240]} card" for h in HOSTILE[:-1]] * 2 + ["DEV-1"],
+        "kind": ["device"] * n + ["account"] * (2 * (n - 1)) + ["device"],
+        "value": [f"{h[:240]} device" for h in HOSTILE] + [f"{h[:240]} account" for h in HOSTILE[:-1]] * 2 + ["DEV-1"],
     })
     relations = pd.DataFrame({"src": [*HOSTILE[:-1], "b"], "dst": [*HOSTILE[1:], HOSTILE[0]], "kind": ["transfer"] * (n - 1) + ["contact"]})
     relations["memo"] = [*HOSTILE[:-1], HOSTILE[-1]]
@@ -246,7 +246,7 @@ def test_every_query_helper_answers_about_exactly_the_hostile_user(store: GraphS
                                       database_="neo4j").records
         assert [r["reason"] for r in marked] == ["other"]
     removed = workflow.forget(store, settings, d, note=HOSTILE[1])
-    assert removed["links"] == 1 and store.erased_user_ids() == frozenset({d})  # its own device; the card is shared
+    assert removed["links"] == 1 and store.erased_user_ids() == frozenset({d})  # its own device; the account is shared
     assert [e.action for e in workflow.audit_trail(store, a)] == ["flag"]
     assert [e.action for e in workflow.audit_trail(store, b)] == ["dispute_link", "appeal_decision"]
     assert [(e.action, e.detail["note"]) for e in workflow.audit_trail(store, d)] == [("forget", HOSTILE[1])]

@@ -25,7 +25,10 @@ enough to matter), so the work stays near the change.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +36,10 @@ import scipy.sparse as sp
 from graph.propagation.pagerank import personalized_pagerank, transition_transpose
 from loaders.errors import ParameterError
 
-__all__ = ["PushState", "PushUpdate", "push_state", "add_seed", "add_edge", "set_edge", "edge_weight"]
+__all__ = [
+    "PushState", "PushUpdate", "push_state", "add_seed", "add_edge", "set_edge", "set_edges", "edge_weight", "add_nodes", "reserve",
+    "trial",
+]
 
 
 @dataclass
@@ -72,12 +78,22 @@ class PushState:
     eps: float
     extra: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    buffers: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    undo: "_Undo | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.scale.shape != self.p.shape:
             # push threshold per node: eps times its out-degree (at least 1), so that a hub is
             # pushed only once it holds a share of mass worth its fan-out (Andersen et al.)
-            self.scale = np.maximum(np.diff(self.adjacency.indptr), 1).astype(np.float64)
+            scale = np.ones(self.p.shape[0])
+            m = self.adjacency.shape[0]
+            scale[:m] = np.maximum(np.diff(self.adjacency.indptr), 1)
+            self.scale = scale
+
+    @property
+    def size(self) -> int:
+        """Number of nodes (those of :attr:`adjacency`, then any added by :func:`add_nodes`)."""
+        return int(self.p.shape[0])
 
     @property
     def error_bound(self) -> float:
@@ -189,13 +205,15 @@ def add_seed(state: PushState, node: int, weight: float) -> PushUpdate:
     ParameterError
         On a node out of range, a non-finite weight, or a seed weight that would fall below 0.
     """
-    n = state.p.shape[0]
+    n = state.size
     if not 0 <= int(node) < n:
         raise ParameterError(f"The 'node' of add_seed must be in 0..{n - 1}. Got {node!r} instead.")
     if not np.isfinite(weight):
         raise ParameterError(f"The 'weight' of add_seed must be finite. Got {weight!r} instead.")
     if state.seeds[node] + weight < -1e-12:
         raise ParameterError(f"node {node} has seed weight {state.seeds[node]:g}; it cannot lose {-weight:g}")
+    _log(state, "seeds", np.array([int(node)]))
+    _log(state, "r", np.array([int(node)]))
     state.seeds[node] = max(state.seeds[node] + weight, 0.0)
     state.r[node] += weight
     return _push(state, np.array([int(node)]))
@@ -243,18 +261,24 @@ def set_edge(state: PushState, source: int, target: int, weight: float) -> PushU
         idx, w = np.append(idx, v), np.append(w, weight)
     keep = w > 0
     idx, w = idx[keep], w[keep]
+    if state.undo is not None:
+        state.undo.extra.append((u, state.extra.get(u)))
+        _log(state, "scale", np.array([u]))
+        _log(state, "out_weight", np.array([u]))
     state.extra[u] = (idx, w)
     state.scale[u] = max(idx.size, 1)
     state.out_weight[u] = float(w.sum())
     new_idx, new_p = (np.array([u]), np.array([1.0])) if state.out_weight[u] <= 0 else (idx, w / state.out_weight[u])
     coef = state.alpha / (1.0 - state.alpha) * state.p[u]
+    _log(state, "r", old_idx)
+    _log(state, "r", new_idx)
     np.subtract.at(state.r, old_idx, coef * old_p)
     np.add.at(state.r, new_idx, coef * new_p)
     return _push(state, np.unique(np.concatenate([old_idx, new_idx])))
 
 
 def _check_nodes(state: PushState, where: str, source: int, target: int) -> None:
-    n = state.p.shape[0]
+    n = state.size
     for name, v in (("source", source), ("target", target)):
         if not 0 <= int(v) < n:
             raise ParameterError(f"The '{name}' of {where} must be in 0..{n - 1}. Got {v!r} instead.")
@@ -264,6 +288,8 @@ def _row(state: PushState, u: int) -> tuple[np.ndarray, np.ndarray]:
     if u in state.extra:
         return state.extra[u]
     A = state.adjacency
+    if u >= A.shape[0]:  # a node added since the solve, without edges yet
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     lo, hi = A.indptr[u], A.indptr[u + 1]
     return A.indices[lo:hi].astype(np.int64), A.data[lo:hi]
 
@@ -294,6 +320,8 @@ def _push(state: PushState, start: np.ndarray) -> PushUpdate:
     while frontier.size:
         pushes += int(frontier.size)
         vals = r[frontier].copy()
+        _log(state, "r", frontier)
+        _log(state, "p", frontier)
         r[frontier] = 0.0
         first = frontier[~seen[frontier]]
         seen[first] = True
@@ -304,17 +332,19 @@ def _push(state: PushState, start: np.ndarray) -> PushUpdate:
         p[frontier] += np.where(dangling, vals, beta * vals)
         live = ~dangling
         special = np.array([f in state.extra for f in frontier.tolist()]) if state.extra else np.zeros(frontier.size, dtype=bool)
-        plain = live & ~special
+        plain = live & ~special & (frontier < A.shape[0])
         targets = [np.zeros(0, dtype=np.int64)]
         if plain.any():
             nodes, v = frontier[plain], vals[plain]
             idx, counts = _row_entries(A.indptr, nodes)
             t = A.indices[idx]
             amounts = np.repeat(alpha * v / deg[nodes], counts) * A.data[idx]
+            _log(state, "r", t)
             np.add.at(r, t, amounts)
             targets.append(t.astype(np.int64))
         for node, v in zip(frontier[live & special].tolist(), vals[live & special].tolist()):
             idx2, w2 = state.extra[node]
+            _log(state, "r", idx2)
             np.add.at(r, idx2, alpha * v * w2 / deg[node])
             targets.append(idx2)
         cand = _distinct(np.concatenate(targets))
@@ -323,3 +353,171 @@ def _push(state: PushState, start: np.ndarray) -> PushUpdate:
     delta = p[nodes] - (np.concatenate(before) if before else np.zeros(0))
     order = np.argsort(-np.abs(delta), kind="stable")
     return PushUpdate(nodes=nodes[order], delta=delta[order], pushes=pushes, error_bound=state.error_bound)
+
+
+# -- growth and trials --------------------------------------------------------------------------
+
+_ARRAYS = ("p", "r", "seeds", "scale", "out_weight")
+
+
+def reserve(state: PushState, k: int) -> None:
+    """Make room for ``k`` more nodes, so that :func:`add_nodes` of up to ``k`` copies nothing.
+
+    The node arrays are views of larger buffers; growing past them copies each array once
+    into a buffer a quarter larger (amortised: a committed applicant a second does not copy
+    the million-node arrays each time). Not allowed inside :func:`trial`.
+    """
+    if state.undo is not None:
+        raise ParameterError("reserve() inside a trial: reserve the room before the trial starts.")
+    n = state.size
+    for name in _ARRAYS:
+        buf = state.buffers.get(name)
+        arr = getattr(state, name)
+        if buf is not None and buf.shape[0] >= n + k and np.shares_memory(buf, arr):
+            continue
+        new = np.zeros(max(n + k, n + n // 4 + 1024))
+        new[:n] = arr
+        state.buffers[name] = new
+        setattr(state, name, new[:n])
+
+
+def add_nodes(state: PushState, k: int) -> int:
+    """Append ``k`` nodes without edges or seeds (score 0, residual 0); returns the first new
+    index. Give them edges with :func:`set_edge` or :func:`add_edge`, seeds with
+    :func:`add_seed`."""
+    if k < 0:
+        raise ParameterError(f"The 'k' of add_nodes must be >= 0. Got {k!r} instead.")
+    n = state.size
+    if k == 0:
+        return n
+    room = all(name in state.buffers and state.buffers[name].shape[0] >= n + k and np.shares_memory(state.buffers[name], getattr(state, name))
+               for name in _ARRAYS)
+    if not room:
+        reserve(state, k)
+    if state.undo is not None:
+        state.undo.sizes.append(n)
+    for name in _ARRAYS:
+        view = state.buffers[name][: n + k]
+        view[n:] = 1.0 if name == "scale" else 0.0
+        setattr(state, name, view)
+    return n
+
+
+@dataclass
+class _Undo:
+    values: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
+    extra: list[tuple[int, Any]] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+
+def _log(state: PushState, name: str, idx: np.ndarray) -> None:
+    if state.undo is not None and len(idx):
+        arr = getattr(state, name)
+        idx = np.asarray(idx, dtype=np.int64)
+        state.undo.values.append((name, idx, arr[idx].copy()))
+
+
+@contextmanager
+def trial(state: PushState, *, room: int = 0) -> Iterator[PushState]:
+    """Changes made to ``state`` inside the block are undone when it ends: a what-if.
+
+    Updates inside (:func:`add_nodes`, :func:`set_edge`, :func:`add_seed`...) run as usual and
+    their results can be read; on exit every value they changed is put back, so the state is
+    as before, bit for bit. The cost is a copy of what each update touches.
+
+    Parameters
+    ----------
+    state : PushState
+    room : int
+        Nodes the trial may add (reserved first with :func:`reserve`, so nothing is reallocated inside).
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> A = sp.csr_matrix(np.array([[0, 1.0], [1.0, 0]]))
+    >>> state = push_state(A, np.array([1.0, 0.0]), alpha=0.5, eps=1e-12)
+    >>> before = state.p.copy()
+    >>> with trial(state, room=1):
+    ...     u = add_nodes(state, 1)
+    ...     _ = add_edge(state, 1, u, 1.0); _ = add_edge(state, u, 1, 1.0)
+    ...     print(round(float(state.p[u]), 4) > 0)
+    True
+    >>> bool(np.array_equal(state.p, before)) and state.size == 2
+    True
+    """
+    if state.undo is not None:
+        raise ParameterError("trial() inside a trial: trials do not nest.")
+    if room:
+        reserve(state, room)
+    log = _Undo()
+    state.undo = log
+    try:
+        yield state
+    finally:
+        state.undo = None
+        for name, idx, old in reversed(log.values):
+            getattr(state, name)[idx] = old
+        for u, row in reversed(log.extra):
+            if row is None:
+                state.extra.pop(u, None)
+            else:
+                state.extra[u] = row
+        if log.sizes:
+            n = log.sizes[0]
+            for name in _ARRAYS:
+                setattr(state, name, state.buffers[name][:n])
+
+
+def set_edges(state: PushState, sources: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> PushUpdate:
+    """Give each edge ``sources[k] -> targets[k]`` the weight ``weights[k]`` (0 removes it),
+    then push once from every node the changes touched.
+
+    The same as :func:`set_edge` edge after edge, with a single push at the end: placing a
+    node with a dozen edges costs one push, not a dozen. A pair given twice takes its last
+    weight.
+    """
+    sources = np.asarray(sources, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    if not (sources.shape == targets.shape == weights.shape):
+        raise ParameterError("set_edges needs as many sources, targets and weights.")
+    if len(sources) == 0:
+        return PushUpdate(np.zeros(0, dtype=np.int64), np.zeros(0), 0, state.error_bound)
+    n = state.size
+    if sources.min() < 0 or targets.min() < 0 or sources.max() >= n or targets.max() >= n:
+        raise ParameterError(f"set_edges: every node must be in 0..{n - 1}.")
+    if not (np.all(np.isfinite(weights)) and (weights >= 0).all()):
+        raise ParameterError("set_edges: every weight must be finite and >= 0.")
+    touched = []
+    order = np.argsort(sources, kind="stable")
+    sources, targets, weights = sources[order], targets[order], weights[order]
+    starts = np.flatnonzero(np.concatenate(([True], sources[1:] != sources[:-1])))
+    ends = np.append(starts[1:], len(sources))
+    coef_scale = state.alpha / (1.0 - state.alpha)
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        u = int(sources[a])
+        idx, w = _row(state, u)
+        old_total = float(state.out_weight[u])
+        old_idx, old_p = (np.array([u]), np.array([1.0])) if old_total <= 0 else (idx, w / old_total)
+        new = dict(zip(idx.tolist(), w.tolist()))
+        for v, wt in zip(targets[a:b].tolist(), weights[a:b].tolist()):
+            new[v] = wt
+        items = [(v, wt) for v, wt in new.items() if wt > 0]
+        nidx = np.array([v for v, _ in items], dtype=np.int64)
+        nw = np.array([wt for _, wt in items], dtype=np.float64)
+        if state.undo is not None:
+            state.undo.extra.append((u, state.extra.get(u)))
+            _log(state, "scale", np.array([u]))
+            _log(state, "out_weight", np.array([u]))
+        state.extra[u] = (nidx, nw)
+        state.scale[u] = max(nidx.size, 1)
+        state.out_weight[u] = float(nw.sum())
+        new_idx, new_p = (np.array([u]), np.array([1.0])) if state.out_weight[u] <= 0 else (nidx, nw / state.out_weight[u])
+        coef = coef_scale * state.p[u]
+        if coef != 0.0:
+            _log(state, "r", old_idx)
+            _log(state, "r", new_idx)
+            np.subtract.at(state.r, old_idx, coef * old_p)
+            np.add.at(state.r, new_idx, coef * new_p)
+        touched += [old_idx, new_idx]
+    return _push(state, _distinct(np.concatenate(touched)))

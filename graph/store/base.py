@@ -131,6 +131,33 @@ class GraphStore(ABC):
                 "Use the same SOCIALRISK_PSEUDONYM_KEY, or load into a new workspace or an empty database."
             )
 
+    def bind_normalisation(self, fingerprint: str) -> None:
+        """Record how identifier values were normalised before they were hashed
+        (:meth:`loaders.normalise.Normalisation.fingerprint`), or refuse data normalised otherwise.
+
+        The same phone normalised under two rule sets (or two default regions) hashes to two
+        pseudonyms that never match, silently splitting the graph. A store that holds users
+        but no recorded normalisation was loaded before identifiers were normalised.
+        """
+        meta = self.metadata()
+        bound = meta.get("normalisation")
+        how = (
+            "Reload the data into a new workspace (socialrisk load DATA_DIR --workspace NEW_DIR) or an empty database, "
+            "or load with the [normalise] settings the store was loaded with."
+        )
+        if bound is None:
+            if len(self.known_user_ids()):
+                raise ConfigError(
+                    f"{self}: this store was loaded before identifier values were normalised (phones to E.164, emails and "
+                    f"IP addresses canonical), so its pseudonyms do not match new ones (normalisation {fingerprint}). {how}"
+                )
+            self._update_metadata({"normalisation": fingerprint})
+        elif bound != fingerprint:
+            raise ConfigError(
+                f"{self}: this store was loaded under identifier normalisation {bound}, not {fingerprint} (another rule "
+                f"version or other [normalise] settings), so the same phone or email would not link. {how}"
+            )
+
     #: Directory for derived data (the cached projection); None: nothing is cached.
     cache_dir: Path | None = None
 

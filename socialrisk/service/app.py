@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from graph.store import GraphStore
-from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreError
+from loaders.errors import ConfigError, DataError, NotFoundError, ParameterError, StoreError
 from socialrisk import __version__
 from socialrisk.service import routes
 from socialrisk.service.auth import ApiKeys, api_keys
@@ -90,7 +90,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.keys = keys
-    for router in (routes.scores, routes.flags, routes.appeals, routes.users, routes.health):
+    for router in (routes.scores, routes.flags, routes.applications, routes.appeals, routes.users, routes.health):
         app.include_router(router)
     _handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
@@ -121,6 +121,11 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ParameterError)
     async def bad_parameter(request: Request, exc: ParameterError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "errors": [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]}, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def bad_data(request: Request, exc: DataError) -> JSONResponse:
+        # the loader's message: where and what was expected, identifier values redacted
         return JSONResponse({"detail": str(exc), "errors": [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]}, status_code=422)
 
     @app.exception_handler(NotFoundError)

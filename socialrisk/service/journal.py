@@ -27,10 +27,14 @@ class FlagJournal:
     ----------
     path : path
         The journal file, e.g. ``<workspace>/service/flags.jsonl``.
+    id_field : str
+        The field of each entry that identifies it (``event_id`` in the journal of committed
+        applications and events, which is the same kind of file).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, id_field: str = "flag_id") -> None:
         self.path = Path(path)
+        self.id_field = id_field
         self._lock = threading.Lock()
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -103,20 +107,20 @@ class FlagJournal:
     def pending(self) -> list[dict[str, Any]]:
         """Accepted flags not yet written to the store, in the order they were accepted."""
         accepted, outcome = self.read()
-        return [f for f in accepted if f["flag_id"] not in outcome]
+        return [f for f in accepted if f[self.id_field] not in outcome]
 
     def compact(self) -> None:
         """Drop the flags that are done, keeping pending and failed ones (rewritten atomically)."""
         tmp = self.path.with_suffix(".tmp")
         with self._lock:  # one lock over read and rewrite: an accept cannot fall between them
             accepted, outcome = self._read()
-            keep = [f for f in accepted if "done" not in outcome.get(f["flag_id"], {})]
+            keep = [f for f in accepted if "done" not in outcome.get(f[self.id_field], {})]
             with open(tmp, "wb") as handle:
                 for f in keep:
                     handle.write(json.dumps({"op": "accept", "flag": f}, sort_keys=True, default=str).encode() + b"\n")
-                    failed = outcome.get(f["flag_id"], {}).get("failed")
+                    failed = outcome.get(f[self.id_field], {}).get("failed")
                     if failed is not None:
-                        handle.write(json.dumps({"op": "failed", "ids": [f["flag_id"]], "error": failed}).encode() + b"\n")
+                        handle.write(json.dumps({"op": "failed", "ids": [f[self.id_field]], "error": failed}).encode() + b"\n")
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)

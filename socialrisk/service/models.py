@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 __all__ = [
     "MAX_BATCH", "EnrichRequest", "BatchRequest", "Score", "BatchResponse", "FlagRequest", "ScoreChange", "FlagAccepted", "FlagStatus",
     "AppealRequest", "AppealStatus", "Explanation", "Neighbourhood", "Readiness", "Health", "ErrorResponse", "ValidationErrorResponse",
+    "ApplicationRequest", "Application", "EventsRequest", "EventsAccepted", "LinkIn", "RelationIn",
 ]
 
 MAX_BATCH = 1000
@@ -243,6 +244,7 @@ class Readiness(BaseModel):
     model: ModelHealth
     graph: str = Field(description="Whether the graph is in memory (flags, explanations and embedded neighbourhoods need it).")
     flags_pending: int = Field(description="Accepted flags not yet written to the store.")
+    events_pending: int = Field(0, description="Committed applications and event batches not yet written to the store.")
 
 
 class ErrorResponse(BaseModel):
@@ -258,3 +260,99 @@ class ValidationIssue(BaseModel):
 class ValidationErrorResponse(BaseModel):
     detail: str = Field(description="The first problems, in one sentence.")
     errors: list[ValidationIssue]
+
+
+# -- applications and events -----------------------------------------------------------------------
+
+MAX_ITEMS = 1000
+Kind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$"), Field(description="A lowercase word: device, phone, card, ip, email, transfer, contact...")]
+Time = Annotated[str, StringConstraints(min_length=1, max_length=40), Field(description="ISO 8601 time, e.g. 2026-11-30T12:00:00Z.")]
+
+
+class LinkIn(_Request):
+    kind: Kind
+    value: Annotated[str, StringConstraints(min_length=1, max_length=256)] = Field(
+        description="The identifier's raw value (phone number, device id...): normalised and pseudonymised at once, never stored, "
+        "logged or echoed."
+    )
+    first_seen: Time | None = None
+    last_seen: Time | None = None
+    weight: float | None = Field(None, ge=0, description="Link weight (default 1).")
+
+
+class RelationIn(_Request):
+    user_id: UserId = Field(description="The other user (known to the service, unless create_missing).")
+    kind: Kind
+    direction: Literal["out", "in", "both"] = Field("out", description="out: from the applicant to the other user; in: the reverse; both.")
+    weight: float | None = Field(None, description="Relation weight (negative: distrust); default 1.")
+    ts: Time | None = None
+
+
+class ApplicationRequest(_Request):
+    user_id: UserId
+    features: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], float | None] = Field(
+        default_factory=dict, max_length=500, description="Profile columns of the users table (repayments_total, tenure_days...)."
+    )
+    links: list[LinkIn] = Field(default_factory=list, max_length=MAX_ITEMS, description=f"At most {MAX_ITEMS:,} identifiers.")
+    relations: list[RelationIn] = Field(default_factory=list, max_length=MAX_ITEMS, description=f"At most {MAX_ITEMS:,} relations.")
+    commit: bool = Field(False, description="false: a what-if, nothing stored; true: journaled, added to the live graph and written to the store.")
+    create_missing: bool = Field(False, description="Create users that relations name and the service does not know (bare, no profile).")
+
+
+class Application(BaseModel):
+    """An applicant's score, as a full scoring would have given it."""
+
+    user_id: str
+    risk: float = Field(ge=0, le=1)
+    graph_risk: float = Field(ge=0, le=1)
+    credit_score: int = Field(ge=350, le=950)
+    decision: Decision
+    dimensions: dict[str, float | None]
+    reasons: list[str]
+    reason_codes: list[str]
+    flag: Literal["fraud", "benign"] | None
+    ring_id: str | None
+    explanation: list[dict[str, object]] = Field(description="Flagged accounts behind the graph risk and the path from each.")
+    new: bool = Field(description="True when the user was not known before this application.")
+    committed: bool
+    event_id: str | None = Field(description="Journal id of a committed application (null for a what-if).")
+    model_version: str | None = Field(description="The model version that scored it.")
+    snapshot: int = Field(description="The store snapshot of the graph it was placed in.")
+    pending_events: int = Field(description="Committed events not yet written to the store when it was scored (they are in the live graph).")
+    stale: bool = Field(description="True when the store is unreachable: scored from memory, commits wait in the journal.")
+    users_moved: int = Field(description="Other users whose fraud exposure moved (committed applications only).")
+    ignored_features: list[str] = Field(description="Features sent that are not profile columns of the load.")
+    created: list[str] = Field(default_factory=list, description="Users created for relations (create_missing).")
+
+
+class EventUser(_Request):
+    user_id: UserId
+    features: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], float | None] = Field(default_factory=dict, max_length=500)
+
+
+class EventLink(LinkIn):
+    user_id: UserId
+
+
+class EventRelation(_Request):
+    src: UserId
+    dst: UserId
+    kind: Kind
+    weight: float | None = None
+    ts: Time | None = None
+
+
+class EventsRequest(_Request):
+    users: list[EventUser] = Field(default_factory=list, max_length=MAX_ITEMS)
+    links: list[EventLink] = Field(default_factory=list, max_length=MAX_ITEMS)
+    relations: list[EventRelation] = Field(default_factory=list, max_length=MAX_ITEMS)
+    create_missing: bool = Field(False, description="Create users that links or relations name and the service does not know.")
+
+
+class EventsAccepted(BaseModel):
+    event_ids: list[str]
+    users: int
+    links: int
+    relations: int
+    users_moved: int
+    pending_events: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,10 @@ from socialrisk.service.metrics import CONTENT_TYPE_LATEST
 from socialrisk.service.models import (
     AppealRequest,
     AppealStatus,
+    Application,
+    ApplicationRequest,
+    EventsAccepted,
+    EventsRequest,
     BatchRequest,
     BatchResponse,
     EnrichRequest,
@@ -30,7 +34,7 @@ from socialrisk.service.models import (
     ValidationErrorResponse,
 )
 
-__all__ = ["scores", "flags", "appeals", "users", "health", "MAX_NEIGHBOURHOOD"]
+__all__ = ["scores", "flags", "appeals", "applications", "users", "health", "MAX_NEIGHBOURHOOD"]
 
 #: Neighbourhoods are bounded: ``limit ** hops`` may not pass this.
 MAX_NEIGHBOURHOOD = 100_000
@@ -96,6 +100,34 @@ def create_flag(body: FlagRequest, runtime: RuntimeDep, key_id: KeyId) -> Any:
 @flags.get("/flags/{flag_id}", response_model=FlagStatus, responses=_404, summary="Whether a flag is in the store yet")
 def flag_status(flag_id: Annotated[str, Path(min_length=1, max_length=64)], runtime: RuntimeDep) -> Any:
     return runtime.flag_state(flag_id)
+
+
+applications = APIRouter(prefix="/v1", tags=["applications"], dependencies=_secured, responses=_AUTH)
+
+
+@applications.post("/applications", response_model=Application, responses=_404, summary="Score an applicant at application time")
+def create_application(
+    body: ApplicationRequest, runtime: RuntimeDep, key_id: KeyId,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128, description="Repeating a committed application with the "
+                                                  "same key returns the first answer and adds nothing.")] = None,
+) -> Any:
+    """Score a user (new, or known with new links and relations) from what its application
+    carries, as a full scoring would have scored it: the identifiers are normalised and
+    pseudonymised at once (never stored, logged or echoed), the user is placed in the live
+    graph (its exposure from local push) and scored with the current model version.
+
+    ``commit: false`` is a what-if: nothing is stored and the graph is unchanged.
+    ``commit: true`` journals the application (synced to disk) before answering, keeps the user
+    and its edges in the live graph (``enrich`` answers it at once; the exposure of the users
+    its edges reach moves) and writes it to the store in the background, in acceptance order."""
+    return runtime.application(body.model_dump(), idempotency_key=idempotency_key, actor=key_id)
+
+
+@applications.post("/events", status_code=202, response_model=EventsAccepted, responses=_404, summary="Users, links and relations that happened")
+def create_events(body: EventsRequest, runtime: RuntimeDep, key_id: KeyId) -> Any:
+    """Account changes for existing or new users (up to 1,000 of each), journaled, placed in the
+    live graph and written to the store as committed applications are."""
+    return runtime.account_events(body.model_dump(), actor=key_id)
 
 
 appeals = APIRouter(prefix="/v1", tags=["appeals"], dependencies=_secured, responses=_AUTH)

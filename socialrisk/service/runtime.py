@@ -45,6 +45,7 @@ from loaders.errors import ConfigError, DataError, NotFoundError, ParameterError
 from scoring.config import DIMENSIONS
 from scoring.credit import credit_score, decide
 from socialrisk import workflow
+from socialrisk.service.applications import ApplicationDesk
 from socialrisk.service.graphview import GraphView
 from socialrisk.service.journal import FlagJournal
 from socialrisk.service.metrics import Metrics
@@ -141,6 +142,8 @@ class ServiceRuntime:
         self._own_writes: dict[int, int] = {}  # store snapshot before -> after each flag write of this service
         self._write_failing = False
         self.journal = FlagJournal(self.folder / "flags.jsonl")
+        self.desk = ApplicationDesk(settings, self.workspace, self.folder)
+        self.combination: Any = None
         risk = self.config.neutral_risk or settings.scoring.prior_fraud_rate or 0.05
         score = int(credit_score(np.array([risk]))[0])
         self._neutral = {
@@ -181,6 +184,10 @@ class ServiceRuntime:
                                                 "persisted": False, "failed": None, "snapshot": None})
             self._enqueue({"kind": "flag", "record": record, "replay": True})
         self.metrics.flags_pending.set(len(pending))
+        events = self.desk.journal.pending()
+        for record in events:
+            self._enqueue({"kind": "event", "record": record, "replay": True})
+        self.desk.pending = len(events)
         settle_heap()
         self.started = True
         for name, target in (("monitor", self._monitor), ("writer", self._writer)):
@@ -446,6 +453,7 @@ class ServiceRuntime:
         for event in keep:
             self._apply_to_table(table, event)
         self.events = keep
+        self.desk.forget_scored(table)
         self.table = table
         self.metrics.users.set(len(table))
         self.metrics.stale.set(0 if table.source == "store" and self.store_ok else 1)
@@ -488,11 +496,12 @@ class ServiceRuntime:
             return
         if version is None:
             self.model = {"loaded": True, "version": None, "error": None}  # a scorecard: nothing was fitted
+            self.combination = None
             return
         if self.model.get("loaded") and self.model.get("version") == version:
             return
         try:
-            workflow.load_model(store, self.settings, self.workspace, str(version))
+            self.combination = workflow.load_model(store, self.settings, self.workspace, str(version))
         except TransientStoreError as exc:
             self._mark_down("model", exc)
             self.model = {"loaded": False, "version": version, "error": str(exc)}
@@ -509,6 +518,9 @@ class ServiceRuntime:
     def enrich(self, user_id: str) -> bytes:
         """One user's score as JSON bytes."""
         table = self._need_table()
+        served = self.desk.served
+        if served and user_id in served:  # committed since the last scoring
+            return orjson.dumps({**served[user_id], "stale": self.stale})
         body = table.render(user_id, stale=self.stale)
         if body is not None:
             return body
@@ -518,7 +530,11 @@ class ServiceRuntime:
         table = self._need_table()
         stale = self.stale
         results, unknown = [], []
+        served = self.desk.served
         for user_id in user_ids:
+            if served and user_id in served:
+                results.append({**served[user_id], "stale": stale})
+                continue
             i = table.index.get(user_id)
             if i is not None:
                 with table.lock:
@@ -587,6 +603,7 @@ class ServiceRuntime:
                         graph.replay_seed(event.user_id, event.label, event.severity)
                 graph.snapshot = self._after_own_writes(read_at)
                 self.graph = graph
+            self.desk.build(graph, self.combination)
             self.graph_status = "ready"
             log.info("graph read in %.1f s", time.perf_counter() - t0)
             settle_heap()
@@ -628,6 +645,10 @@ class ServiceRuntime:
             t0 = time.perf_counter()
             self.journal.accept(record)
             effect = graph.apply(flag_id, user_id, canonical, float(severity))
+            scorer = self.desk.scorer
+            if scorer is not None and scorer.live.knows(user_id):
+                scorer.live.set_flag(user_id, fraud=float(severity) if canonical == "fraud" else 0.0,
+                                     benign=float(severity) if canonical == "benign" else 0.0)
             table = self.table or table
             changes = self._apply_to_table(table, effect.event)
             self.events.append(effect.event)
@@ -672,9 +693,9 @@ class ServiceRuntime:
                     return  # what is left stays in the journal for the next start
                 head = self._queue[0]
                 batch = [head]
-                if head["kind"] == "flag":
+                if head["kind"] in ("flag", "event"):
                     for item in list(self._queue)[1:WRITE_BATCH]:
-                        if item["kind"] != "flag":
+                        if item["kind"] != head["kind"]:
                             break
                         batch.append(item)
             store = self.store
@@ -684,12 +705,15 @@ class ServiceRuntime:
             try:
                 if head["kind"] == "flag":
                     self._write_flags(store, [b["record"] for b in batch], replay=[b["replay"] for b in batch])
+                elif head["kind"] == "event":
+                    self._write_events(store, [b["record"] for b in batch])
                 else:
                     self._run_appeal(head)
             except (DataError, ParameterError, ConfigError, NotFoundError) as exc:
                 # refused for good: keep them in the journal, marked, for an operator
                 ids = [b["record"]["flag_id"] for b in batch if b["kind"] == "flag"]
                 self.journal.failed(ids, str(exc))
+                self.desk.journal.failed([b["record"]["event_id"] for b in batch if b["kind"] == "event"], str(exc))
                 for i in ids:
                     self.flag_status.get(i, {}).update(failed=str(exc))
                 log.error("the store refused %d flag(s) for good: %s", len(ids), exc)
@@ -749,6 +773,56 @@ class ServiceRuntime:
                 self.journal.compact()
             except OSError as exc:
                 log.warning("could not compact the flag journal: %s", exc)
+
+    def _write_events(self, store: GraphStore, records: list[dict[str, Any]]) -> None:
+        """Write committed applications and events to the store; the graph view, which holds
+        them already, moves on to the store's new snapshot (no re-read)."""
+        ids = [r["event_id"] for r in records]
+        done = set(ids)
+        with self._write_lock:
+            before = int(store.metadata().get("snapshot", 0))
+            self.desk.write(store, records)
+            after = int(store.metadata().get("snapshot", 0))
+            if after != before:
+                self._own_writes[before] = after
+                if len(self._own_writes) > KEEP_STATUSES:
+                    del self._own_writes[min(self._own_writes)]
+            graph = self.graph
+            if graph is not None and graph.snapshot == before:
+                graph.snapshot = after
+            for event in self.events:
+                if event.flag_id in done:
+                    event.persisted_snapshot = after
+        self.desk.written(ids, after)
+        if not self._queue or len(self._queue) == len(records):
+            try:
+                self.desk.journal.compact()
+            except OSError as exc:
+                log.warning("could not compact the events journal: %s", exc)
+
+    def enqueue_event(self, record: dict[str, Any]) -> None:
+        """Queue a journaled application or event batch for the store (behind what came before)."""
+        self._enqueue({"kind": "event", "record": record, "replay": False})
+
+    def apply_event(self, event: FlagEvent) -> list[dict[str, Any]]:
+        """Move the served scores an event's new edges reach; kept until a scoring includes it."""
+        table = self.table
+        if table is None:
+            return []
+        with self._flag_lock:
+            changes = self._apply_to_table(table, event)
+            self.events.append(event)
+        return changes
+
+    def application(self, body: dict[str, Any], *, idempotency_key: str | None, actor: str) -> dict[str, Any]:
+        self._need_table()
+        self._need_graph()
+        return self.desk.application(body, runtime=self, idempotency_key=idempotency_key, actor=actor)
+
+    def account_events(self, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
+        self._need_table()
+        self._need_graph()
+        return self.desk.events(body, runtime=self, actor=actor)
 
     def _after_own_writes(self, snapshot: int) -> int:
         """The store snapshot reached from ``snapshot`` by this service's own flag writes alone
@@ -895,6 +969,7 @@ class ServiceRuntime:
             "model": dict(self.model),
             "graph": self.graph_status,
             "flags_pending": sum(1 for q in self._queue if q["kind"] == "flag"),
+            "events_pending": sum(1 for q in self._queue if q["kind"] == "event"),
         }
 
 

@@ -118,3 +118,76 @@ def test_down_weighted_and_removed_edges_match_full_recomputes() -> None:
     assert np.abs(state.p - _exact(C, s)).sum() <= state.error_bound + 1e-9
     with pytest.raises(ParameterError, match="must be >= 0"):
         set_edge(state, u, v, -1.0)
+
+
+def _grown(A: sp.csr_matrix, k: int, edges: list[tuple[int, int, float]]) -> sp.csr_matrix:
+    n = A.shape[0]
+    G = sp.lil_matrix((n + k, n + k))
+    G[:n, :n] = A
+    for u, v, w in edges:
+        G[u, v] += w
+    return sp.csr_matrix(G)
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_added_nodes_and_edges_match_a_full_solve_of_the_grown_graph(seed: int) -> None:
+    from graph.propagation.push import add_nodes
+
+    A = _graph(seed=seed)
+    n = A.shape[0]
+    s = np.zeros(n)
+    s[[3, 7, 11]] = 1.0
+    state = push_state(A, s, eps=1e-11)
+    u = add_nodes(state, 2)
+    assert (u, state.size) == (n, n + 2)
+    edges = [(u, 3, 1.0), (3, u, 1.0), (u, u + 1, 0.5), (u + 1, u, 0.5), (u + 1, 50, 2.0), (50, u + 1, 2.0)]
+    for a, b, w in edges:
+        add_edge(state, a, b, w)
+    exact = _exact(_grown(A, 2, edges), np.concatenate([s, [0.0, 0.0]]))
+    assert np.abs(state.p - exact).sum() <= state.error_bound + 1e-9
+    assert state.p[u] == pytest.approx(exact[u], rel=1e-6) and state.p[u] > 0
+
+
+def test_a_trial_is_undone_bit_for_bit_and_gives_what_a_commit_gives() -> None:
+    from graph.propagation.push import add_nodes, trial
+
+    A = _graph(seed=5)
+    s = np.zeros(A.shape[0])
+    s[[2, 9]] = [1.0, 0.5]
+    state = push_state(A, s, eps=1e-10)
+    before = {k: getattr(state, k).copy() for k in ("p", "r", "seeds", "scale", "out_weight")}
+    extra_before = dict(state.extra)
+    with trial(state, room=1):
+        u = add_nodes(state, 1)
+        for a, b in ((u, 2), (2, u), (u, 40), (40, u)):
+            add_edge(state, a, b, 1.0)
+        add_seed(state, 40, 1.0)
+        tried = float(state.p[u])
+    assert state.size == A.shape[0]
+    for k, v in before.items():
+        assert np.array_equal(getattr(state, k), v), k
+    assert state.extra.keys() == extra_before.keys()
+    # the same changes for good give the same score
+    u = add_nodes(state, 1)
+    for a, b in ((u, 2), (2, u), (u, 40), (40, u)):
+        add_edge(state, a, b, 1.0)
+    add_seed(state, 40, 1.0)
+    assert float(state.p[u]) == pytest.approx(tried, rel=1e-12)
+
+
+def test_growth_copies_once_per_reserve_and_keeps_values() -> None:
+    from graph.propagation.push import add_nodes, reserve
+
+    A = _graph(seed=6)
+    s = np.zeros(A.shape[0])
+    s[0] = 1.0
+    state = push_state(A, s)
+    p0 = state.p.copy()
+    reserve(state, 10)
+    buf = state.buffers["p"]
+    for _ in range(10):
+        add_nodes(state, 1)
+    assert state.buffers["p"] is buf  # no reallocation within the reserved room
+    assert np.array_equal(state.p[: A.shape[0]], p0) and (state.p[A.shape[0]:] == 0).all()
+    with pytest.raises(ParameterError, match="k"):
+        add_nodes(state, -1)

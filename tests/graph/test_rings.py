@@ -32,7 +32,7 @@ from graph.rings import (
 )
 from loaders import read_tables
 from loaders.errors import ParameterError
-from tests.conftest import KEY, tiny_frames
+from tests.conftest import KEY, identifier, tiny_frames
 
 
 def graph_of(links: Sequence[tuple[str, str]], relations: Sequence[tuple[str, str]] = (), users: Sequence[str] = ()) -> Projection:
@@ -42,7 +42,7 @@ def graph_of(links: Sequence[tuple[str, str]], relations: Sequence[tuple[str, st
             {
                 "user_id": [u for u, _ in links],
                 "kind": [i.split(":")[0] for _, i in links],
-                "value": [i.split(":")[1] for _, i in links],
+                "value": [identifier(*i.split(":", 1)) for _, i in links],
             }
         ),
         "relations": pd.DataFrame({"src": [s for s, _ in relations], "dst": [d for _, d in relations], "kind": "transfer"}),

@@ -1,0 +1,103 @@
+"""Applicants scored at application time, and account events, through the HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from graph.store import EmbeddedStore
+from tests.service.conftest import AUTH, wait_for
+
+
+def _fraud_device(population: Path) -> tuple[str, str]:
+    """A device value of a user flagged fraud, and that user."""
+    links = pd.read_parquet(population / "links.parquet")
+    flags = pd.read_parquet(population / "flags.parquet")
+    fraud = set(flags.loc[flags["label"] == "fraud", "user_id"].astype(str))
+    rows = links[(links["kind"] == "device") & links["user_id"].astype(str).isin(fraud)]
+    row = rows.iloc[0]
+    return str(row["value"]), str(row["user_id"])
+
+
+def _post(client: TestClient, body: dict, **headers: str) -> dict:
+    r = client.post("/v1/applications", json=body, headers={**AUTH, **headers})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_what_if_scores_a_new_user_and_changes_nothing(client: TestClient, population: Path) -> None:
+    device, fraudster = _fraud_device(population)
+    plain = _post(client, {"user_id": "applicant-1", "features": {"tenure_days": 30}})
+    linked = _post(client, {"user_id": "applicant-1", "features": {"tenure_days": 30}, "links": [{"kind": "device", "value": device}]})
+    assert plain["new"] and not plain["committed"] and plain["event_id"] is None
+    # sharing a device with an account confirmed as fraud raises the risk, and says so
+    assert linked["graph_risk"] > plain["graph_risk"] and linked["risk"] > plain["risk"]
+    assert "LINKED_FRAUD_DEVICE" in linked["reason_codes"], linked
+    assert any(c["seed"] == fraudster for c in linked["explanation"]), linked["explanation"]
+    # the value is never echoed; nothing was kept: the same what-if again gives the same answer
+    r = client.post("/v1/applications", json={"user_id": "applicant-1", "links": [{"kind": "device", "value": device}]}, headers=AUTH)
+    assert device not in r.text
+    again = _post(client, {"user_id": "applicant-1", "features": {"tenure_days": 30}, "links": [{"kind": "device", "value": device}]})
+    assert again["risk"] == linked["risk"]
+    assert client.post("/v1/enrich", json={"user_id": "applicant-1"}, headers=AUTH).status_code == 404
+    assert linked["model_version"] and linked["pending_events"] == 0 and linked["stale"] is False
+
+
+def test_a_committed_applicant_is_served_at_once_and_reaches_the_store(client: TestClient, population: Path, ws: Path) -> None:
+    device, _ = _fraud_device(population)
+    body = {"user_id": "applicant-2", "features": {"tenure_days": 10}, "links": [{"kind": "device", "value": device}], "commit": True}
+    probe = {"user_id": "applicant-3", "links": [{"kind": "device", "value": device}]}
+    before = _post(client, probe)
+    first = _post(client, body, **{"Idempotency-Key": "app-2"})
+    assert first["committed"] and first["event_id"] and first["new"]
+    served = client.post("/v1/enrich", json={"user_id": "applicant-2"}, headers=AUTH).json()
+    assert served["risk"] == pytest.approx(first["risk"]) and served["decision"] == first["decision"]
+    # the same key again: the first answer, nothing added
+    assert _post(client, body, **{"Idempotency-Key": "app-2"})["event_id"] == first["event_id"]
+    wait_for(lambda: client.get("/readyz").json()["events_pending"] == 0, timeout=20, what="the application to reach the store")
+    with EmbeddedStore(ws) as store:
+        tables = store.read_tables()
+    assert (tables.links["user_id"] == "applicant-2").sum() == 1
+    assert device not in set(tables.links["ident"].astype(str))
+    # a later applicant sharing the same device sees the committed one as a co-user
+    # (one more user on the device: its hub damping and the fraud exposure it passes on change)
+    after = _post(client, probe)
+    assert after["graph_risk"] != before["graph_risk"]
+
+
+def test_events_add_users_links_and_relations(client: TestClient, population: Path) -> None:
+    device, fraudster = _fraud_device(population)
+    r = client.post("/v1/events", headers=AUTH, json={
+        "users": [{"user_id": "ev-1", "features": {"tenure_days": 400}}],
+        "links": [{"user_id": "ev-1", "kind": "device", "value": device}],
+        "relations": [{"src": "ev-1", "dst": fraudster, "kind": "transfer", "weight": 120.0}],
+    })
+    assert r.status_code == 202, r.text
+    # one event places the new user, one its link and relation
+    assert r.json()["users"] == 1 and len(r.json()["event_ids"]) == 2
+    served = client.post("/v1/enrich", json={"user_id": "ev-1"}, headers=AUTH)
+    assert served.status_code == 200 and served.json()["graph_risk"] > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"user_id": "a", "links": [{"kind": "Device!", "value": "x"}]}, ["kind"]),
+        ({"user_id": "a", "links": [{"kind": "device", "value": ""}]}, ["value"]),
+        ({"user_id": "a", "links": [{"kind": "device", "value": "x" * 300}]}, ["value", "256"]),
+        ({"user_id": "a", "links": [{"kind": "device", "value": str(i)} for i in range(1001)]}, ["links", "1000"]),
+        ({"user_id": "a", "relations": [{"user_id": "nobody-1", "kind": "transfer"}, {"user_id": "nobody-2", "kind": "transfer"}]},
+         ["nobody-1", "nobody-2", "create_missing"]),
+        ({"user_id": "a", "links": [{"kind": "device", "value": "x", "first_seen": "yesterday-ish"}]}, ["first_seen"]),
+        ({"user_id": "a", "features": {"tenure_days": "long"}}, ["tenure_days"]),
+    ],
+)
+def test_bad_applications_are_one_sentence_422s(client: TestClient, body: dict, words: list[str]) -> None:
+    r = client.post("/v1/applications", json=body, headers=AUTH)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    for w in words:
+        assert w.lower() in detail.lower(), detail
