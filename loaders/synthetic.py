@@ -371,9 +371,9 @@ def generate(
         Share of good users carrying a ``benign`` flag, in ``[0, 1]``.
     bias_age_band : str or None, default=None
         One of :data:`AGE_BANDS`: the good users of that band get a worse
-        repayment record (a quarter of their repayments more marked late) and
-        half the tenure, as in historical data recorded unfairly; fraud is
-        unchanged. None: the age band has no effect at all.
+        record (about a third of their repayments more marked late, a third of
+        the tenure, 30% of them unverified), as in historical data recorded
+        unfairly; fraud is unchanged. None: the age band has no effect at all.
 
     Returns
     -------
@@ -509,9 +509,10 @@ def generate(
     age_band = side.choice(len(AGE_BANDS), size=n, p=[0.14, 0.26, 0.30, 0.20, 0.10])
     if bias_age_band is not None:
         biased = (age_band == AGE_BANDS.index(bias_age_band)) & ~is_fraud
-        extra_late = side.binomial(repay_total, 0.25)
+        extra_late = side.binomial(repay_total, 0.35)
         repay_late = np.where(biased, np.minimum(repay_total, repay_late + extra_late), repay_late).astype(np.int64)
-        tenure = np.where(biased, np.maximum(1, tenure // 2), tenure).astype(np.int64)
+        tenure = np.where(biased, np.maximum(1, tenure // 3), tenure).astype(np.int64)
+        id_verified = np.where(biased & (side.random(n) < 0.3), 0, id_verified).astype(np.int64)
 
     # Account creation time (within the two-year window).
     created = _END - np.minimum(tenure, _WINDOW_DAYS) * _DAY + rng.integers(0, _DAY, n)

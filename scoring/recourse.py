@@ -195,7 +195,7 @@ def _disputes(features: "FeatureSet", row: int, ident_label: Any, max_disputes: 
     out = []
     for n_bad, i in bad:
         kind = p.ident_kinds[int(p.ident_kind[i])]
-        label = ident_label(str(p.ident_ids[i])) if hasattr(p, "ident_ids") else f"{kind} #{i}"
+        label = ident_label(str(p.ident_keys[i]))
         text = f"dispute the link to {label} (shared with {n_bad} account{'s' if n_bad != 1 else ''} confirmed as fraud)"
         out.append((Action("DISPUTE_LINK", text, target=label), ("dispute", i, members[i], int(fraud[members[i][members[i] != row]].sum()), int(benign[members[i][members[i] != row]].sum()))))
     return out

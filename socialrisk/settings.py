@@ -114,6 +114,10 @@ class _NormaliseModel(_Strict):
     email_providers: dict[str, _EmailRuleModel] | None = None
 
 
+class _FairnessModel(_Strict):
+    segment: str | None = None
+
+
 class _FileModel(_Strict):
     pseudonym_key: str | None = None
     normalise: _NormaliseModel = _NormaliseModel()
@@ -121,6 +125,7 @@ class _FileModel(_Strict):
     graph: _GraphModel = _GraphModel()
     scoring: _ScoringModel = _ScoringModel()
     service: _ServiceModel = _ServiceModel()
+    fairness: _FairnessModel = _FairnessModel()
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,7 @@ class Settings:
         source: Path | None = None,
         service: ServiceConfig | None = None,
         normalise: Normalisation | None = None,
+        fairness_segment: str | None = None,
     ) -> None:
         self.graph = graph or GraphConfig()
         self.normalise = normalise or Normalisation()
@@ -199,6 +205,7 @@ class Settings:
         self.label_map = dict(label_map or DEFAULT_LABEL_MAP)
         self.config_key = config_key
         self.source = source
+        self.fairness_segment = fairness_segment
 
     def config_hash(self) -> str:
         """A stable hash of everything that changes scores (not the key)."""
@@ -281,7 +288,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if "api_keys" in svc:
         svc["api_keys"] = tuple(svc["api_keys"])
     service = ServiceConfig(**svc)
-    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service, normalise=normalise)
+    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service, fairness_segment=model.fairness.segment, normalise=normalise)
 
 
 def _policy(s: _ScoringModel) -> DecisionPolicy:
