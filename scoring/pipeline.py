@@ -86,7 +86,7 @@ class Scorer:
     config : ScoringConfig
     walks : Walks, optional
         The random-walk operators to propagate with; default: the single-machine ones over
-        ``projection`` (the spark engine passes its own, ``socialrisk.spark_engine.SparkWalks``).
+        ``projection`` (the spark engine passes its own, ``graph.spark.walks.SparkWalks``).
     """
 
     def __init__(

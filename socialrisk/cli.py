@@ -2,81 +2,36 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Optional
 
 import pandas as pd
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loaders.errors import ParameterError, SocialRiskError
+from loaders.errors import ParameterError
 from loaders.load import LoadReport
 from socialrisk import workflow
-from socialrisk.settings import DEFAULT_WORKSPACE, ENV_WORKSPACE, Settings, load_settings
+from socialrisk.cli_common import (
+    ConfigOpt,
+    EngineOpt,
+    StoreOpt,
+    WorkspaceOpt,
+    _engine,
+    _notice,
+    _run,
+    _settings,
+    _steps,
+    app,
+    err,
+    out,
+)
+from socialrisk.settings import DEFAULT_WORKSPACE
 
 __all__ = ["app", "main"]
-
-app = typer.Typer(
-    name="socialrisk",
-    help="Graph-based social risk analysis: load, propagate, score, explain, evaluate.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False)
-
-WorkspaceOpt = Annotated[
-    Path,
-    typer.Option("--workspace", "-w", envvar=ENV_WORKSPACE, help="Workspace directory of the embedded store."),
-]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML configuration file.")]
-StoreOpt = Annotated[str, typer.Option("--store", help="Graph store: embedded (default, no server) or neo4j.")]
-EngineOpt = Annotated[
-    str,
-    typer.Option("--engine", help="single (default: this machine) or spark (Apache Spark, local or a cluster; needs the spark extra, see docs/scaling.md)."),
-]
-
-
-def _engine(engine: str) -> str:
-    if engine not in ("single", "spark"):
-        raise ParameterError(f"Unknown engine {engine!r}; expected one of single, spark.")
-    return engine
-
-
-@contextlib.contextmanager
-def _steps(title: str) -> Iterator[Callable[[str], None]]:
-    """A spinner with the current step and elapsed time, on stderr."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as bar:
-        task = bar.add_task(title, total=None)
-
-        def update(message: str) -> None:
-            bar.update(task, description=f"{title}: {message}")
-
-        yield update
-
-
-def _settings(config: Optional[Path]) -> Settings:
-    return load_settings(config)
-
-
-def _notice(message: str) -> None:
-    err.print(f"[yellow]note:[/yellow] {escape(message)}", soft_wrap=True)
-
-
-def _run(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except SocialRiskError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
 
 
 def _print_load(report: LoadReport) -> None:
@@ -1036,4 +991,5 @@ def main() -> None:
 if __name__ == "__main__":  # pragma: no cover
     main()
 
-from socialrisk import cli_views  # noqa: E402,F401 - registers explore, path, case
+# explore, path and case, registered on the same app after the commands above (help lists them last)
+from socialrisk import cli_views  # noqa: E402,F401

@@ -85,6 +85,7 @@ class _ScoringModel(_Strict):
     review_at: int | None = None
     min_reason_share: float | None = None
     max_reasons: int | None = None
+    prior_fraud_rate: float | None = Field(None, gt=0, lt=1)
     seed: int | None = None
     propagation: list[Literal["belief_propagation", "label_spreading", "trustrank"]] | None = None
 

@@ -19,6 +19,7 @@ from graph.explain import Explanation, explain_user
 from graph.projection import Projection, project
 from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
+from graph.walks import Walks
 from loaders.errors import ConfigError, NotFoundError, ParameterError
 from loaders.load import ERASED_USER, LoadReport, load, read_tables
 from loaders.schema import Tables, empty_tables
@@ -26,7 +27,7 @@ from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
 from scoring.fairness import FOUR_FIFTHS, check_segment, fairness_table
-from scoring.features import Walks, flag_vectors
+from scoring.features import flag_vectors
 from scoring.pipeline import MODEL_VERSION, Combination, ScoreResult, Scorer
 from socialrisk.settings import ENV_KEY, Settings, resolve_key
 
