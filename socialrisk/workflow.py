@@ -28,6 +28,7 @@ from loaders.schema import Tables, empty_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
+from scoring.fairness import FOUR_FIFTHS, check_segment, fairness_table
 from scoring.features import flag_vectors
 from scoring.pipeline import MODEL_VERSION, Combination, ScoreResult, Scorer
 from socialrisk.settings import ENV_KEY, Settings, resolve_key
@@ -46,6 +47,9 @@ __all__ = [
     "explain",
     "rings",
     "evaluate_dir",
+    "FairnessReport",
+    "fairness_dir",
+    "recourse",
     "PropagationSummary",
     "flag",
     "FlagUpdate",
@@ -532,7 +536,130 @@ def evaluate_dir(
     projection = project(tables, settings.graph)
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
+    if settings.fairness_segment:
+        # the segment the configuration names, on the hidden users (approval rates included)
+        segment = check_segment(tables.users, settings.fairness_segment, source=f"{source}/users")
+        table = fairness_table(report.predictions, report.predictions, segment)
+        report = dataclasses.replace(report, meta={**report.meta, "fairness": {"segment": settings.fairness_segment, "rows": table.to_dict(orient="records")}})
     return report
+
+
+def recourse(
+    store: GraphStore, settings: Settings, user_id: str, *, workspace: str | Path, progress: Progress | None = None
+) -> Any:
+    """The recourse of a refused or reviewed user (:func:`scoring.recourse.recourse`), with the
+    store's current model version on the store's graph.
+
+    The features are computed again as ``score`` computes them (the stored scores keep no
+    features), then every candidate set of actions is scored in one batch.
+
+    Raises
+    ------
+    NotFoundError
+        The user has no stored score.
+    ParameterError
+        The user is approved: recourse is for refused or reviewed users.
+    """
+    from graph.explain import ident_label
+    from scoring.pipeline import FeatureSet, dimension_frame
+    from scoring.recourse import recourse as find
+
+    say = progress or (lambda _m: None)
+    scores, _ = store.read_result("scores")
+    row = scores.loc[scores["user_id"].astype(str) == str(user_id)]
+    if row.empty:
+        raise NotFoundError(f"unknown user {user_id!r}: not in the stored scores")
+    stored = row.iloc[-1]
+    if stored["decision"] == "approve":
+        raise ParameterError(f"User {user_id!r} is approved (credit score {int(stored['credit_score'])}): recourse is for refused or reviewed users.")
+    say("projecting the graph")
+    projection = _projection(store, settings)
+    tables = store.read_tables()
+    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+    version = store.current_model()
+    combination = load_model(store, settings, workspace, version) if version else None
+    flags = scorer.flags_from(tables.flags)
+    result = scorer.score(flags, progress=progress, combination=combination)
+    assert result.fitted is not None
+    features = FeatureSet(
+        X=result.features, dims=dimension_frame(scorer.column_dims, result.features, scorer.structure, projection.n_users),
+        flags=flags, projection=projection, standings=scorer.standings, structure=scorer.structure, rings=scorer.rings,
+    )
+    say("scoring the changes open to the user")
+    return find(features, result.fitted, settings.scoring, row=int(projection.index_of(np.array([str(user_id)]))[0]), ident_label=ident_label)
+
+
+@dataclass(frozen=True)
+class FairnessReport:
+    """What ``fairness`` found.
+
+    Attributes
+    ----------
+    segment : str
+        The users column compared.
+    table : DataFrame
+        :func:`scoring.fairness.fairness_table`: per output and segment value.
+    users, hidden : int
+        Users scored (approval rates), hidden labelled users pooled over repeats (good-user
+        refusals and AUROC).
+    policy : str
+        The decision policy the outputs were decided under.
+    protocol : dict
+        ``train_frac``, ``repeats``, ``seed`` of the hidden-label protocol.
+    """
+
+    segment: str
+    table: pd.DataFrame
+    users: int
+    hidden: int
+    policy: str
+    protocol: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in self.table.to_dict(orient="records")]
+        return {
+            "segment": self.segment, "policy": self.policy, "users": self.users, "hidden": self.hidden,
+            "protocol": self.protocol, "four_fifths": FOUR_FIFTHS, "rows": rows,
+        }
+
+
+def fairness_dir(
+    source: str | Path,
+    settings: Settings,
+    *,
+    segment: str,
+    train_frac: float = 0.4,
+    repeats: int = 3,
+    seed: int = 0,
+    progress: Progress | None = None,
+    repeat_progress: Callable[[int, int], None] | None = None,
+) -> FairnessReport:
+    """The fairness report of a data directory by the users column ``segment``, in memory.
+
+    Approval rates come from scoring every user with all the flags; good-user refusals and
+    AUROC from the hidden users of the contract's evaluation protocol (``train_frac``,
+    ``repeats``, ``seed``), so that they are measured on users whose label the model did not see.
+
+    Raises
+    ------
+    DataError
+        No such column in ``users``, or a column with fewer than two values.
+    """
+    import os
+
+    configured = os.environ.get(ENV_KEY) or settings.config_key
+    key = parse_key(configured) if configured else parse_key(new_key())
+    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress, normalisation=settings.normalise)
+    seg = check_segment(tables.users, segment, source=f"{source}/users")
+    projection = project(tables, settings.graph)
+    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+    full = scorer.score(scorer.flags_from(tables.flags), progress=progress).scores
+    report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
+    table = fairness_table(full, report.predictions, seg)
+    return FairnessReport(
+        segment=segment, table=table, users=len(full), hidden=len(report.predictions), policy=settings.scoring.policy.name,
+        protocol={"train_frac": train_frac, "repeats": repeats, "seed": seed},
+    )
 
 
 @dataclass(frozen=True)
