@@ -102,7 +102,8 @@ class ApplicationScore:
 
 
 def canonical_frames(
-    application: Application, *, key: bytes, source: str = "application", normalisation: Normalisation | None = None
+    application: Application, *, key: bytes, source: str = "application", normalisation: Normalisation | None = None,
+    max_items: int | None = MAX_ITEMS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The application's links and relations as the loader's canonical frames.
 
