@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from graph.config import GraphConfig
 from graph.projection import NAT, EncodedGraph, Projection, encode, project_encoded, walk_matrix
 from graph.propagation.belief import belief_propagation
-from graph.propagation.push import PushState, add_nodes, add_seed, push_state, reserve, set_edges, trial
+from graph.propagation.push import PushState, add_nodes, add_seed, folded, push_state, reserve, set_edges, trial
 from loaders.errors import NotFoundError, ParameterError
 from loaders.schema import Tables
 
@@ -282,6 +282,9 @@ class LiveGraph:
             else:
                 self.belief[layer] = np.zeros(n + m)
         self._undo: dict[str, Any] | None = None
+        self._edge_log: list[tuple[tuple[str, str], np.ndarray, np.ndarray, np.ndarray]] = []  # commits' edges, for a re-solve
+        self.resolving = False
+        self._placed = 0  # commits since the last look at the residuals
         for state in self.states.values():
             reserve(state, 4 * 1024)
 
@@ -448,7 +451,7 @@ class LiveGraph:
                 del self.node_users[undo["users"]:]
                 for key in undo["idents"]:
                     self.ident_node.pop(key, None)
-                self._totals.clear()
+                # the states are as before, bit for bit: their totals too
 
     def commit(self, local: LocalGraph, *, links: pd.DataFrame, relations: pd.DataFrame, features: dict[str, float] | None) -> Placement:
         """Place the applicant for good: later applicants, flags and explanations see its node,
@@ -533,8 +536,9 @@ class LiveGraph:
             touch &= ~pad[r] & ~pad[c]
             src, dst, wt = live[r[touch]], live[c[touch]], w[touch]
             for key in keys:
-                up = set_edges(self.states[key], src, dst, wt)
-                bound = max(bound, up.error_bound)
+                up = set_edges(self.states[key], src, dst, wt, bound=False)
+                if self._undo is None:
+                    self._edge_log.append((key, src, dst, wt))
                 if key == ("all", "fraud"):
                     users = self.is_user(up.nodes) & (up.nodes != node)
                     moved = (up.nodes[users], up.delta[users])
@@ -543,16 +547,69 @@ class LiveGraph:
                     for s_node, weight in zip(src[into].tolist(), wt[into].tolist()):
                         share = weight / state.out_weight[s_node] if state.out_weight[s_node] > 0 else 0.0
                         in_edges.append((int(s_node), float(share), None))
-        self._totals.clear()
+        # the normaliser of each state (a sum over every node): kept across what-ifs, which move it
+        # by the applicant's own seed at most (the global walk's restart at a new user), taken
+        # again after a commit
+        trying = self._undo is not None
+        if not trying:
+            self._totals.clear()
         scores: dict[tuple[str, str], np.ndarray] = {}
         users_live = live[:n_loc].copy()
         ok = ~pad[:n_loc]
         for key, state in self.states.items():
             vals = np.zeros(n_loc)
-            vals[ok] = batch_scores(state, users_live[ok], total=self.total(key))
+            total = self.total(key) + (1.0 if trying and local.new and key[1] == "uniform" else 0.0)
+            vals[ok] = batch_scores(state, users_live[ok], total=total)
             scores[key] = vals
         belief = self._place_belief(P, live, pad, walks)
-        return Placement(scores=scores, belief=belief, node=node, moved=moved, in_edges=in_edges, error_bound=bound)
+        self._placed += self._undo is None
+        return Placement(scores=scores, belief=belief, node=node, moved=moved, in_edges=in_edges, error_bound=float("nan"))
+
+    # -- bounding the residuals ----------------------------------------------------------------
+
+    @property
+    def error_bound(self) -> float:
+        """The largest L1 error bound of the kept PageRank states, relative to their seed mass."""
+        with self.lock:
+            return max((s.error_bound / max(float(s.seeds.sum()), 1e-300) for s in self.states.values()), default=0.0)
+
+    def needs_resolve(self, *, every: int = 50, limit: float = 0.01) -> bool:
+        """Whether the residuals of the commits since the last solve pass ``limit`` of the seed
+        mass (looked at every ``every`` commits: the look sums every residual)."""
+        if self._placed < every or self.resolving:
+            return False
+        self._placed = 0
+        return self.error_bound > limit
+
+    def resolve(self) -> None:
+        """Solve every kept state again from its current graph and seeds, outside the lock (seconds
+        on a million users: requests go on meanwhile), then put the fresh states in, with what
+        was committed or flagged during the solve pushed onto them."""
+        with self.lock:
+            if self.resolving:
+                return
+            self.resolving = True
+            jobs = {key: (folded(st), st.seeds.copy(), st.alpha, st.eps, st.size) for key, st in self.states.items()}
+            mark = len(self._edge_log)
+        try:
+            fresh = {key: push_state(A, seeds, alpha=alpha, tol=min(self.tol, 1e-10), eps=eps) for key, (A, seeds, alpha, eps, _) in jobs.items()}
+            with self.lock:
+                for key, st in fresh.items():
+                    old = self.states[key]
+                    if old.size > st.size:
+                        add_nodes(st, old.size - st.size)
+                    for k, src, dst, wt in self._edge_log[mark:]:
+                        if k == key:
+                            set_edges(st, src, dst, wt)
+                    changed = np.flatnonzero(old.seeds != st.seeds)
+                    for node in changed.tolist():
+                        add_seed(st, node, float(old.seeds[node] - st.seeds[node]))
+                    reserve(st, 4 * 1024)
+                    self.states[key] = st
+                del self._edge_log[:]
+                self._totals.clear()
+        finally:
+            self.resolving = False
 
     def _new_node(self) -> int:
         """One more node in every kept state (the same number everywhere)."""

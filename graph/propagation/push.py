@@ -37,7 +37,7 @@ from graph.propagation.pagerank import personalized_pagerank, transition_transpo
 from loaders.errors import ParameterError
 
 __all__ = [
-    "PushState", "PushUpdate", "push_state", "add_seed", "add_edge", "set_edge", "set_edges", "edge_weight", "add_nodes", "reserve",
+    "PushState", "PushUpdate", "push_state", "add_seed", "add_edge", "set_edge", "set_edges", "edge_weight", "add_nodes", "reserve", "folded",
     "trial",
 ]
 
@@ -310,7 +310,7 @@ def _distinct(values: np.ndarray) -> np.ndarray:
     return values[np.concatenate(([True], values[1:] != values[:-1]))]
 
 
-def _push(state: PushState, start: np.ndarray) -> PushUpdate:
+def _push(state: PushState, start: np.ndarray, *, bound: bool = True) -> PushUpdate:
     A, r, p, deg = state.adjacency, state.r, state.p, state.out_weight
     alpha, beta = state.alpha, 1.0 - state.alpha
     seen = np.zeros(p.shape[0], dtype=bool)
@@ -352,7 +352,7 @@ def _push(state: PushState, start: np.ndarray) -> PushUpdate:
     nodes = np.concatenate(moved).astype(np.int64) if moved else np.zeros(0, dtype=np.int64)
     delta = p[nodes] - (np.concatenate(before) if before else np.zeros(0))
     order = np.argsort(-np.abs(delta), kind="stable")
-    return PushUpdate(nodes=nodes[order], delta=delta[order], pushes=pushes, error_bound=state.error_bound)
+    return PushUpdate(nodes=nodes[order], delta=delta[order], pushes=pushes, error_bound=state.error_bound if bound else float("nan"))
 
 
 # -- growth and trials --------------------------------------------------------------------------
@@ -468,13 +468,14 @@ def trial(state: PushState, *, room: int = 0) -> Iterator[PushState]:
                 setattr(state, name, state.buffers[name][:n])
 
 
-def set_edges(state: PushState, sources: np.ndarray, targets: np.ndarray, weights: np.ndarray) -> PushUpdate:
+def set_edges(state: PushState, sources: np.ndarray, targets: np.ndarray, weights: np.ndarray, *, bound: bool = True) -> PushUpdate:
     """Give each edge ``sources[k] -> targets[k]`` the weight ``weights[k]`` (0 removes it),
     then push once from every node the changes touched.
 
     The same as :func:`set_edge` edge after edge, with a single push at the end: placing a
     node with a dozen edges costs one push, not a dozen. A pair given twice takes its last
-    weight.
+    weight. ``bound=False`` leaves :attr:`PushUpdate.error_bound` NaN (summing every residual
+    costs more than the push on a million nodes).
     """
     sources = np.asarray(sources, dtype=np.int64)
     targets = np.asarray(targets, dtype=np.int64)
@@ -520,4 +521,26 @@ def set_edges(state: PushState, sources: np.ndarray, targets: np.ndarray, weight
             np.subtract.at(state.r, old_idx, coef * old_p)
             np.add.at(state.r, new_idx, coef * new_p)
         touched += [old_idx, new_idx]
-    return _push(state, _distinct(np.concatenate(touched)))
+    return _push(state, _distinct(np.concatenate(touched)), bound=bound)
+
+
+def folded(state: PushState) -> sp.csr_matrix:
+    """The state's adjacency as it is now: the rows changed since the solve (:attr:`PushState.extra`)
+    folded in, and the nodes added since (:func:`add_nodes`) as rows and columns, in one sparse
+    assembly (no per-row Python loop over the base rows)."""
+    A = sp.csr_matrix(state.adjacency)
+    size, n0 = state.size, A.shape[0]
+    keep = np.ones(n0)
+    changed = np.array(sorted(u for u in state.extra if u < n0), dtype=np.int64)
+    keep[changed] = 0.0
+    base = sp.coo_matrix(sp.diags(keep) @ A)
+    rows = [base.row.astype(np.int64)]
+    cols = [base.col.astype(np.int64)]
+    vals = [base.data]
+    for u, (idx, w) in state.extra.items():
+        rows.append(np.full(len(idx), u, dtype=np.int64))
+        cols.append(np.asarray(idx, dtype=np.int64))
+        vals.append(np.asarray(w, dtype=np.float64))
+    out = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(size, size))
+    out.sum_duplicates()
+    return out

@@ -265,6 +265,9 @@ class ApplicationDesk:
         except LiveFull as exc:
                 raise Unavailable(str(exc), retry_after=60) from None
         moved = 0
+        if scorer.live.needs_resolve():
+            # the residuals of the commits bound the exposure's error: solved again beside the requests
+            threading.Thread(target=scorer.live.resolve, name="socialrisk-live-resolve", daemon=True).start()
         if runtime is not None and graph is not None and table is not None and len(out.placement.moved[0]):
             nodes, delta = out.placement.moved
             state = scorer.live.states.get(("all", "fraud"))

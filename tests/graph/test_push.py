@@ -191,3 +191,17 @@ def test_growth_copies_once_per_reserve_and_keeps_values() -> None:
     assert np.array_equal(state.p[: A.shape[0]], p0) and (state.p[A.shape[0]:] == 0).all()
     with pytest.raises(ParameterError, match="k"):
         add_nodes(state, -1)
+
+
+def test_folded_is_the_adjacency_as_it_is_now() -> None:
+    from graph.propagation.push import add_nodes, folded
+
+    A = _graph(seed=7)
+    s = np.zeros(A.shape[0])
+    s[0] = 1.0
+    state = push_state(A, s)
+    u = add_nodes(state, 1)
+    add_edge(state, 3, u, 2.0)
+    add_edge(state, u, 3, 2.0)
+    expected = _grown(A, 1, [(3, u, 2.0), (u, 3, 2.0)])
+    assert abs(folded(state) - expected).max() == 0
