@@ -139,6 +139,14 @@ def test_the_service_rides_out_neo4j_going_down_and_coming_back(neo4j_ws: Path, 
         accepted = server.http.post("/v1/flags", json={"user_id": other, "label": "fraud"})
         assert accepted.status_code == 202
         assert server.http.post("/v1/enrich", json={"user_id": other}).json()["flag"] == "fraud"
+        # applicants: what-ifs go on from memory, marked stale; a commit is journaled, served at
+        # once, and written when the store is back
+        app = {"user_id": "neo4j-applicant", "features": {"tenure_days": 12}, "links": [{"kind": "device", "value": "neo4j-applicant-device"}]}
+        what_if = server.http.post("/v1/applications", json=app)
+        assert what_if.status_code == 200 and what_if.json()["stale"] is True, what_if.text
+        committed = server.http.post("/v1/applications", json={**app, "commit": True})
+        assert committed.status_code == 200 and committed.json()["committed"], committed.text
+        assert server.http.post("/v1/enrich", json={"user_id": "neo4j-applicant"}).status_code == 200
         metrics = server.http.get("/metrics").text
         assert "socialrisk_store_up 0.0" in metrics and "socialrisk_scores_stale 1.0" in metrics
 
@@ -152,6 +160,10 @@ def test_the_service_rides_out_neo4j_going_down_and_coming_back(neo4j_ws: Path, 
         assert hood.status_code == 200, hood.text
         wait_for(lambda: server.http.get(accepted.json()["status_url"]).json()["persisted"], timeout=60, every=0.2,
                  what="the flag accepted during the outage to reach Neo4j")
+        wait_for(lambda: server.http.get("/readyz").json()["events_pending"] == 0, timeout=60, every=0.2,
+                 what="the application committed during the outage to reach Neo4j")
+        with workflow.open_neo4j() as store:
+            assert (store.read_tables().links["user_id"] == "neo4j-applicant").sum() == 1
         assert server.proc.poll() is None
     finally:
         if stopped:
