@@ -70,11 +70,14 @@ class ApplicationDesk:
         self.lock = threading.RLock()
         self.pending = 0
         self.recent: list[tuple[int, dict[str, Any]]] = []  # written events and the snapshot after
+        self.erased: frozenset[str] = frozenset()
 
     # -- the live graph -------------------------------------------------------------------------
 
-    def prepare(self, graph: Any, combination: Combination | None) -> ApplicantScorer:
-        """The live graph of a graph view just read (seconds on a million users: the solves)."""
+    def prepare(self, graph: Any, combination: Combination | None, *, erased: frozenset[str] = frozenset()) -> ApplicantScorer:
+        """The live graph of a graph view just read (seconds on a million users: the solves).
+        ``erased``: users erased from the store, never scored or served again."""
+        self.erased = frozenset(erased)
         s = self.settings
         projection, tables = graph.projection, graph.tables
         flags = flag_vectors(tables.flags, projection)
@@ -102,9 +105,9 @@ class ApplicationDesk:
             self.recent = [(snap, r) for snap, r in self.recent if snap > read_at]
             self.scorer = scorer
 
-    def build(self, graph: Any, combination: Combination | None) -> None:
+    def build(self, graph: Any, combination: Combination | None, *, erased: frozenset[str] = frozenset()) -> None:
         """:meth:`prepare` then :meth:`install` (no write may run in between)."""
-        self.install(self.prepare(graph, combination), read_at=int(graph.snapshot))
+        self.install(self.prepare(graph, combination, erased=erased), read_at=int(graph.snapshot))
 
     def need(self) -> ApplicantScorer:
         scorer = self.scorer
@@ -121,6 +124,10 @@ class ApplicationDesk:
         if commit and idempotency_key and idempotency_key in self.answers:
             return self.answers[idempotency_key]
         user_id = str(body["user_id"])
+        named = {user_id} | {str(r["user_id"]) for r in body.get("relations") or []}
+        if named & self.erased:
+            raise ParameterError(f"{len(named & self.erased)} user(s) of this application were erased ('socialrisk forget'): "
+                                 "an erased user is not scored or loaded again")
         live = scorer.live
         created: list[str] = []
         relations = list(body.get("relations") or [])
@@ -171,6 +178,9 @@ class ApplicationDesk:
         links = list(body.get("links") or [])
         rels = list(body.get("relations") or [])
         named = set(users) | {str(x["user_id"]) for x in links} | {str(r["src"]) for r in rels} | {str(r["dst"]) for r in rels}
+        if named & self.erased:
+            raise ParameterError(f"{len(named & self.erased)} user(s) of these events were erased ('socialrisk forget'): "
+                                 "an erased user is not loaded again")
         unknown = sorted(u for u in named if not live.knows(u) and u not in users)
         if unknown and not body.get("create_missing"):
             raise ParameterError(f"events name {len(unknown)} user(s) the service does not know and the batch does not create: "
@@ -224,7 +234,7 @@ class ApplicationDesk:
         """The score of a user the live graph holds but no scoring has scored yet (committed
         before a restart, or loaded since the last scoring): placed as it is, scored, kept."""
         scorer = self.scorer
-        if scorer is None or not scorer.live.knows(user_id):
+        if scorer is None or user_id in self.erased or not scorer.live.knows(user_id):
             return None
         with self.lock:
             if user_id in self.served:

@@ -593,7 +593,7 @@ class ServiceRuntime:
                 return
             t0 = time.perf_counter()
             graph = GraphView.build(store, self.settings, self.workspace, table, neighbours=self.store_kind == "embedded")
-            applicants = self.desk.prepare(graph, self.combination)
+            applicants = self.desk.prepare(graph, self.combination, erased=frozenset(store.erased_user_ids()))
             # installed between two flag writes: flags written after the view read the store are in
             # neither (seeds set again: a seed the view holds already does not move), and the view
             # is as current as the store once it has them
