@@ -212,7 +212,7 @@ def joined_within(tables: Tables, projection: Projection, *, days: float) -> np.
     links = tables.links
     if not len(links) or not projection.n_idents:
         return np.zeros(n)
-    seen = links["first_seen"]
+    seen = pd.to_datetime(links["first_seen"], utc=True)
     present = seen.notna().to_numpy()
     if not present.any():
         return np.zeros(n)
@@ -221,7 +221,9 @@ def joined_within(tables: Tables, projection: Projection, *, days: float) -> np.
     user = projection.index_of(links["user_id"].to_numpy()[present])
     shared = ident >= 0
     ident, user = ident[shared], user[shared]
-    seconds = seen.to_numpy(dtype="datetime64[s]")[present][shared].astype(np.int64)
+    if not len(ident):
+        return np.zeros(n)
+    seconds = (seen[present].astype("int64").to_numpy() // 10**9)[shared]
     # one row per (identifier, user): its earliest sighting
     order = np.lexsort((seconds, user, ident))
     ident, user, seconds = ident[order], user[order], seconds[order]
@@ -446,7 +448,7 @@ def direct_label_features(projection: Projection, F: np.ndarray, Bn: np.ndarray)
         ``lnk_{fraud,benign}_co_users`` (flagged users sharing an identifier, counted once per
         identifier), the same per identifier kind (``lnk_fraud_co_users_phone``...) and as a
         share of the kind's co-users (``lnk_fraud_share_phone``...) and of its labelled co-users
-        (``lnk_fraud_rate_phone``, NaN when none is labelled), ``lnk_same_person_{fraud,
+        (``lnk_fraud_rate_phone``: fraud / (fraud + benign + 1)), ``lnk_same_person_{fraud,
         benign}`` (the most distinct identifiers shared with one flagged user, see
         :func:`overlap_matrix`), and for relations ``rel_{fraud,benign}_{in,out}`` (flagged partners),
         ``rel_{pos,neg}_from_{fraud,benign}`` (weight of positive and negative relations
@@ -474,8 +476,9 @@ def direct_label_features(projection: Projection, F: np.ndarray, Bn: np.ndarray)
                 out[f"lnk_{name}_co_users_{kind}"] = direct
                 out[f"lnk_{name}_share_{kind}"] = np.divide(direct, co_users, out=np.zeros_like(direct), where=co_users > 0)
             f, b = out[f"lnk_fraud_co_users_{kind}"], out[f"lnk_benign_co_users_{kind}"]
-            # the fraud rate among the labelled co-users; unknown (NaN) when none is labelled
-            out[f"lnk_fraud_rate_{kind}"] = np.divide(f, f + b, out=np.full_like(f, np.nan), where=(f + b) > 0)
+            # the fraud rate among the labelled co-users, shrunk towards 0 by one pseudo-count
+            # so that one flagged co-user is weaker evidence than ten
+            out[f"lnk_fraud_rate_{kind}"] = f / (f + b + 1.0)
         O = overlap_matrix(projection)
         for name, M in (("fraud", F), ("benign", Bn)):
             out[f"lnk_same_person_{name}"] = np.column_stack(

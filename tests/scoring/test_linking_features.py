@@ -91,8 +91,8 @@ def test_direct_label_features_per_kind_and_same_person_with_fraud() -> None:
     assert out["lnk_fraud_co_users_ip"][a].tolist() == [1, 0]
     assert out["lnk_benign_co_users_ip"][a].tolist() == [1, 1]
     assert out["lnk_fraud_share_ip"][a].tolist() == [0.5, 0.0]  # f of f and b
-    assert out["lnk_fraud_rate_ip"][a].tolist() == [0.5, 0.0]
-    assert np.isnan(out["lnk_fraud_rate_phone"][a, 1])  # no labelled co-user through the phone
+    assert out["lnk_fraud_rate_ip"][a].tolist() == pytest.approx([1 / 3, 0.0])  # 1 fraud, 1 benign, 1 pseudo-count
+    assert out["lnk_fraud_rate_phone"][a].tolist() == pytest.approx([0.5, 0.0])
     assert out["lnk_same_person_fraud"][a].tolist() == [3, 0] and out["lnk_same_person_fraud"][c].tolist() == [1, 0]
 
 
