@@ -82,7 +82,8 @@ def spark_engine_run(ws: Path, *, partitions: int, driver_memory: str, master: s
     from graph.spark.session import shuffle_volume, spark_session
     from graph.store import EmbeddedStore
     from socialrisk.settings import Settings
-    from socialrisk.spark_engine import propagation_frame, table_paths
+    from graph.spark.tables import table_paths
+    from socialrisk.spark_engine import propagation_frame
 
     settings = Settings()
     spark = spark_session(

@@ -29,4 +29,5 @@ export SOCIALRISK_NEO4J_PAGECACHE="${SOCIALRISK_NEO4J_PAGECACHE:-1g}"
 
 .venv/bin/socialrisk neo4j start
 trap '.venv/bin/socialrisk neo4j stop' EXIT
-.venv/bin/python -m pytest "$@"
+# the 15 slowest tests close every run, so a test that grows slow is seen where it is
+.venv/bin/python -m pytest --durations=15 "$@"

@@ -1,7 +1,7 @@
 """The analyst's views on the command line: ``explore``, ``path`` and ``case``.
 
-Registered on :data:`socialrisk.cli.app` when :mod:`socialrisk.cli` is imported (its last
-line imports this module). The views themselves are gathered by :mod:`socialrisk.investigate`
+Registered on :data:`socialrisk.cli_common.app` (the ``socialrisk`` command) when
+:mod:`socialrisk.cli` imports this module, after its own commands. The views themselves are gathered by :mod:`socialrisk.investigate`
 and drawn by :mod:`socialrisk.views`.
 """
 
@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from socialrisk import investigate, workflow
-from socialrisk.cli import ConfigOpt, StoreOpt, WorkspaceOpt, _run, _settings, _steps, app, out
+from socialrisk.cli_common import ConfigOpt, StoreOpt, WorkspaceOpt, _run, _settings, _steps, app, out
 from socialrisk.settings import DEFAULT_WORKSPACE
 
 __all__ = ["explore_cmd", "path_cmd", "case_cmd"]

@@ -62,3 +62,34 @@ def test_search_works_from_the_file_system(site: Path) -> None:
     # the offline plugin inlines the index into a script, which file:// pages can load
     assert (site / "search" / "search_index.js").is_file()
     assert (site / "assets" / "vendor" / "iframe-worker" / "shim.js").is_file()
+
+
+def _tables_module():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "benchmarks" / "tables.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_tables_match_the_results_files() -> None:
+    tables = _tables_module()
+    stale = tables.update(check=True)
+    assert not stale, "run python benchmarks/tables.py; these tables differ from benchmarks/results: " + ", ".join(stale)
+
+
+def test_every_marked_table_has_a_generator_and_a_page(tmp_path: Path) -> None:
+    tables = _tables_module()
+    used = set()
+    for page in (ROOT / "docs").rglob("*.md"):
+        used |= {m.group("name") for m in tables.BLOCK.finditer(page.read_text())}
+    assert used == set(tables.TABLES)
+    # a hand edit inside a block is caught, and rewritten from the results
+    page = tmp_path / "page.md"
+    page.write_text("<!-- table: scale -->\n| edited by hand |\n<!-- /table -->\n")
+    stale = tables.update(check=True, docs=tmp_path)
+    assert len(stale) == 1 and stale[0].endswith(": scale")
+    tables.update(docs=tmp_path)
+    assert "edited by hand" not in page.read_text() and tables.update(check=True, docs=tmp_path) == []

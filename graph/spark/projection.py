@@ -78,7 +78,7 @@ class SparkGraph:
     layers : dict of str to DataFrame
         The random-walk matrices of :func:`graph.projection.walk_matrix` as ``src``, ``dst``,
         ``w``: ``"lnk"`` (users and identifiers, hub-damped) and ``"rel"`` (relations), each
-        present only when it has an entry (as ``scoring.features.Walks`` keeps them).
+        present only when it has an entry (as ``graph.walks.Walks`` keeps them).
     fields : dict of str to DataFrame
         The weights the undirected propagations run on, ``src``, ``dst``, ``w``: the layers, and
         ``"rel_signed"`` (positive relations minus the negative ones both ways) when any

@@ -34,6 +34,7 @@ from loaders.schema import Tables, empty_tables
 from scoring.application import Application, ApplicantScorer, canonical_frames
 from scoring.features import flag_vectors, user_columns
 from scoring.pipeline import Combination
+from socialrisk.service.errors import Unavailable
 from socialrisk.service.incremental import exposure_shift
 from socialrisk.service.journal import FlagJournal
 from socialrisk.service.scores import FlagEvent
@@ -92,8 +93,6 @@ class ApplicationDesk:
             self.scorer = scorer
 
     def need(self) -> ApplicantScorer:
-        from socialrisk.service.runtime import Unavailable
-
         scorer = self.scorer
         if scorer is None:
             raise Unavailable("the live graph is not in memory yet; retry shortly", retry_after=5)
@@ -210,8 +209,6 @@ class ApplicationDesk:
     # -- placing ----------------------------------------------------------------------------------
 
     def _check_room(self, scorer: ApplicantScorer, new_users: int) -> None:
-        from socialrisk.service.runtime import Unavailable
-
         live = scorer.live
         if len(live.added_users) + new_users > live.capacity:
             raise Unavailable(f"the live graph holds {len(live.added_users):,} added users, its configured capacity "
@@ -235,9 +232,7 @@ class ApplicationDesk:
         try:
             out = scorer.score(app, links=links, relations=rels, commit=True, explain=self._explainer(runtime) if runtime is not None else None)
         except LiveFull as exc:
-            from socialrisk.service.runtime import Unavailable
-
-            raise Unavailable(str(exc), retry_after=60) from None
+                raise Unavailable(str(exc), retry_after=60) from None
         moved = 0
         if runtime is not None and graph is not None and table is not None and len(out.placement.moved[0]):
             nodes, delta = out.placement.moved

@@ -46,6 +46,7 @@ from scoring.config import DIMENSIONS
 from scoring.credit import credit_score, decide
 from socialrisk import workflow
 from socialrisk.service.applications import ApplicationDesk
+from socialrisk.service.errors import Unavailable
 from socialrisk.service.graphview import GraphView
 from socialrisk.service.journal import FlagJournal
 from socialrisk.service.metrics import Metrics
@@ -74,15 +75,6 @@ STORE_CALLS = 16
 #: seconds they may take.
 WARM_QUERIES = 40
 WARM_SECONDS = 20.0
-
-
-class Unavailable(SocialRiskError):
-    """The service cannot answer this now (store down, graph still loading): 503 with
-    ``Retry-After``."""
-
-    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, int(np.ceil(retry_after)))
 
 
 class ServiceRuntime:

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from graph import GraphConfig, project
+from graph.walks import Walks
 from loaders import ParameterError, read_tables
 from scoring import ScoringConfig, score_tables
 from scoring.config import PROPAGATIONS
-from scoring.features import FlagVectors, Walks, crossfit_folds, label_features
+from scoring.features import FlagVectors, crossfit_folds, label_features
 from tests.conftest import KEY, tiny_frames
 
 ALL = ("belief_propagation", "label_spreading", "trustrank")

@@ -10,12 +10,13 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from graph import GraphConfig, project
+from graph.walks import Walks
 from loaders import DataError, ParameterError, read_tables
 from loaders.synthetic import generate
 from scoring import ScoringConfig, Scorer, score_tables
 from scoring.credit import credit_score, decide, risk_at_score
 from scoring.evaluate import evaluate, labelled_rows, recall_at_k
-from scoring.features import FlagVectors, Walks, crossfit_folds, label_features
+from scoring.features import FlagVectors, crossfit_folds, label_features
 from tests.conftest import KEY, tiny_frames
 
 

@@ -4,6 +4,7 @@ shared and hub identifiers, signed and timed relations and disputes, and the sha
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_projection_matches_single_machine(spark: Any, generated: Path, tmp_path
     """Walk matrices of both layers and the signed field, entry by entry: kind weights, decay,
     hub damping and the hub limit, directions, signs, and disputes of a link and a relation."""
     from graph.spark import project, read_tables
-    from socialrisk.spark_engine import table_paths
+    from graph.spark.tables import table_paths
 
     settings = GENERATED_SETTINGS
     store = _loaded(generated, tmp_path / "ws", settings)
@@ -242,21 +243,79 @@ def test_score_matches_single_machine_on_generated_data(spark: Any, generated: P
     _check_scores(single, other, order)
 
 
-@pytest.mark.slow
+#: Users kept from each shared dataset for the parity tests: enough for both classes of flags
+#: (the learned combination needs 20 of each) and for the datasets' own structure (signed
+#: ratings, degree skew, fan-in and cycles) to be there, few enough that the Spark loops, whose
+#: iterations cost the same few tenths of a second at any size in local mode, dominate.
+#: ``SOCIALRISK_PARITY_SAMPLE_USERS=0`` runs them on the whole datasets instead (minutes each).
+SHARED_SAMPLE_USERS = int(os.environ.get("SOCIALRISK_PARITY_SAMPLE_USERS", "1500"))
+
+
+def _shared_sample(name: str, dest: Path, *, users: int = SHARED_SAMPLE_USERS, seed: int = 0) -> Path:
+    """A connected part of a shared dataset: breadth-first over its relations (either direction)
+    from 40 fraud and 40 benign flagged users drawn with ``seed``, until ``users`` users; every
+    table restricted to them. Ids, weights, signs and times are the dataset's own."""
+    src = SHARED_DATA / name
+    assert src.is_dir(), f"{src} is missing: the shared data sits beside the repository"
+    if users <= 0:
+        return src
+    tables = {f.stem: pd.read_csv(f, dtype=str, keep_default_na=False) for f in sorted(src.glob("*.csv"))}
+    rel, flags = tables["relations"], tables["flags"]
+    rng = np.random.default_rng(seed)
+    starts = []
+    for label in ("fraud", "benign"):
+        ids = flags.loc[flags["label"] == label, "user_id"].to_numpy()
+        starts += list(rng.choice(ids, size=min(40, len(ids)), replace=False))
+    codes, ids = pd.factorize(pd.concat([rel["src"], rel["dst"], pd.Series(starts)], ignore_index=True))
+    n, m = len(ids), len(rel)
+    a, b = codes[:m], codes[m : 2 * m]
+    adjacency = sp.csr_matrix((np.ones(2 * m), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
+    seen = np.zeros(n, dtype=bool)
+    order = list(dict.fromkeys(codes[2 * m :].tolist()))
+    seen[order] = True
+    frontier = np.array(order)
+    while len(frontier) and len(order) < users:
+        reached = adjacency[frontier].indices  # row by row, in frontier order
+        new = pd.unique(reached[~seen[reached]])[: users - len(order)]
+        seen[new] = True
+        order += new.tolist()
+        frontier = new
+    kept = dict.fromkeys(ids[order])
+    keep = set(kept)
+    dest.mkdir(parents=True)
+    for table, frame in tables.items():
+        if table == "relations":
+            frame = frame[frame["src"].isin(keep) & frame["dst"].isin(keep)]
+        elif "user_id" in frame.columns:
+            frame = frame[frame["user_id"].isin(keep)]
+        frame.to_csv(dest / f"{table}.csv", index=False)
+    sample_flags = flags[flags["user_id"].isin(keep)]["label"].value_counts()
+    assert sample_flags.get("fraud", 0) >= 20 and sample_flags.get("benign", 0) >= 20, sample_flags
+    return dest
+
+
+def test_shared_sample_is_connected_and_keeps_the_data(tmp_path: Path) -> None:
+    data = _shared_sample("bitcoin-otc", tmp_path / "s", users=300)
+    users = pd.read_csv(data / "users.csv", dtype=str)
+    rel = pd.read_csv(data / "relations.csv", dtype=str)
+    assert len(users) == 300 and set(rel["src"]) | set(rel["dst"]) <= set(users["user_id"])
+    assert (rel["weight"].astype(float) < 0).any()  # the signed ratings are kept
+    full = pd.read_csv(SHARED_DATA / "bitcoin-otc" / "relations.csv", dtype=str)
+    assert len(rel.merge(full, how="left", indicator=True).query("_merge != 'both'")) == 0
+
+
 @pytest.mark.parametrize("name", SHARED)
 def test_score_matches_single_machine_on_shared_data(spark: Any, name: str, tmp_path: Path) -> None:
-    path = SHARED_DATA / name
-    assert path.is_dir(), f"{path} is missing: the shared data sits beside the repository"
+    path = _shared_sample(name, tmp_path / "data")
     t0 = time.perf_counter()
     single, other, order = _score_both(path, tmp_path, Settings())
     _check_scores(single, other, order)
-    print(f"{name}: both engines in {time.perf_counter() - t0:.0f} s")
+    print(f"{name} ({SHARED_SAMPLE_USERS} users): both engines in {time.perf_counter() - t0:.0f} s")
 
 
-@pytest.mark.slow
 def test_propagate_matches_single_machine_on_signed_shared_data(spark: Any, tmp_path: Path) -> None:
     """bitcoin-otc: directed ratings, 10% of them negative."""
-    store = _loaded(SHARED_DATA / "bitcoin-otc", tmp_path / "ws", Settings())
+    store = _loaded(_shared_sample("bitcoin-otc", tmp_path / "data"), tmp_path / "ws", Settings())
     single, other = _propagate_both(store, Settings())
     np.testing.assert_allclose(other.to_numpy(), single.to_numpy(), rtol=0, atol=TOL)
 

@@ -1,0 +1,83 @@
+"""Wall time of test tiers, one after the other under the same conditions, with their slowest
+tests: the figures behind the CI time of ``.ci/run``.
+
+Each tier is one ``pytest`` process (``--durations=15``); its wall time, test count, outcome,
+the 15 slowest tests and the 1-minute load average before and after go to
+``benchmarks/results/ci-tiers.json`` (tiers measured before are kept unless measured again).
+
+    .venv/bin/python benchmarks/ci_tiers.py spark-shared-whole spark-shared-sample
+
+Tiers:
+
+- ``spark-shared-whole``: the Spark parity tests on the shared datasets, whole
+  (``SOCIALRISK_PARITY_SAMPLE_USERS=0``), as CI ran them before;
+- ``spark-shared-sample``: the same tests on the connected 1,500-user samples CI runs now;
+- ``spark``: every Spark test (``tests/spark``), as CI runs them;
+- ``docs``: the documentation's tests (site build, generated tables, every snippet of the guide).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "ci-tiers.json"
+
+TIERS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "spark-shared-whole": (["tests/spark/test_parity.py", "-k", "shared"], {"SOCIALRISK_PARITY_SAMPLE_USERS": "0"}),
+    "spark-shared-sample": (["tests/spark/test_parity.py", "-k", "shared"], {}),
+    "spark": (["tests/spark"], {}),
+    "docs": (["tests/test_docs.py", "tests/test_docs_snippets.py"], {}),
+}
+
+DURATION = re.compile(r"^(?P<s>[\d.]+)s (?P<phase>call|setup|teardown)\s+(?P<test>\S+)", re.M)
+SUMMARY = re.compile(r"=+ (?P<summary>.*?) in [\d.]+s", re.M)
+
+
+def run(name: str) -> dict[str, object]:
+    args, extra = TIERS[name]
+    env = dict(os.environ, **extra)
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--durations=15"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    out = proc.stdout
+    summary = SUMMARY.findall(out)
+    slowest = [{"seconds": float(m["s"]), "phase": m["phase"], "test": m["test"]} for m in DURATION.finditer(out)]
+    print(f"{name}: {wall:.0f} s, {summary[-1] if summary else 'no summary'} (exit {proc.returncode})", flush=True)
+    return {
+        "command": f"{' '.join(f'{k}={v}' for k, v in extra.items())} python -m pytest {' '.join(args)} --durations=15".strip(),
+        "wall_s": round(wall, 1),
+        "exit_code": proc.returncode,
+        "summary": summary[-1] if summary else None,
+        "slowest": slowest,
+        "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "tail": out[-1500:] if proc.returncode else "",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tiers", nargs="+", choices=sorted(TIERS))
+    args = parser.parse_args(argv)
+    results = json.loads(OUT.read_text()) if OUT.exists() else {"tiers": {}}
+    for name in args.tiers:
+        results["tiers"][name] = run(name)
+        results["machine"] = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+        OUT.write_text(json.dumps(results, indent=2))
+    print(f"written {OUT}")
+    return 0 if all(results["tiers"][n]["exit_code"] == 0 for n in args.tiers) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
