@@ -119,8 +119,8 @@ def canonical_frames(
     """
     uid = application.user_id
     for name, items in (("links", application.links), ("relations", application.relations)):
-        if len(items) > MAX_ITEMS:
-            raise ParameterError(f"{name}: at most {MAX_ITEMS:,} per application. Got {len(items):,} instead.")
+        if max_items is not None and len(items) > max_items:
+            raise ParameterError(f"{name}: at most {max_items:,} per application. Got {len(items):,} instead.")
     link_rows = [{"user_id": uid, **{k: v for k, v in dict(item).items()}} for item in application.links]
     links_raw = pd.DataFrame(link_rows, columns=["user_id", "kind", "value", "first_seen", "last_seen", "weight"]).astype(object)
     links = validate_links(_raw("links", links_raw, f"{source}.links"), key=key, normalisation=normalisation)

@@ -516,6 +516,9 @@ class ServiceRuntime:
         body = table.render(user_id, stale=self.stale)
         if body is not None:
             return body
+        late = self.desk.unscored(user_id, self)
+        if late is not None:
+            return orjson.dumps({**late, "stale": self.stale})
         return orjson.dumps(self._neutral_or_404(table, user_id))
 
     def enrich_many(self, user_ids: list[str]) -> bytes:
@@ -528,7 +531,10 @@ class ServiceRuntime:
                 results.append({**served[user_id], "stale": stale})
                 continue
             i = table.index.get(user_id)
-            if i is not None:
+            late = self.desk.unscored(user_id, self) if i is None else None
+            if late is not None:
+                results.append({**late, "stale": stale})
+            elif i is not None:
                 with table.lock:
                     results.append(table.record(i, stale=stale))
             elif self.config.unknown_user == "neutral":
@@ -585,6 +591,7 @@ class ServiceRuntime:
                 return
             t0 = time.perf_counter()
             graph = GraphView.build(store, self.settings, self.workspace, table, neighbours=self.store_kind == "embedded")
+            applicants = self.desk.prepare(graph, self.combination)
             # installed between two flag writes: flags written after the view read the store are in
             # neither (seeds set again: a seed the view holds already does not move), and the view
             # is as current as the store once it has them
@@ -595,7 +602,7 @@ class ServiceRuntime:
                         graph.replay_seed(event.user_id, event.label, event.severity)
                 graph.snapshot = self._after_own_writes(read_at)
                 self.graph = graph
-            self.desk.build(graph, self.combination)
+                self.desk.install(applicants, read_at=read_at)
             self.graph_status = "ready"
             log.info("graph read in %.1f s", time.perf_counter() - t0)
             settle_heap()
@@ -694,6 +701,10 @@ class ServiceRuntime:
             if store is None or not self.store_ok:
                 self._stop.wait(self.config.health_seconds)
                 continue
+            if head["kind"] == "event" and self.desk.scorer is None:
+                # journaled events enter the live graph first (at its reading), then the store
+                self._stop.wait(0.2)
+                continue
             try:
                 if head["kind"] == "flag":
                     self._write_flags(store, [b["record"] for b in batch], replay=[b["replay"] for b in batch])
@@ -785,7 +796,7 @@ class ServiceRuntime:
             for event in self.events:
                 if event.flag_id in done:
                     event.persisted_snapshot = after
-        self.desk.written(ids, after)
+        self.desk.written(records, after)
         if not self._queue or len(self._queue) == len(records):
             try:
                 self.desk.journal.compact()
