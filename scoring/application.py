@@ -102,7 +102,8 @@ class ApplicationScore:
 
 
 def canonical_frames(
-    application: Application, *, key: bytes, source: str = "application", normalisation: Normalisation | None = None
+    application: Application, *, key: bytes, source: str = "application", normalisation: Normalisation | None = None,
+    max_items: int | None = MAX_ITEMS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The application's links and relations as the loader's canonical frames.
 
@@ -110,7 +111,8 @@ def canonical_frames(
     with ``key`` under ``normalisation``, the settings the store was loaded with; the raw values
     are dropped there), relations through
     :func:`loaders.validate.validate_relations`; the errors are the loader's (row numbers are
-    1-based positions in the application's lists).
+    1-based positions in the application's lists). ``max_items`` caps the links and the
+    relations of one application (None: no cap, for batches of events).
 
     Raises
     ------
