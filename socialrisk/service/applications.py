@@ -289,6 +289,7 @@ class ApplicationDesk:
             "model_version": table.meta.get("model_version") if table is not None else None,
             "snapshot": int(graph.snapshot) if graph is not None else 0, "pending_events": int(self.pending), "stale": bool(stale),
             "users_moved": int(moved), "ignored_features": list(out.ignored_features), "created": list(created),
+            "updated": False, "neutral": False,
         }
 
     def _explainer(self, runtime: Any) -> Any:
@@ -334,9 +335,11 @@ class ApplicationDesk:
 
 
 def answer_score(answer: dict[str, Any]) -> dict[str, Any]:
+    """The served score of an applicant (``enrich``'s fields) from its answer."""
     keep = ("user_id", "risk", "graph_risk", "credit_score", "decision", "dimensions", "reasons", "reason_codes", "flag", "ring_id",
-            "model_version", "snapshot", "stale")
-    return {k: answer[k] for k in keep} | {"updated": True, "neutral": False}
+            "model_version", "snapshot", "stale", "fraud_risk", "credit_risk", "fraud_decision", "credit_decision", "principal_reasons",
+            "principal_reason_codes", "decision_basis", "review_route", "policy")
+    return {k: answer[k] for k in keep if k in answer} | {"updated": True, "neutral": False}
 
 
 def _plain_features(features: dict[str, Any], scorer: ApplicantScorer) -> dict[str, float | None]:

@@ -126,6 +126,7 @@ class ServiceRuntime:
         self._threads: list[threading.Thread] = []
         self._store_pool = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="socialrisk-store")
         self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-probe")
+        self._live_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-live")
         self._probe: Future[Any] | None = None
         self._inflight = threading.BoundedSemaphore(STORE_CALLS)
         self._lock_fd: int | None = None
@@ -203,6 +204,7 @@ class ServiceRuntime:
             t.join(timeout=60.0 if t.name == "socialrisk-writer" else 1.0)
         self._store_pool.shutdown(wait=False, cancel_futures=True)
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self._live_pool.shutdown(wait=False, cancel_futures=True)
         if self.store is not None:
             try:
                 self.store.close()
@@ -646,8 +648,10 @@ class ServiceRuntime:
             effect = graph.apply(flag_id, user_id, canonical, float(severity))
             scorer = self.desk.scorer
             if scorer is not None and scorer.live.knows(user_id):
-                scorer.live.set_flag(user_id, fraud=float(severity) if canonical == "fraud" else 0.0,
-                                     benign=float(severity) if canonical == "benign" else 0.0)
+                # the applicants' propagations take the seed in flag order, after the answer: the
+                # flag's own scores moved above already, and a request waits for no push of theirs
+                self._live_pool.submit(scorer.live.set_flag, user_id, fraud=float(severity) if canonical == "fraud" else 0.0,
+                                       benign=float(severity) if canonical == "benign" else 0.0)
             table = self.table or table
             changes = self._apply_to_table(table, effect.event)
             self.events.append(effect.event)
