@@ -415,6 +415,27 @@ def spark() -> str:
                                     command=runs[0][0]["command"]) + "\n\n" + extra
 
 
+# -- CI -------------------------------------------------------------------------------------------
+
+
+def ci_tiers() -> str:
+    c = _load("ci-tiers.json")
+    tiers = c["tiers"]
+    rows = []
+    for name, r in tiers.items():
+        la = r["load_average_1min"]
+        rows.append([f"`{name}`", f"{r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s)", r["summary"] or f"exit {r['exit_code']}",
+                     f"{la['before']:.1f} / {la['after']:.1f}", r["date"], f"`{r['command']}`"])
+    table = _table(["tier", "wall time", "result", "load average before / after", "measured", "command"], ["l", "r", "l", "r", "l", "l"], rows)
+    parts = [table, _source("ci-tiers.json", command="python benchmarks/ci_tiers.py TIER ...")]
+    for name, r in tiers.items():
+        slow = [s for s in r["slowest"] if s["phase"] == "call"][:15]
+        if slow and name.startswith("spark"):
+            lines = "\n".join(f"| {s['seconds']:.1f} s | `{s['test']}` |" for s in slow)
+            parts.append(f"Slowest tests of `{name}`:\n\n| time | test |\n|---:|:---|\n" + lines)
+    return "\n\n".join(parts)
+
+
 # -- configuration reference ---------------------------------------------------------------------
 
 
