@@ -80,24 +80,6 @@ def _int(x: float) -> str:
     return f"{int(round(x)):,}"
 
 
-def rings() -> str:
-    r = _load("rings-100000.json")
-    notes = {
-        "components": "users joined by shared identifiers (connected components)",
-        "dense": "10 blocks of FRAUDAR's greedy peeling",
-        "communities": "Louvain in networkx (pure Python) over the users and shared identifiers",
-    }
-    rows = [[f"`{kind}`", f"{k['wall_s']:.1f} s", f"{k['peak_rss_gib']:.2f} GiB", ", ".join(f"{x:.1f}" for x in k["runs_s"]) + " s", notes.get(kind, "")]
-            for kind, k in r["kinds"].items()]
-    table = _table(["`--kind`", "wall time (median)", "peak memory", "runs", "what it computes"], ["l", "r", "r", "r", "l"], rows)
-    w = r["workspace_rows"]
-    la = r["load_average_1min"]
-    return table + "\n\n" + (
-        f"<small>{r['users']:,} generated users ({w.get('links', 0):,} links, {w.get('relations', 0):,} relations), scored first "
-        f"({r['score_s']:.1f} s); each run a fresh process; 1-minute load average {la['min']:.1f} to {la['max']:.1f} during the runs.</small> "
-    ) + _source("rings-100000.json", date=r["date"], command=r["command"])
-
-
 # -- quality --------------------------------------------------------------------------------------
 
 
