@@ -12,7 +12,13 @@ evaluation. The population contains:
 * mule chains (ring member -> mule -> ... -> cash-out) moving similar
   amounts close in time;
 * good "family" users who share a device with a fraudster: innocent users
-  that a naive graph method would wrongly catch.
+  that a naive graph method would wrongly catch;
+* thin-file users (few transactions, no repayment history), most of whom
+  brought alternative payment data (utility, telecom, rent, transit top-ups):
+  for many good ones it is their only evidence of paying on time;
+* an age band drawn independently of everything else (no effect on fraud nor
+  on behaviour), or, with ``bias_age_band``, one band whose good users carry a
+  worse repayment record, so that a fairness report has a known answer.
 
 Everything is vectorised with numpy and driven by a single
 ``np.random.default_rng(seed)``, so the output is a pure function of the
@@ -40,7 +46,7 @@ import pyarrow as pa
 
 from loaders.errors import ParameterError
 
-__all__ = ["FORMATS", "ROLES", "OUTPUT_TABLES", "generate", "write_tables"]
+__all__ = ["AGE_BANDS", "FORMATS", "ROLES", "OUTPUT_TABLES", "generate", "write_tables"]
 
 #: Names of the tables returned by :func:`generate`.
 OUTPUT_TABLES: tuple[str, ...] = ("users", "links", "relations", "flags", "truth")
@@ -48,6 +54,8 @@ OUTPUT_TABLES: tuple[str, ...] = ("users", "links", "relations", "flags", "truth
 FORMATS: tuple[str, ...] = ("parquet", "csv", "csv.gz")
 #: Values of ``truth.role``.
 ROLES: tuple[str, ...] = ("good", "family", "ring", "mule", "cashout")
+#: Values of ``users.age_band``.
+AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-49", "50-64", "65+")
 
 _GOOD, _FAMILY, _RING, _MULE, _CASHOUT = range(5)
 _LINK_KINDS = ("device", "phone", "card", "ip", "account")
@@ -342,6 +350,7 @@ def generate(
     fraud_rate: float = 0.02,
     flag_rate: float = 0.5,
     benign_flag_rate: float = 0.05,
+    bias_age_band: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Generate a synthetic payments-app population with fraud structure.
 
@@ -360,6 +369,11 @@ def generate(
         Share of fraudulent users carrying a ``fraud`` flag, in ``[0, 1]``.
     benign_flag_rate : float, default=0.05
         Share of good users carrying a ``benign`` flag, in ``[0, 1]``.
+    bias_age_band : str or None, default=None
+        One of :data:`AGE_BANDS`: the good users of that band get a worse
+        record (about a third of their repayments more marked late, a third of
+        the tenure, 30% of them unverified), as in historical data recorded
+        unfairly; fraud is unchanged. None: the age band has no effect at all.
 
     Returns
     -------
@@ -368,7 +382,9 @@ def generate(
             ``user_id``, ``tenure_days``, ``txn_count_90d``,
             ``txn_amount_90d`` (about 3% NaN), ``chargebacks_90d``,
             ``repayments_total``, ``repayments_late``, ``id_verified``,
-            ``night_spend_share``, ``spend_volatility``, ``region``.
+            ``night_spend_share``, ``spend_volatility``, ``region``,
+            ``altpay_on_time_share`` and ``altpay_months`` (alternative
+            payments; NaN for users who brought none), ``age_band``.
         ``links``
             ``user_id``, ``kind`` (device, phone, card, ip, account),
             ``value`` (raw identifier), ``first_seen``, ``last_seen``.
@@ -380,7 +396,7 @@ def generate(
             ``source``, ``ts``.
         ``truth``
             ``user_id``, ``is_fraud`` (0/1), ``role`` (good, family,
-            ring, mule, cashout).
+            ring, mule, cashout), ``thin_file`` (0/1).
 
         Timestamps are ISO 8601 UTC strings within the two years before
         2026-11-01. String columns use the pandas string dtype.
@@ -388,7 +404,8 @@ def generate(
     Raises
     ------
     ValueError
-        If ``n_users < 10`` or a rate is outside ``[0, 1]``.
+        If ``n_users < 10``, a rate is outside ``[0, 1]`` or ``bias_age_band``
+        is not an age band.
 
     Notes
     -----
@@ -401,7 +418,15 @@ def generate(
     fraud_rate = _check_rate("fraud_rate", fraud_rate)
     flag_rate = _check_rate("flag_rate", flag_rate)
     benign_flag_rate = _check_rate("benign_flag_rate", benign_flag_rate)
+    if bias_age_band is not None and bias_age_band not in AGE_BANDS:
+        raise ParameterError(
+            f"The 'bias_age_band' parameter of generate must be one of {', '.join(AGE_BANDS)} or None. "
+            f"Got {bias_age_band!r} instead."
+        )
     rng = np.random.default_rng(seed)
+    # The columns added after the first release draw from their own stream, so that every
+    # earlier column stays what it was for a given seed.
+    side = np.random.default_rng([seed, 20])
     users_idx = np.arange(n)
 
     # ---------------- roles ----------------
@@ -468,6 +493,26 @@ def generate(
     region = np.where(
         is_fraud, np.searchsorted(cum_fraud, u, side="right"), np.searchsorted(cum_good, u, side="right")
     ).clip(0, len(_REGIONS) - 1)
+
+    # Thin files: few transactions besides no repayment history.
+    txn_thin = side.poisson(3.0, n)
+    txn_amount = np.where(thin_file, np.round(txn_amount * txn_thin / np.maximum(txn_count, 1), 2), txn_amount)
+    txn_count = np.where(thin_file, np.minimum(txn_count, txn_thin), txn_count).astype(np.int64)
+    # Alternative payments (utility, telecom, rent, transit top-ups), brought by most thin-file
+    # users and by half of the others; on-time share and history follow the latent risk.
+    side_view = 0.6 * latent + 0.8 * side.standard_normal(n)
+    has_alt = side.random(n) < np.where(thin_file, 0.8, 0.5)
+    alt_months = np.clip(side.poisson(np.exp(np.log(18.0) - 0.45 * side_view)), 1, 120).astype(np.float64)
+    alt_on_time = np.round(1.0 / (1.0 + np.exp(-(3.6 - 1.2 * side_view + 0.3 * side.standard_normal(n)))), 3)
+    alt_months[~has_alt] = np.nan
+    alt_on_time[~has_alt] = np.nan
+    age_band = side.choice(len(AGE_BANDS), size=n, p=[0.14, 0.26, 0.30, 0.20, 0.10])
+    if bias_age_band is not None:
+        biased = (age_band == AGE_BANDS.index(bias_age_band)) & ~is_fraud
+        extra_late = side.binomial(repay_total, 0.35)
+        repay_late = np.where(biased, np.minimum(repay_total, repay_late + extra_late), repay_late).astype(np.int64)
+        tenure = np.where(biased, np.maximum(1, tenure // 3), tenure).astype(np.int64)
+        id_verified = np.where(biased & (side.random(n) < 0.3), 0, id_verified).astype(np.int64)
 
     # Account creation time (within the two-year window).
     created = _END - np.minimum(tenure, _WINDOW_DAYS) * _DAY + rng.integers(0, _DAY, n)
@@ -747,6 +792,9 @@ def generate(
             "night_spend_share": night,
             "spend_volatility": volatility,
             "region": labels(region, _REGIONS),
+            "altpay_on_time_share": alt_on_time,
+            "altpay_months": alt_months,
+            "age_band": labels(age_band, AGE_BANDS),
         }
     )
     value_mat, value_len = _format_identifiers(link_kind, link_key, salts)
@@ -783,6 +831,7 @@ def generate(
             "user_id": uid(users_idx),
             "is_fraud": is_fraud.astype(np.int64),
             "role": labels(role, ROLES),
+            "thin_file": thin_file.astype(np.int64),
         }
     )
     return {"users": users, "links": links, "relations": relations, "flags": flags, "truth": truth}

@@ -5,12 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from loaders.errors import ParameterError
 
-__all__ = ["DIMENSIONS", "GRAPH_DIMENSIONS", "DIMENSION_LABELS", "PROPAGATIONS", "ColumnSpec", "ScoringConfig"]
+if TYPE_CHECKING:
+    from scoring.policy import DecisionPolicy
 
-#: The six dimensions of the consumer credit scores socialrisk serves, in report order.
+__all__ = [
+    "DIMENSIONS",
+    "GRAPH_DIMENSIONS",
+    "DIMENSION_LABELS",
+    "PROPAGATIONS",
+    "PROTECTED_COLUMNS",
+    "ColumnSpec",
+    "ScoringConfig",
+]
+
+#: The seven dimensions of the consumer credit scores socialrisk serves, in report order.
+#: ``alternative_payments`` (utility, telecom, rent and transit top-ups) is the evidence of
+#: users with a thin file: few transactions and no repayment history.
 DIMENSIONS: tuple[str, ...] = (
     "transaction_history",
     "repayment",
@@ -18,6 +32,27 @@ DIMENSIONS: tuple[str, ...] = (
     "social_network",
     "identity",
     "consumption",
+    "alternative_payments",
+)
+#: User columns that are never a feature of any model nor a recourse action, whatever their
+#: type: attributes protected by anti-discrimination law, and ones that stand in for them.
+#: They may be used as segments of the fairness report.
+PROTECTED_COLUMNS: tuple[str, ...] = (
+    "age",
+    "age_band",
+    "birth_year",
+    "date_of_birth",
+    "sex",
+    "gender",
+    "ethnicity",
+    "race",
+    "religion",
+    "nationality",
+    "marital_status",
+    "disability",
+    "region",
+    "postcode",
+    "zip_code",
 )
 GRAPH_DIMENSIONS: tuple[str, ...] = ("linked_accounts", "social_network")
 #: Optional propagation features, besides the personalized PageRank lifts that are always on.
@@ -32,6 +67,7 @@ DIMENSION_LABELS: Mapping[str, str] = MappingProxyType(
         "social_network": "social network",
         "identity": "identity verification",
         "consumption": "consumption behaviour",
+        "alternative_payments": "utility, telecom, rent and transit payments",
         PROFILE: "other account attributes",
     }
 )
@@ -82,6 +118,18 @@ def _default_columns() -> Mapping[str, tuple[ColumnSpec, ...]]:
                 ColumnSpec("night_spend_share", True, reason="{value:.0%} of spending at night, more than {pct:.0f}% of users"),
                 ColumnSpec("spend_volatility", True, reason="spending more erratic than for {pct:.0f}% of users"),
             ),
+            "alternative_payments": (
+                ColumnSpec(
+                    "altpay_on_time_share",
+                    False,
+                    reason="{value:.0%} of utility, telecom, rent and transit payments on time",
+                ),
+                ColumnSpec(
+                    "altpay_months",
+                    False,
+                    reason="only {value:.0f} months of utility, telecom, rent or transit payment history",
+                ),
+            ),
         }
     )
 
@@ -95,6 +143,7 @@ def _default_weights() -> Mapping[str, float]:
             "social_network": 0.5,
             "identity": 0.3,
             "consumption": 0.2,
+            "alternative_payments": 0.3,
         }
     )
 
@@ -147,6 +196,12 @@ class ScoringConfig:
         ``None`` keeps the labelled share.
     seed : int
         For cross-fitting folds and the model.
+    protected_columns : tuple of str
+        User columns never used as a feature nor offered as a recourse action
+        (:data:`PROTECTED_COLUMNS` by default); any column may be a fairness segment.
+    policy : DecisionPolicy
+        How ``fraud_risk`` and ``credit_risk`` are made and turned into the decision
+        (:mod:`scoring.policy`; ``default`` keeps one model seeing every feature).
     """
 
     columns: Mapping[str, tuple[ColumnSpec, ...]] = field(default_factory=_default_columns)
@@ -168,6 +223,8 @@ class ScoringConfig:
     max_reasons: int = 4
     prior_fraud_rate: float | None = 0.05
     seed: int = 0
+    protected_columns: tuple[str, ...] = PROTECTED_COLUMNS
+    policy: "DecisionPolicy" = field(default_factory=lambda: _default_policy())
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.columns) - set(DIMENSIONS) - {PROFILE})
@@ -203,5 +260,20 @@ class ScoringConfig:
             )
         if self.prior_fraud_rate is not None and not 0.0 < self.prior_fraud_rate < 1.0:
             raise ParameterError(f"The 'prior_fraud_rate' parameter must be in (0, 1) or None. Got {self.prior_fraud_rate!r} instead.")
+        if isinstance(self.protected_columns, str):
+            raise ParameterError(
+                f"The 'protected_columns' parameter must be a tuple of column names. Got {self.protected_columns!r} instead."
+            )
+        object.__setattr__(self, "protected_columns", tuple(self.protected_columns))
+        from scoring.policy import DecisionPolicy
+
+        if not isinstance(self.policy, DecisionPolicy):
+            raise ParameterError(f"The 'policy' parameter must be a DecisionPolicy (scoring.policy). Got {self.policy!r} instead.")
         if self.min_labels_per_class < 2:
             raise ParameterError(f"The 'min_labels_per_class' parameter must be >= 2. Got {self.min_labels_per_class!r} instead.")
+
+
+def _default_policy() -> "DecisionPolicy":
+    from scoring.policy import policy_named
+
+    return policy_named("default")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,10 +33,11 @@ from scoring.features import (
     structural_features,
     user_columns,
 )
+from scoring.policy import DecisionPolicy, PolicyDecision, combine_outputs, credit_columns, principal_reasons
 from scoring.reasons import Reason, column_reason, linked_account_reasons, social_reasons
 
 __all__ = [
-    "MODEL_VERSION", "Combination", "FeatureSet", "ScoreResult", "Scorer", "align_features", "combine", "dimension_frame",
+    "MODEL_VERSION", "OUTPUT_COLUMNS", "Combination", "FeatureSet", "ScoreResult", "Scorer", "align_features", "combine", "combine_rows", "dimension_frame",
     "fit_combination", "reasons_for", "score_tables",
 ]
 
@@ -106,6 +107,10 @@ class Scorer:
         n = projection.n_users
         say("user features")
         self.user_frame = user_columns(tables, projection)
+        protected = [c for c in self.user_frame.columns if c in self.config.protected_columns]
+        if protected:
+            say(f"protected columns, never features: {', '.join(protected)}")
+            self.user_frame = self.user_frame.drop(columns=protected)
         self.standings = column_standings(self.user_frame, self.config)
         self.column_dims = column_dimensions(self.standings, n)
         say("graph structure features")
@@ -197,6 +202,12 @@ class Combination:
         Fraud and benign labels it was fitted on.
     version : str or None
         The model version it is stored under, once stored.
+    credit : Combination or None
+        The combination of ``credit_risk`` when the decision policy restricts what it may see
+        (fitted on the allowed columns only, :func:`scoring.policy.credit_columns`); None when
+        ``credit_risk`` is ``fraud_risk`` (a policy granting every feature).
+    policy : str
+        The decision policy it was fitted under.
     """
 
     kind: str
@@ -207,6 +218,8 @@ class Combination:
     scorecard_weights: dict[str, float] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
     version: str | None = None
+    credit: "Combination | None" = None
+    policy: str = "default"
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Risk of each row of ``X`` (columns as :attr:`columns`)."""
@@ -219,13 +232,40 @@ def fit_combination(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig, *, pr
     With fewer than ``config.min_labels_per_class`` labels of either class, the transparent
     scorecard (``config.scorecard_weights``) is returned instead.
     """
+    X = _without_protected(X, config)
+    fraud = _fit_one(X, y, config, progress=progress)
+    policy = config.policy
+    if policy.credit_sees_all:
+        return replace(fraud, policy=policy.name)
+    cols = credit_columns(list(X.columns), policy)
+    say = progress or (lambda _m: None)
+    say(f"credit_risk under the {policy.name!r} policy: {len(cols)} of {X.shape[1]} features ({', '.join(policy.credit_features)})")
+    credit = _fit_one(X[cols], y, config, progress=None, scorecard_dims=_credit_dimensions(policy))
+    return replace(fraud, credit=credit, policy=policy.name)
+
+
+def _credit_dimensions(policy: DecisionPolicy) -> tuple[str, ...]:
+    """The dimensions ``credit_risk`` may weigh in the scorecard under ``policy``."""
+    return tuple(d for d in DIMENSIONS if d not in GRAPH_DIMENSIONS or policy.credit_sees(d))
+
+
+def _without_protected(X: pd.DataFrame, config: ScoringConfig) -> pd.DataFrame:
+    protected = {f"usr_{c}" for c in config.protected_columns}
+    drop = [c for c in X.columns if c in protected or any(c.endswith(f"_{p}") and c.startswith(("rel_nbr", "lnk_nbr")) for p in config.protected_columns)]
+    return X.drop(columns=drop) if drop else X
+
+
+def _fit_one(
+    X: pd.DataFrame, y: np.ndarray, config: ScoringConfig, *, progress: Progress | None, scorecard_dims: tuple[str, ...] = DIMENSIONS
+) -> Combination:
     say = progress or (lambda _m: None)
     labelled = y >= 0
     n_fraud, n_benign = int((y == 1).sum()), int((y == 0).sum())
     labels = {"fraud": n_fraud, "benign": n_benign}
     if n_fraud < config.min_labels_per_class or n_benign < config.min_labels_per_class:
         say(f"too few labels to learn ({n_fraud} fraud / {n_benign} benign): transparent scorecard")
-        return Combination("scorecard", tuple(X.columns), scorecard_weights=dict(config.scorecard_weights), labels=labels)
+        weights = {d: w for d, w in config.scorecard_weights.items() if d in scorecard_dims}
+        return Combination("scorecard", tuple(X.columns), scorecard_weights=weights, labels=labels)
     say(f"learning the combination ({config.model}, {n_fraud} fraud / {n_benign} benign labels)")
     model = _fit(X.loc[labelled], y[labelled], config)
     shift = 0.0
@@ -301,13 +341,92 @@ def align_features(X: pd.DataFrame, combination: "Combination") -> tuple[pd.Data
     return X.reindex(columns=list(combination.columns), fill_value=0.0), {"absent_taken_as_0": absent, "unused": unused}
 
 
+#: Columns :func:`combine` adds to the contract's, one pair of outputs and the policy's decision.
+OUTPUT_COLUMNS: tuple[str, ...] = (
+    "fraud_risk", "fraud_score", "fraud_decision", "fraud_reasons", "fraud_reason_codes",
+    "credit_risk", "credit_risk_score", "credit_decision", "credit_reasons", "credit_reason_codes",
+    "principal_reasons", "principal_reason_codes", "decision_basis", "review_route", "policy",
+)
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One output's risk of each scored row, per-dimension contributions and risk without graph."""
+
+    risk: np.ndarray
+    contributions: pd.DataFrame
+    without_graph: np.ndarray
+
+
+def _evaluate(
+    X: pd.DataFrame, dims: pd.DataFrame, rows: np.ndarray, combination: "Combination", cfg: ScoringConfig, *,
+    all_reasons: np.ndarray | None = None, contributions: bool = True,
+) -> _Output:
+    """Risk, contributions (for rows at least ``min_reason_share`` risky, and ``all_reasons``;
+    none when ``contributions`` is False) and risk without the graph features of ``rows``
+    under one fitted combination."""
+    n = len(rows)
+    cols = list(combination.columns)
+    if combination.kind != "scorecard":
+        Xa = (X if list(X.columns) == cols else X[cols]).to_numpy(dtype=np.float64)[rows]
+        groups = _feature_groups(cols, cfg)
+        predict = combination.predict
+        reference = combination.reference
+        graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
+        if not contributions:
+            # a few rows (recourse candidates): one call for the risk and the risk without graph
+            both = predict(np.vstack([Xa, _occlude(Xa, graph_cols, reference)])) if graph_cols else predict(Xa)
+            risk = both[:n]
+            return _Output(risk=risk, contributions=pd.DataFrame(index=pd.RangeIndex(n)), without_graph=both[n:] if graph_cols else risk)
+        risk = predict(Xa)
+        # A contribution is at most the risk itself, so users below the reason threshold
+        # can have no reason: occlude only the others (a few percent of a population).
+        want = risk >= cfg.min_reason_share
+        if all_reasons is not None:
+            want |= all_reasons
+        need = np.flatnonzero(want)
+        contrib = {}
+        for dim, gcols in groups.items():
+            values = np.zeros(n)
+            if len(need):
+                values[need] = risk[need] - predict(_occlude(Xa[need], gcols, reference))
+            contrib[dim] = values
+        without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
+    else:
+        weights = combination.scorecard_weights
+        terms = {d: weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
+        risk = 1.0 - np.prod([1.0 - t for t in terms.values()], axis=0)
+        contrib = {}
+        for d in terms:
+            rest = 1.0 - np.prod([1.0 - terms[o] for o in DIMENSIONS if o != d], axis=0)
+            contrib[d] = risk - rest
+        without_graph = 1.0 - np.prod([1.0 - terms[d] for d in DIMENSIONS if d not in GRAPH_DIMENSIONS], axis=0)
+    return _Output(risk=risk, contributions=pd.DataFrame(contrib, index=pd.RangeIndex(n)), without_graph=without_graph)
+
+
+def _credit_combination(combination: "Combination", config: ScoringConfig) -> "Combination | None":
+    """The combination of ``credit_risk`` under the configured policy (None: it is ``fraud_risk``)."""
+    policy = config.policy
+    if policy.credit_sees_all:
+        return None
+    if combination.credit is None or combination.policy != policy.name:
+        raise ParameterError(
+            f"The combination{f' of model version {combination.version}' if combination.version else ''} was fitted under the "
+            f"{combination.policy!r} decision policy, not {policy.name!r}: fit a new version under {policy.name!r} (socialrisk calibrate)."
+        )
+    return combination.credit
+
+
 def combine(
     features: FeatureSet, combination: "Combination", config: ScoringConfig, *, rows: np.ndarray | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Turn features into risk, graph risk, credit score, decision and reasons.
+    """Turn features into both outputs, the policy's decision, credit score and reasons.
 
     The one step every path that scores goes through: the batch scoring (every user) and an
-    applicant's scoring (its own row of a local subgraph).
+    applicant's scoring (its own row of a local subgraph). ``fraud_risk`` comes from
+    ``combination`` (every feature), ``credit_risk`` from ``combination.credit`` (the features
+    the decision policy lets it see), or is ``fraud_risk`` under a policy that lets it see
+    everything; :func:`scoring.policy.combine_outputs` decides from the two.
 
     Parameters
     ----------
@@ -321,76 +440,174 @@ def combine(
     Returns
     -------
     scores : DataFrame
-        One row per scored user: ``user_id``, ``risk``, ``graph_risk``, ``credit_score``,
-        ``decision``, ``reasons``, ``reason_codes``, ``flag``, ``ring_id``, ``dim_<dimension>``.
+        One row per scored user: ``user_id``, ``risk`` (the worse of the two outputs),
+        ``graph_risk``, ``credit_score``, ``decision`` (the policy's), ``reasons`` (those of
+        the worse output), ``reason_codes``, ``flag``, ``ring_id``, ``dim_<dimension>``, and
+        :data:`OUTPUT_COLUMNS`.
     contributions : DataFrame
-        Per scored user and dimension: how much ``risk`` would fall without that evidence.
+        Per scored user and dimension: how much ``risk`` would fall without that evidence
+        (of the output that makes ``risk``).
+
+    Raises
+    ------
+    ParameterError
+        ``combination`` was fitted under another decision policy than the configured one.
     """
     cfg = config
+    policy = cfg.policy
     n_all = features.projection.n_users
     rows = np.arange(n_all) if rows is None else np.asarray(rows, dtype=np.int64)
-    n = len(rows)
     X = features.X
     dims = features.dims.iloc[rows].reset_index(drop=True)
-    groups = _feature_groups(list(X.columns), cfg)
-    if combination.kind != "scorecard":
-        Xa = X.to_numpy(dtype=np.float64)[rows]
-        predict = combination.predict
-        risk = predict(Xa)
-        reference = combination.reference
-        # A contribution is at most the risk itself, so users below the reason threshold
-        # can have no reason: occlude only the others (a few percent of a population).
-        need = np.flatnonzero(risk >= cfg.min_reason_share)
-        contrib = {}
-        for dim, cols in groups.items():
-            values = np.zeros(n)
-            if len(need):
-                values[need] = risk[need] - predict(_occlude(Xa[need], cols, reference))
-            contrib[dim] = values
-        graph_cols = [c for d in GRAPH_DIMENSIONS for c in groups.get(d, [])]
-        without_graph = predict(_occlude(Xa, graph_cols, reference)) if graph_cols else risk
-    else:
-        weights = combination.scorecard_weights
-        terms = {d: weights.get(d, 0.0) * np.nan_to_num(dims[d].to_numpy()) for d in DIMENSIONS}
-        risk = 1.0 - np.prod([1.0 - t for t in terms.values()], axis=0)
-        contrib = {}
-        for d in terms:
-            rest = 1.0 - np.prod([1.0 - terms[o] for o in DIMENSIONS if o != d], axis=0)
-            contrib[d] = risk - rest
-        without_graph = 1.0 - np.prod([1.0 - terms[d] for d in DIMENSIONS if d not in GRAPH_DIMENSIONS], axis=0)
-    graph_risk = np.clip(risk - without_graph, 0.0, 1.0)
-    contributions = pd.DataFrame(contrib, index=pd.RangeIndex(n))
+    credit_comb = _credit_combination(combination, cfg)
+    fraud_out = _evaluate(X, dims, rows, combination, cfg)
+    credit_out = fraud_out if credit_comb is None else _evaluate(X, dims, rows, credit_comb, cfg)
 
-    # the user's own confirmed label dominates its score
+    # the user's own confirmed label dominates its fraud risk
     fraud, benign = features.flags.fraud[rows], features.flags.benign[rows]
     own_fraud = fraud > 0
-    risk = np.where(own_fraud, np.maximum(risk, fraud), risk)
-    risk = np.clip(risk, 0.0, 1.0)
+    fraud_risk = np.clip(np.where(own_fraud, np.maximum(fraud_out.risk, fraud), fraud_out.risk), 0.0, 1.0)
+    credit_risk = fraud_risk if credit_comb is None else np.clip(credit_out.risk, 0.0, 1.0)
+    decided = combine_outputs(
+        fraud_risk=fraud_risk, credit_risk=credit_risk, fraud_without_graph=fraud_out.without_graph,
+        credit_without_graph=credit_out.without_graph, own_fraud=own_fraud, policy=policy,
+        approve_at=cfg.approve_at, review_at=cfg.review_at,
+    )
+    risk = decided.risk
+    graph_risk = np.clip(np.maximum(fraud_out.risk, credit_out.risk) - np.maximum(fraud_out.without_graph, credit_out.without_graph), 0.0, 1.0)
+    refused = {"fraud": decided.fraud_decision != "approve", "credit": decided.credit_decision != "approve"}
 
-    reasons = reasons_for(features, contributions, rows, cfg)
+    fraud_reasons = reasons_for(features, fraud_out.contributions, rows, cfg)
+    credit_reasons = fraud_reasons if credit_comb is None else reasons_for(features, credit_out.contributions, rows, cfg, own_flag=False)
+    fraud_reasons, credit_reasons = _specific_for_refusals(
+        features, rows, cfg, refused, fraud_reasons, credit_reasons, X, dims, combination, credit_comb
+    )
+    principal = principal_reasons(
+        decided.decision, decided.basis, [[(r.code, r.text) for r in rs] for rs in fraud_reasons],
+        [[(r.code, r.text) for r in rs] for rs in credit_reasons], max_reasons=min(4, cfg.max_reasons),
+    )
+    credit_worse = credit_risk > fraud_risk
+    reasons = [c if w else f for f, c, w in zip(fraud_reasons, credit_reasons, credit_worse)]
+    contributions = fraud_out.contributions
+    if credit_comb is not None and credit_worse.any():
+        contributions = fraud_out.contributions.reindex(columns=sorted(set(fraud_out.contributions) | set(credit_out.contributions)), fill_value=0.0)
+        other = credit_out.contributions.reindex(columns=contributions.columns, fill_value=0.0)
+        contributions = pd.DataFrame(
+            np.where(credit_worse[:, None], other.to_numpy(), contributions.to_numpy()), columns=contributions.columns, index=contributions.index
+        )
+
     scores = credit_score(risk)
+    join = lambda rss, attr: [";".join(getattr(r, attr) for r in rs) for rs in rss]  # noqa: E731
     frame = pd.DataFrame(
         {
             "user_id": np.asarray(features.projection.user_ids)[rows],
             "risk": risk,
             "graph_risk": graph_risk,
             "credit_score": scores,
-            "decision": decide(scores, approve_at=cfg.approve_at, review_at=cfg.review_at),
-            "reasons": [";".join(r.text for r in rs) for rs in reasons],
-            "reason_codes": [";".join(r.code for r in rs) for rs in reasons],
+            "decision": decided.decision,
+            "reasons": join(reasons, "text"),
+            "reason_codes": join(reasons, "code"),
             "flag": np.where(own_fraud, "fraud", np.where(benign > 0, "benign", "")),
             "ring_id": np.asarray(features.rings)[rows],
         }
     )
     for dim in DIMENSIONS:
         frame[f"dim_{dim}"] = dims[dim].to_numpy()
+    frame["fraud_risk"] = fraud_risk
+    frame["fraud_score"] = credit_score(fraud_risk)
+    frame["fraud_decision"] = decided.fraud_decision
+    frame["fraud_reasons"] = join(fraud_reasons, "text")
+    frame["fraud_reason_codes"] = join(fraud_reasons, "code")
+    frame["credit_risk"] = credit_risk
+    frame["credit_risk_score"] = credit_score(credit_risk)
+    frame["credit_decision"] = decided.credit_decision
+    frame["credit_reasons"] = join(credit_reasons, "text")
+    frame["credit_reason_codes"] = join(credit_reasons, "code")
+    frame["principal_reasons"] = [";".join(t for _, t in p) for p in principal]
+    frame["principal_reason_codes"] = [";".join(c for c, _ in p) for p in principal]
+    frame["decision_basis"] = decided.basis
+    frame["review_route"] = decided.review_route
+    frame["policy"] = policy.name
     return frame, contributions
 
 
-def reasons_for(features: FeatureSet, contributions: pd.DataFrame, rows: np.ndarray, config: ScoringConfig) -> list[list[Reason]]:
+def combine_rows(
+    features: FeatureSet, combination: "Combination", config: ScoringConfig, *, X: np.ndarray, rows: np.ndarray
+) -> PolicyDecision:
+    """Both outputs and the policy's decision for feature rows that are not in ``features``:
+    the rows of ``X`` (columns as ``features.X``), each standing for the user at ``rows`` (its
+    flags, its graph dimensions). What :mod:`scoring.recourse` scores its candidate changes
+    with; the same fitted combinations and policy as :func:`combine`.
+
+    Returns
+    -------
+    PolicyDecision
+        With ``credit_score`` (of the policy's ``risk``) added as an attribute-free array in
+        :attr:`PolicyDecision.credit_score`.
+    """
+    cfg = config
+    rows = np.asarray(rows, dtype=np.int64)
+    frame = pd.DataFrame(np.asarray(X, dtype=np.float64), columns=features.X.columns)
+    dims = features.dims.iloc[rows].reset_index(drop=True).copy()
+    usr = frame[[c for c in frame.columns if c.startswith("usr_")]]
+    usr.columns = [c[4:] for c in usr.columns]
+    placed = column_dimensions(column_standings(usr, cfg, population=features.standings), len(rows))
+    for dim in placed.columns:
+        dims[dim] = placed[dim].to_numpy()
+    if "lnk_lift_fraud" in frame and "lnk_lift_benign" in frame:
+        dims["linked_accounts"] = graph_dimension(frame["lnk_lift_fraud"].to_numpy(), frame["lnk_lift_benign"].to_numpy())
+    idx = np.arange(len(rows))
+    credit_comb = _credit_combination(combination, cfg)
+    fraud_out = _evaluate(frame, dims, idx, combination, cfg, contributions=False)
+    credit_out = fraud_out if credit_comb is None else _evaluate(frame, dims, idx, credit_comb, cfg, contributions=False)
+    fraud = features.flags.fraud[rows]
+    own_fraud = fraud > 0
+    fraud_risk = np.clip(np.where(own_fraud, np.maximum(fraud_out.risk, fraud), fraud_out.risk), 0.0, 1.0)
+    credit_risk = fraud_risk if credit_comb is None else np.clip(credit_out.risk, 0.0, 1.0)
+    decided = combine_outputs(
+        fraud_risk=fraud_risk, credit_risk=credit_risk, fraud_without_graph=fraud_out.without_graph,
+        credit_without_graph=credit_out.without_graph, own_fraud=own_fraud, policy=cfg.policy,
+        approve_at=cfg.approve_at, review_at=cfg.review_at,
+    )
+    return replace(decided, credit_score=credit_score(decided.risk))
+
+
+def _specific_for_refusals(
+    features: FeatureSet, rows: np.ndarray, cfg: ScoringConfig, refused: dict[str, np.ndarray],
+    fraud_reasons: list[list[Reason]], credit_reasons: list[list[Reason]], X: pd.DataFrame, dims: pd.DataFrame,
+    combination: "Combination", credit_comb: "Combination | None",
+) -> tuple[list[list[Reason]], list[list[Reason]]]:
+    """A refused user is owed specific reasons: where an output refuses (``refused``, per
+    output) with no reason above the reason threshold (many small contributions), its largest
+    positive contributions are named. Each output's reasons depend on that output alone."""
+    for which, comb, reasons in (("fraud", combination, fraud_reasons), ("credit", credit_comb, credit_reasons)):
+        if comb is None:
+            continue
+        empty = np.flatnonzero(refused[which] & np.array([not rs for rs in reasons], dtype=bool))
+        if not len(empty):
+            continue
+        out = _evaluate(X, dims.iloc[empty].reset_index(drop=True), rows[empty], comb, cfg, all_reasons=np.ones(len(empty), dtype=bool))
+        low = replace(cfg, min_reason_share=1e-9)
+        filled = reasons_for(features, out.contributions, rows[empty], low, own_flag=which == "fraud")
+        reasons = list(reasons)
+        for k, i in enumerate(empty):
+            reasons[i] = filled[k]
+        if which == "fraud":
+            fraud_reasons = reasons
+            if credit_comb is None:
+                credit_reasons = reasons
+        else:
+            credit_reasons = reasons
+    return fraud_reasons, credit_reasons
+
+
+def reasons_for(
+    features: FeatureSet, contributions: pd.DataFrame, rows: np.ndarray, config: ScoringConfig, *, own_flag: bool = True
+) -> list[list[Reason]]:
     """The reasons of each user of ``rows`` (``contributions`` has one row each, in that order),
-    most important first: its own fraud flag, then the dimensions whose evidence adds at least
-    ``min_reason_share`` to its risk, each in specific words."""
+    most important first: its own fraud flag (unless ``own_flag`` is False: ``credit_risk``
+    does not read it), then the dimensions whose evidence adds at least ``min_reason_share``
+    to its risk, each in specific words."""
     cfg = config
     projection, dims, flags = features.projection, features.dims, features.flags
     n_all = projection.n_users
@@ -422,7 +639,7 @@ def reasons_for(features: FeatureSet, contributions: pd.DataFrame, rows: np.ndar
         for r, rs in zip(at, social_reasons(projection, at, flags.fraud, neg, cnt, near)):
             texts[("social_network", int(r))] = rs
     for k, i in enumerate(rows.tolist()):
-        if flags.fraud[i] > 0:
+        if own_flag and flags.fraud[i] > 0:
             out[k].append(Reason("CONFIRMED_FRAUD", "account confirmed as fraud"))
         for d in ranked[k]:
             if (d, i) in texts:

@@ -65,6 +65,7 @@ def generate(
     users: Annotated[int, typer.Option("--users", "-n", min=10, help="Number of users.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="parquet, csv or csv.gz.")] = "parquet",
+    bias_age_band: Annotated[Optional[str], typer.Option("--bias-age-band", help="Give the good users of this age band (18-24, 25-34, 35-49, 50-64, 65+) a worse repayment record, to test a fairness report.")] = None,
 ) -> None:
     """Write a synthetic payments-app population in the contract format (plus truth labels)."""
 
@@ -73,7 +74,7 @@ def generate(
 
         with _steps("generate") as step:
             step(f"{users:,} users")
-            tables = make(n_users=users, seed=seed)
+            tables = make(n_users=users, seed=seed, bias_age_band=bias_age_band)
             step("writing")
             paths = write_tables(tables, out_dir, fmt=fmt)
         for name, path in paths.items():
@@ -90,12 +91,20 @@ def load_cmd(
     store: StoreOpt = "embedded",
     on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad value, load nothing. quarantine: set bad rows aside with their reason, load the rest.")] = "fail",
     rejects: Annotated[Optional[Path], typer.Option("--rejects", help="CSV file for the rows set aside (default: <workspace>/rejects/load-<time>.csv).")] = None,
+    bulk: Annotated[bool, typer.Option("--bulk", help="With --store neo4j: the first load of an empty database, through neo4j-admin database import (the server of 'socialrisk neo4j start' is stopped while it imports).")] = False,
 ) -> None:
     """Validate, pseudonymise and load a data directory into the store (idempotent)."""
 
     def body() -> None:
         settings = _settings(config)
         target = rejects or Path(workspace) / "rejects" / f"load-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.csv"
+        if bulk:
+            if store != "neo4j":
+                raise ParameterError(f"--bulk loads a Neo4j database: give --store neo4j. Got --store {store} instead.")
+            with _steps("load") as step:
+                report = workflow.bulk_load_into(data_dir, settings, workspace, progress=step, notice=_notice, on_error=on_error, rejects_path=target)
+            _print_load(report)
+            return
         with workflow.open_store(store, workspace) as st, _steps("load") as step:
             report = workflow.load_into(
                 st, data_dir, settings, workspace, progress=step, notice=_notice, on_error=on_error, rejects_path=target
@@ -212,6 +221,7 @@ def explain_cmd(
     store: StoreOpt = "embedded",
     top: Annotated[int, typer.Option(help="Flagged accounts to show.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    with_recourse: Annotated[bool, typer.Option("--recourse", help="For a refused or reviewed user: the smallest changes it can make that would bring an approval, each with the score the model would give (computes the features again).")] = False,
 ) -> None:
     """Why a user has its score: reasons, dimensions, and the flagged accounts and paths behind its graph risk."""
 
@@ -219,6 +229,11 @@ def explain_cmd(
         settings = _settings(config)
         with workflow.open_store(store, workspace) as st:
             row, explanation, meta = workflow.explain(st, settings, user, top=top)
+            found = None
+            if with_recourse:
+                with _steps("recourse") as step:
+                    found = workflow.recourse(st, settings, user, workspace=workspace, progress=step)
+        policy_part = _policy_payload(row)
         dims = {c[4:]: (None if pd.isna(row[c]) else float(row[c])) for c in row.index if c.startswith("dim_")}
         if as_json:
             payload = {
@@ -241,6 +256,8 @@ def explain_cmd(
                     for c in explanation.contributions
                 ],
                 "provenance": {k: meta.get(k) for k in ("model_version", "config_hash", "snapshot", "written_at")},
+                **policy_part,
+                **({"recourse": found.to_dict()} if found is not None else {}),
             }
             out.print_json(json.dumps(payload, default=str))
             return
@@ -264,8 +281,55 @@ def explain_cmd(
                 out.print(f"  {c.share:6.1%}  {c.sentence(user)}")
         else:
             out.print("no flagged account reaches this user through the graph")
+        if policy_part:
+            out.print(
+                f"policy {policy_part['policy']}: fraud risk {policy_part['fraud_risk']:.3f} ({policy_part['fraud_decision']}), "
+                f"credit risk {policy_part['credit_risk']:.3f} ({policy_part['credit_decision']})"
+                + (f"; decided by {policy_part['decision_basis']}" if policy_part["decision_basis"] else "")
+            )
+            if policy_part["principal_reasons"]:
+                out.print("principal reasons:")
+                for r in policy_part["principal_reasons"]:
+                    out.print(f"  {r}")
+            if policy_part["review_route"]:
+                out.print(f"human review: {policy_part['review_route']}")
+        if found is not None:
+            _print_recourse(found)
 
     _run(body)
+
+
+def _policy_payload(row: pd.Series) -> dict[str, Any]:
+    """The decision policy's columns of a stored score (none for scores written before them)."""
+    if "fraud_risk" not in row.index:
+        return {}
+    text = lambda c: "" if pd.isna(row.get(c)) else str(row.get(c))  # noqa: E731
+    return {
+        "policy": text("policy"),
+        "fraud_risk": float(row["fraud_risk"]),
+        "fraud_decision": text("fraud_decision"),
+        "credit_risk": float(row["credit_risk"]),
+        "credit_decision": text("credit_decision"),
+        "decision_basis": text("decision_basis"),
+        "principal_reasons": [r for r in text("principal_reasons").split(";") if r],
+        "principal_reason_codes": [r for r in text("principal_reason_codes").split(";") if r],
+        "review_route": text("review_route"),
+    }
+
+
+def _print_recourse(found: Any) -> None:
+    if found.note:
+        out.print(f"recourse: {found.note}")
+        return
+    if not found.options:
+        out.print("recourse: no action open to this user raises its score")
+        return
+    head = "recourse (what would bring an approval):" if found.approves else "recourse: no set of actions brings an approval; the best found:"
+    out.print(head)
+    for k, o in enumerate(found.options, 1):
+        out.print(f"  {k}. credit score {found.credit_score} -> {o.credit_score} ({o.decision}):")
+        for a in o.actions:
+            out.print(f"     - {a.text}")
 
 
 _RING_KINDS_HELP = {
@@ -691,6 +755,55 @@ def models_cmd(
                 f"{'*' if m.get('current') else ' '} {m['version']}  {m.get('created_at', '')}  {m.get('combination', '')}, "
                 f"{labels.get('fraud', 0)} fraud / {labels.get('benign', 0)} benign labels  ({m.get('reason', '')})"
             )
+
+    _run(body)
+
+
+@app.command("fairness")
+def fairness_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="Data directory with flags of both labels.")],
+    segment: Annotated[str, typer.Option("--segment", help="The users column to compare (region, age band...).")],
+    config: ConfigOpt = None,
+    train_frac: Annotated[float, typer.Option("--train-frac", help="Share of labelled users whose labels are kept.")] = 0.4,
+    repeats: Annotated[int, typer.Option(help="Number of random splits for the hidden-label figures.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the splits.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the figure (PNG) to this file.")] = None,
+) -> None:
+    """Approval rate, adverse impact ratio, good users refused and AUROC per segment, for credit_risk and fraud_risk apart."""
+
+    def body() -> None:
+        settings = _settings(config)
+        with _steps("fairness") as step:
+            report = workflow.fairness_dir(data_dir, settings, segment=segment, train_frac=train_frac, repeats=repeats, seed=seed, progress=step)
+        written = None
+        if plot is not None:
+            from socialrisk.plots import fairness_plot
+
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            fairness_plot(report.table, segment=segment).savefig(plot)
+            written = str(plot)
+        if as_json:
+            payload = report.to_dict()
+            payload["data"] = str(data_dir)
+            if written:
+                payload["plot"] = written
+            out.print_json(json.dumps(payload))
+            return
+        for name in ("credit", "fraud"):
+            t = report.table.loc[report.table["output"] == name]
+            table = Table(title=f"{name}_risk by {segment} (policy {report.policy}; {report.users:,} users, {report.hidden:,} hidden labelled)", show_edge=False)
+            for col, just in (("segment", "left"), ("users", "right"), ("approved", "right"), ("impact ratio", "right"), ("good refused", "right"), ("AUROC", "right")):
+                table.add_column(col, justify=just)  # type: ignore[arg-type]
+            fmt = lambda v, f: "-" if v != v else format(v, f)  # noqa: E731
+            for r in t.itertuples():
+                table.add_row(
+                    str(r.segment), f"{r.users:,}", fmt(r.approval_rate, ".1%"),
+                    fmt(r.adverse_impact_ratio, ".3f") + (" (under 0.8)" if r.flagged else ""), fmt(r.good_refused_rate, ".1%"), fmt(r.auroc, ".3f"),
+                )
+            out.print(table)
+        if written:
+            out.print(f"figure written to {written}")
 
     _run(body)
 

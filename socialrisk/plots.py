@@ -28,6 +28,7 @@ __all__ = [
     "tradeoff_plot",
     "calibration_plot",
     "write_evaluation_plots",
+    "fairness_plot",
     "PLOTS",
 ]
 
@@ -227,3 +228,28 @@ def write_evaluation_plots(
         fig.savefig(path, format=fmt)
         out[stem] = path
     return out
+
+
+def fairness_plot(table: pd.DataFrame, *, segment: str, four_fifths: float = 0.8) -> Figure:
+    """Approval rate and good users refused per segment value, one panel per output, with the
+    four-fifths line of the adverse impact screen (:func:`scoring.fairness.fairness_table`)."""
+    outputs = list(dict.fromkeys(table["output"]))
+    if not outputs:
+        raise ParameterError("The fairness table is empty: nothing to draw.")
+    fig = Figure(figsize=(6.4 * len(outputs), 4.4), dpi=110, layout="constrained")
+    axes = fig.subplots(1, len(outputs), squeeze=False)[0]
+    for ax, name in zip(axes, outputs):
+        t = table.loc[table["output"] == name]
+        x = np.arange(len(t))
+        ax.bar(x - 0.2, t["approval_rate"], 0.4, label="approved", color=GOOD)
+        ax.bar(x + 0.2, t["good_refused_rate"], 0.4, label="good users refused", color=FRAUD)
+        best = float(np.nanmax(t["approval_rate"])) if len(t) else 1.0
+        ax.axhline(four_fifths * best, color="black", lw=1, ls="--", label=f"{four_fifths:.0%} of the highest approval rate")
+        for xi, air in zip(x, t["adverse_impact_ratio"]):
+            ax.annotate(f"AIR {air:.2f}", (xi - 0.2, 0.02), ha="center", fontsize=8, rotation=90, color="white")
+        ax.set_xticks(x, t["segment"].tolist(), rotation=30, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{name}_risk by {segment}")
+        ax.set_ylabel("share of users")
+        ax.legend(loc="lower right", fontsize=8)
+    return fig

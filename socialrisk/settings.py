@@ -7,7 +7,7 @@ import json
 import os
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +19,7 @@ from loaders.normalise import EmailRule, Normalisation
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from loaders.validate import DEFAULT_LABEL_MAP
 from scoring.config import ColumnSpec, ScoringConfig
+from scoring.policy import DecisionPolicy, policy_named
 
 __all__ = ["Settings", "ServiceConfig", "load_settings", "resolve_key", "ENV_KEY", "ENV_WORKSPACE", "DEFAULT_WORKSPACE"]
 
@@ -55,7 +56,19 @@ class _ColumnModel(_Strict):
     reason: str | None = None
 
 
+class _PolicyModel(_Strict):
+    credit_features: list[str] = ["all"]
+    graph_evidence: Literal["decide", "review"] = "decide"
+    human_review: str = ""
+    description: str = ""
+
+
 class _ScoringModel(_Strict):
+    policy: str | None = None
+    graph_evidence: Literal["decide", "review"] | None = None
+    human_review: str | None = None
+    policies: dict[str, _PolicyModel] | None = None
+    protected_columns: list[str] | None = None
     columns: dict[str, list[_ColumnModel]] | None = None
     scorecard_weights: dict[str, float] | None = None
     min_labels_per_class: int | None = None
@@ -102,6 +115,10 @@ class _NormaliseModel(_Strict):
     email_providers: dict[str, _EmailRuleModel] | None = None
 
 
+class _FairnessModel(_Strict):
+    segment: str | None = None
+
+
 class _FileModel(_Strict):
     pseudonym_key: str | None = None
     normalise: _NormaliseModel = _NormaliseModel()
@@ -109,6 +126,7 @@ class _FileModel(_Strict):
     graph: _GraphModel = _GraphModel()
     scoring: _ScoringModel = _ScoringModel()
     service: _ServiceModel = _ServiceModel()
+    fairness: _FairnessModel = _FairnessModel()
 
 
 @dataclass(frozen=True)
@@ -179,6 +197,7 @@ class Settings:
         source: Path | None = None,
         service: ServiceConfig | None = None,
         normalise: Normalisation | None = None,
+        fairness_segment: str | None = None,
     ) -> None:
         self.graph = graph or GraphConfig()
         self.normalise = normalise or Normalisation()
@@ -187,6 +206,7 @@ class Settings:
         self.label_map = dict(label_map or DEFAULT_LABEL_MAP)
         self.config_key = config_key
         self.source = source
+        self.fairness_segment = fairness_segment
 
     def config_hash(self) -> str:
         """A stable hash of everything that changes scores (not the key)."""
@@ -241,8 +261,15 @@ def load_settings(path: str | Path | None = None) -> Settings:
         graph = GraphConfig(**graph_kwargs)
         s = model.scoring
         scoring_kwargs: dict[str, Any] = {
-            k: v for k, v in s.model_dump(exclude={"columns", "scorecard_weights"}).items() if v is not None
+            k: v
+            for k, v in s.model_dump(
+                exclude={"columns", "scorecard_weights", "policy", "graph_evidence", "human_review", "policies", "protected_columns"}
+            ).items()
+            if v is not None
         }
+        if s.protected_columns is not None:
+            scoring_kwargs["protected_columns"] = tuple(s.protected_columns)
+        scoring_kwargs["policy"] = _policy(s)
         if s.columns is not None:
             scoring_kwargs["columns"] = {
                 dim: tuple(ColumnSpec(c.column, c.higher_is_riskier, c.denominator, c.reason) for c in cols)
@@ -262,7 +289,23 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if "api_keys" in svc:
         svc["api_keys"] = tuple(svc["api_keys"])
     service = ServiceConfig(**svc)
-    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service, normalise=normalise)
+    return Settings(graph=graph, scoring=scoring, label_map=labels, config_key=model.pseudonym_key, source=path, service=service, fairness_segment=model.fairness.segment, normalise=normalise)
+
+
+def _policy(s: _ScoringModel) -> DecisionPolicy:
+    """The configured decision policy: ``[scoring] policy`` among the shipped ones and
+    ``[scoring.policies.NAME]``, with ``graph_evidence`` and ``human_review`` overriding it."""
+    extra = {
+        name: DecisionPolicy(name, tuple(p.credit_features), p.graph_evidence, p.human_review, p.description)
+        for name, p in (s.policies or {}).items()
+    }
+    policy = policy_named(s.policy or "default", extra=extra)
+    changes: dict[str, Any] = {}
+    if s.graph_evidence is not None:
+        changes["graph_evidence"] = s.graph_evidence
+    if s.human_review is not None:
+        changes["human_review"] = s.human_review
+    return replace(policy, **changes) if changes else policy
 
 
 def resolve_key(settings: Settings, workspace: str | Path) -> tuple[bytes, str | None]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 import pickle
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +22,13 @@ from graph.projection import Projection, project
 from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
 from graph.walks import Walks
-from loaders.errors import ConfigError, NotFoundError, ParameterError
+from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreError
 from loaders.load import ERASED_USER, LoadReport, load, read_tables
 from loaders.schema import Tables, empty_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
 from scoring.evaluate import EvaluationReport, evaluate
+from scoring.fairness import FOUR_FIFTHS, check_segment, fairness_table
 from scoring.features import flag_vectors
 from scoring.pipeline import MODEL_VERSION, Combination, ScoreResult, Scorer
 from socialrisk.settings import ENV_KEY, Settings, resolve_key
@@ -34,6 +37,7 @@ __all__ = [
     "STORES",
     "open_store",
     "load_into",
+    "bulk_load_into",
     "propagate",
     "score",
     "calibrate",
@@ -43,6 +47,9 @@ __all__ = [
     "explain",
     "rings",
     "evaluate_dir",
+    "FairnessReport",
+    "fairness_dir",
+    "recourse",
     "PropagationSummary",
     "flag",
     "FlagUpdate",
@@ -72,7 +79,8 @@ def open_store(kind: str, workspace: str | Path) -> GraphStore:
     if kind == "embedded":
         return EmbeddedStore(workspace)
     if kind == "neo4j":
-        return open_neo4j()
+        # the last graph read out of Neo4j is kept beside the workspace, keyed by the store's counters
+        return open_neo4j(cache_dir=Path(workspace) / "neo4j-cache")
     raise ConfigError(f"Unknown store {kind!r}; expected one of {', '.join(STORES)}.")
 
 
@@ -119,16 +127,87 @@ def load_into(
     )
     if sum(report.added.values()) or sum(report.rejected.values()):
         # flags arrive in bulk too: the log says which load brought which rows
-        store.append_audit([{
-            "action": "load",
-            "before": {"snapshot": before},
-            "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
-            "detail": {
-                "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
-                "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
-                "rejects_file": report.rejects_path,
-            },
-        }])
+        store.append_audit([_load_entry(report, before, int(store.metadata().get("snapshot", 0)))])
+    return report
+
+
+def _load_entry(report: LoadReport, before: int, after: int, **detail: Any) -> dict[str, Any]:
+    """The audit entry of a load: the snapshots around it, the rows it added and set aside."""
+    return {
+        "action": "load",
+        "before": {"snapshot": before},
+        "after": {"snapshot": after, "added": {k: int(v) for k, v in report.added.items()}},
+        "detail": {
+            "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
+            "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
+            "rejects_file": report.rejects_path,
+            **detail,
+        },
+    }
+
+
+def bulk_load_into(
+    source: str | Path | dict[str, pd.DataFrame],
+    settings: Settings,
+    workspace: str | Path,
+    *,
+    progress: Progress | None = None,
+    notice: Notice | None = None,
+    on_error: str = "fail",
+    rejects_path: str | Path | None = None,
+) -> LoadReport:
+    """The first load of an empty Neo4j database with ``neo4j-admin database import full``.
+
+    The server is the one ``socialrisk neo4j start`` runs (``SOCIALRISK_NEO4J_HOME`` and
+    ``_PORT``). The data directory is read and validated as by :func:`load_into`; the tables are
+    written as the tool's CSV files, the server is stopped, the tool imports them, the server
+    starts again, and the constraints are created; only then is the graph served. The graph
+    is the one an online load of the same data gives, and later loads add to it online.
+
+    Raises
+    ------
+    StoreError
+        The database is not empty (load without ``--bulk`` to add to it), or the import failed.
+    """
+    from graph.store.neo4j import BulkSink, import_arguments
+    from socialrisk import neo4j_server
+
+    say = progress or (lambda _m: None)
+    server = neo4j_server.server_settings()
+    uri = os.environ.get("SOCIALRISK_NEO4J_URI", server.uri)
+    if uri.rsplit(":", 1)[-1].strip("/") != str(server.port):
+        raise ConfigError(
+            f"--bulk imports into the server 'socialrisk neo4j start' runs on port {server.port}, but SOCIALRISK_NEO4J_URI is {uri}; "
+            "set SOCIALRISK_NEO4J_PORT to the same port (a bulk import writes that server's database files)"
+        )
+    interrupted = neo4j_server.interrupted_import(server)
+    if interrupted is None:
+        with open_neo4j() as store:
+            nodes, pending = store.database_contents()  # type: ignore[attr-defined]
+        if nodes and pending is None:
+            raise StoreError(
+                f"Neo4j at {uri} already holds {nodes:,} nodes: --bulk only loads an empty database. Load without --bulk to add "
+                f"to it, or stop the server and delete {server.home / 'data'} to start from an empty one."
+            )
+    elif notice:
+        notice(f"a bulk import started at {interrupted.get('started_at', '?')} did not finish; importing afresh over it")
+    key, message = resolve_key(settings, workspace)
+    if message and notice:
+        notice(message)
+    directory = server.home / "import" / f"socialrisk-bulk-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    sink = BulkSink(
+        directory, meta={"key_fingerprint": key_fingerprint(key)}, progress=say,
+        importer=lambda files: neo4j_server.bulk_import(server, import_arguments(files), log=say),
+    )
+    try:
+        report = load(source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    say("creating the constraints")
+    with open_neo4j() as store:
+        store.finish_bulk_import()  # type: ignore[attr-defined]
+        neo4j_server.finish_import(server)
+        store.append_audit([_load_entry(report, 0, int(store.metadata().get("snapshot", 0)), bulk=True)])
     return report
 
 
@@ -457,7 +536,130 @@ def evaluate_dir(
     projection = project(tables, settings.graph)
     scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
     report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
+    if settings.fairness_segment:
+        # the segment the configuration names, on the hidden users (approval rates included)
+        segment = check_segment(tables.users, settings.fairness_segment, source=f"{source}/users")
+        table = fairness_table(report.predictions, report.predictions, segment)
+        report = dataclasses.replace(report, meta={**report.meta, "fairness": {"segment": settings.fairness_segment, "rows": table.to_dict(orient="records")}})
     return report
+
+
+def recourse(
+    store: GraphStore, settings: Settings, user_id: str, *, workspace: str | Path, progress: Progress | None = None
+) -> Any:
+    """The recourse of a refused or reviewed user (:func:`scoring.recourse.recourse`), with the
+    store's current model version on the store's graph.
+
+    The features are computed again as ``score`` computes them (the stored scores keep no
+    features), then every candidate set of actions is scored in one batch.
+
+    Raises
+    ------
+    NotFoundError
+        The user has no stored score.
+    ParameterError
+        The user is approved: recourse is for refused or reviewed users.
+    """
+    from graph.explain import ident_label
+    from scoring.pipeline import FeatureSet, dimension_frame
+    from scoring.recourse import recourse as find
+
+    say = progress or (lambda _m: None)
+    scores, _ = store.read_result("scores")
+    row = scores.loc[scores["user_id"].astype(str) == str(user_id)]
+    if row.empty:
+        raise NotFoundError(f"unknown user {user_id!r}: not in the stored scores")
+    stored = row.iloc[-1]
+    if stored["decision"] == "approve":
+        raise ParameterError(f"User {user_id!r} is approved (credit score {int(stored['credit_score'])}): recourse is for refused or reviewed users.")
+    say("projecting the graph")
+    projection = _projection(store, settings)
+    tables = store.read_tables()
+    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+    version = store.current_model()
+    combination = load_model(store, settings, workspace, version) if version else None
+    flags = scorer.flags_from(tables.flags)
+    result = scorer.score(flags, progress=progress, combination=combination)
+    assert result.fitted is not None
+    features = FeatureSet(
+        X=result.features, dims=dimension_frame(scorer.column_dims, result.features, scorer.structure, projection.n_users),
+        flags=flags, projection=projection, standings=scorer.standings, structure=scorer.structure, rings=scorer.rings,
+    )
+    say("scoring the changes open to the user")
+    return find(features, result.fitted, settings.scoring, row=int(projection.index_of(np.array([str(user_id)]))[0]), ident_label=ident_label)
+
+
+@dataclass(frozen=True)
+class FairnessReport:
+    """What ``fairness`` found.
+
+    Attributes
+    ----------
+    segment : str
+        The users column compared.
+    table : DataFrame
+        :func:`scoring.fairness.fairness_table`: per output and segment value.
+    users, hidden : int
+        Users scored (approval rates), hidden labelled users pooled over repeats (good-user
+        refusals and AUROC).
+    policy : str
+        The decision policy the outputs were decided under.
+    protocol : dict
+        ``train_frac``, ``repeats``, ``seed`` of the hidden-label protocol.
+    """
+
+    segment: str
+    table: pd.DataFrame
+    users: int
+    hidden: int
+    policy: str
+    protocol: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in self.table.to_dict(orient="records")]
+        return {
+            "segment": self.segment, "policy": self.policy, "users": self.users, "hidden": self.hidden,
+            "protocol": self.protocol, "four_fifths": FOUR_FIFTHS, "rows": rows,
+        }
+
+
+def fairness_dir(
+    source: str | Path,
+    settings: Settings,
+    *,
+    segment: str,
+    train_frac: float = 0.4,
+    repeats: int = 3,
+    seed: int = 0,
+    progress: Progress | None = None,
+    repeat_progress: Callable[[int, int], None] | None = None,
+) -> FairnessReport:
+    """The fairness report of a data directory by the users column ``segment``, in memory.
+
+    Approval rates come from scoring every user with all the flags; good-user refusals and
+    AUROC from the hidden users of the contract's evaluation protocol (``train_frac``,
+    ``repeats``, ``seed``), so that they are measured on users whose label the model did not see.
+
+    Raises
+    ------
+    DataError
+        No such column in ``users``, or a column with fewer than two values.
+    """
+    import os
+
+    configured = os.environ.get(ENV_KEY) or settings.config_key
+    key = parse_key(configured) if configured else parse_key(new_key())
+    tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress, normalisation=settings.normalise)
+    seg = check_segment(tables.users, segment, source=f"{source}/users")
+    projection = project(tables, settings.graph)
+    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+    full = scorer.score(scorer.flags_from(tables.flags), progress=progress).scores
+    report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
+    table = fairness_table(full, report.predictions, seg)
+    return FairnessReport(
+        segment=segment, table=table, users=len(full), hidden=len(report.predictions), policy=settings.scoring.policy.name,
+        protocol={"train_frac": train_frac, "repeats": repeats, "seed": seed},
+    )
 
 
 @dataclass(frozen=True)

@@ -72,3 +72,26 @@ def test_key_comes_from_env_then_config_then_workspace(tmp_path: Path, monkeypat
     monkeypatch.setenv(ENV_KEY, "short")
     with pytest.raises(ConfigError, match="at least 16"):
         resolve_key(Settings(), tmp_path)
+
+
+def test_decision_policy_from_config(tmp_path: Path) -> None:
+    from scoring.policy import POLICIES
+
+    path = tmp_path / "c.toml"
+    path.write_text('[scoring]\npolicy = "eu"\n')
+    assert load_settings(path).scoring.policy == POLICIES["eu"]
+    path.write_text('[scoring]\ngraph_evidence = "review"\nhuman_review = "call 0800"\n')
+    p = load_settings(path).scoring.policy
+    assert (p.name, p.credit_features, p.graph_evidence, p.human_review) == ("default", ("all",), "review", "call 0800")
+    path.write_text('[scoring]\npolicy = "strict"\n[scoring.policies.strict]\ncredit_features = ["own", "linked_accounts"]\n')
+    assert load_settings(path).scoring.policy.credit_features == ("own", "linked_accounts")
+
+
+def test_unknown_policy_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[scoring]\npolicy = "mars"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml: Unknown decision policy 'mars'; expected one of default, eu\.$"):
+        load_settings(path)
+    path.write_text('[scoring]\npolicy = "x"\n[scoring.policies.x]\ncredit_features = ["friends"]\n')
+    with pytest.raises(ConfigError, match="Unknown feature group\\(s\\) 'friends' in 'credit_features' of policy 'x'"):
+        load_settings(path)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loaders.synthetic import FORMATS, OUTPUT_TABLES, ROLES, _iso_utc, generate, write_tables
+from loaders.synthetic import AGE_BANDS, FORMATS, OUTPUT_TABLES, ROLES, _iso_utc, generate, write_tables
 
 N = 5_000
 ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
@@ -28,11 +28,14 @@ COLUMNS = {
         "night_spend_share": "float64",
         "spend_volatility": "float64",
         "region": "str",
+        "altpay_on_time_share": "float64",
+        "altpay_months": "float64",
+        "age_band": "str",
     },
     "links": {"user_id": "str", "kind": "str", "value": "str", "first_seen": "str", "last_seen": "str"},
     "relations": {"src": "str", "dst": "str", "kind": "str", "weight": "float64", "ts": "str"},
     "flags": {"user_id": "str", "label": "str", "severity": "float64", "source": "str", "ts": "str"},
-    "truth": {"user_id": "str", "is_fraud": "int64", "role": "str"},
+    "truth": {"user_id": "str", "is_fraud": "int64", "role": "str", "thin_file": "int64"},
 }
 
 
@@ -432,3 +435,36 @@ def test_unknown_format(tmp_path) -> None:
 def test_bad_table_name(tmp_path) -> None:
     with pytest.raises(ValueError, match="plain file stems"):
         write_tables({"../evil": pd.DataFrame({"a": [1]})}, tmp_path)
+
+
+def test_thin_files_have_alternative_data_and_few_transactions(tables: dict[str, pd.DataFrame], truth: pd.DataFrame) -> None:
+    users = tables["users"].set_index("user_id")
+    thin = truth["thin_file"].astype(bool)
+    assert (users.loc[thin, "repayments_total"] == 0).all()
+    assert users.loc[thin, "txn_count_90d"].median() <= 4 < users.loc[~thin, "txn_count_90d"].median()
+    has_alt = users["altpay_months"].notna()
+    assert (has_alt == users["altpay_on_time_share"].notna()).all()
+    assert 0.7 < has_alt[thin].mean() < 0.9 and 0.4 < has_alt[~thin].mean() < 0.6
+    good = truth["is_fraud"] == 0
+    share = users["altpay_on_time_share"]
+    assert share[good].mean() > share[~good].mean() + 0.03
+
+
+def test_age_band_has_no_effect_unless_biased() -> None:
+    plain = generate(n_users=20_000, seed=3)
+    users, truth = plain["users"], plain["truth"]
+    rate = truth.groupby(users["age_band"].to_numpy())["is_fraud"].mean()
+    assert set(rate.index) == set(AGE_BANDS)
+    assert rate.max() - rate.min() < 0.01
+    biased = generate(n_users=20_000, seed=3, bias_age_band="18-24")
+    # fraud, roles and every other band are unchanged; the band's good users look worse
+    assert biased["truth"]["is_fraud"].tolist() == truth["is_fraud"].tolist()
+    band = (users["age_band"] == "18-24").to_numpy() & (truth["is_fraud"] == 0).to_numpy()
+    late = lambda u: (u["repayments_late"] / u["repayments_total"].where(u["repayments_total"] > 0)).to_numpy()
+    assert np.nanmean(late(biased["users"])[band]) > np.nanmean(late(users)[band]) + 0.1
+    assert np.array_equal(biased["users"]["repayments_late"].to_numpy()[~band], users["repayments_late"].to_numpy()[~band])
+
+
+def test_bias_age_band_must_be_a_band() -> None:
+    with pytest.raises(ValueError, match="'bias_age_band' parameter of generate must be one of 18-24"):
+        generate(n_users=100, bias_age_band="teen")

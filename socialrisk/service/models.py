@@ -52,6 +52,21 @@ class Score(BaseModel):
         "The next full scoring replaces it."
     )
     neutral: bool = Field(description="True for a user without a score when the service is configured to answer with a neutral one.")
+    fraud_risk: float | None = Field(None, ge=0, le=1, description="Fraud risk, from every graph signal (as of the last full scoring).")
+    credit_risk: float | None = Field(
+        None, ge=0, le=1, description="Creditworthiness risk, from the features the decision policy lets it see (as of the last full scoring)."
+    )
+    fraud_decision: Decision | None = Field(None, description="The fraud output's own decision at the thresholds.")
+    credit_decision: Decision | None = Field(None, description="The credit output's own decision at the thresholds.")
+    principal_reasons: list[str] = Field(
+        default_factory=list, description="For a refusal (review or reject): at most four specific principal reasons, most important first."
+    )
+    principal_reason_codes: list[str] = Field(default_factory=list, description="Stable codes of the principal reasons.")
+    decision_basis: str = Field(
+        "", description="What refused: fraud, credit, fraud+credit, or graph_evidence_review (a rejection on graph evidence alone, reviewed instead)."
+    )
+    review_route: str = Field("", description="For a refusal under a policy that names one: how to obtain a human review and contest it.")
+    policy: str | None = Field(None, description="The decision policy the score was made under.")
 
 
 class BatchResponse(BaseModel):

@@ -65,6 +65,13 @@ class FlagEvent:
     persisted_snapshot: int | None = None
 
 
+#: Columns of a ``scores`` result served as they were written (the decision policy's outputs).
+POLICY_COLUMNS: tuple[str, ...] = (
+    "fraud_risk", "credit_risk", "fraud_decision", "credit_decision", "principal_reasons", "principal_reason_codes",
+    "decision_basis", "review_route", "policy",
+)
+
+
 @dataclass
 class ScoreTable:
     """Scores of every user, in memory.
@@ -93,6 +100,8 @@ class ScoreTable:
     updated: np.ndarray
     meta: dict[str, Any]
     source: str
+    #: The two outputs and the policy's decision of the last full scoring (:data:`POLICY_COLUMNS`).
+    policy_columns: dict[str, np.ndarray] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -132,6 +141,11 @@ class ScoreTable:
             updated=np.zeros(n, dtype=bool),
             meta=dict(meta),
             source=source,
+            policy_columns={
+                c: (frame[c].to_numpy(dtype=np.float64) if c.endswith("_risk") else np.array([sys.intern(v) for v in text(c)], dtype=object))
+                for c in POLICY_COLUMNS
+                if c in frame
+            },
         )
 
     def __len__(self) -> int:
@@ -164,7 +178,22 @@ class ScoreTable:
             "stale": stale,
             "updated": bool(self.updated[i]),
             "neutral": False,
+            **self._policy_record(i),
         }
+
+    def _policy_record(self, i: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for c, a in self.policy_columns.items():
+            v = a[i]
+            if c.endswith("_risk"):
+                out[c] = None if v != v else float(v)
+            elif c in ("principal_reasons", "principal_reason_codes"):
+                out[c] = [r for r in v.split(";") if r]
+            elif c in ("fraud_decision", "credit_decision", "policy"):
+                out[c] = v or None
+            else:
+                out[c] = v
+        return out
 
     def render(self, user_id: str, *, stale: bool) -> bytes | None:
         """The JSON of one user's score, or None for a user without one."""
