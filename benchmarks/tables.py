@@ -506,19 +506,23 @@ def config_reference() -> str:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise MissingResults(f"config-reference: the file's key {table!r} is neither a table nor documented here")
         module, name = CONFIG_CLASSES.get(table, (None, None))
-        if module is None:
-            raise MissingResults(f"config-reference: no configuration class is named for the [{table}] table (CONFIG_CLASSES)")
-        cls = getattr(importlib.import_module(module), name)
-        defaults, docs = cls(), _attributes(cls)
+        if module is not None:
+            cls = getattr(importlib.import_module(module), name)
+            defaults: Any = cls()
+            docs = _attributes(cls)
+        else:  # a table read straight into Settings: its attributes are named <table>_<key>
+            defaults = None
+            settings_docs = _attributes(s.Settings)
+            docs = {k: settings_docs.get(f"{table}_{k}", settings_docs.get(k, "")) for k in model.model_fields}
         rows = []
         for key, f in model.model_fields.items():
             allowed = _constraint(f)
             kind = _type(f.annotation) + (f" ({allowed})" if allowed else "")
-            default = _default(getattr(defaults, key)) if hasattr(defaults, key) else ""
+            default = _default(getattr(defaults, key)) if hasattr(defaults, key) else _default(f.default)
             rows.append([f"`{key}`", _md(kind), _md(default), _md(docs.get(key, ""))])
         parts.append(f"### `[{table}]`\n\n" + _table(["key", "type", "default", "meaning"], ["l", "l", "l", "l"], rows))
     return "\n\n".join(parts) + "\n\n<small>Generated from the settings model (`socialrisk/settings.py`) and the docstrings of " \
-        + ", ".join(f"`{n}`" for _m, n in CONFIG_CLASSES.values()) + ".</small>"
+        + ", ".join(f"`{n}`" for _m, n in CONFIG_CLASSES.values()) + ", `Settings`.</small>"
 
 TABLES: dict[str, Callable[[], str]] = {
     "quality-ranking": quality_ranking,
