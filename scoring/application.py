@@ -111,7 +111,8 @@ def canonical_frames(
     with ``key`` under ``normalisation``, the settings the store was loaded with; the raw values
     are dropped there), relations through
     :func:`loaders.validate.validate_relations`; the errors are the loader's (row numbers are
-    1-based positions in the application's lists).
+    1-based positions in the application's lists). ``max_items`` caps the links and the
+    relations of one application (None: no cap, for batches of events).
 
     Raises
     ------

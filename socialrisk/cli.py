@@ -817,8 +817,10 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigOpt = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write figures into this directory: score distributions by label, ROC, precision-recall, recall against collateral, calibration (PNG).")] = None,
+    split: Annotated[str, typer.Option("--split", help="random (the contract's protocol) or time: labels known before the cut train, later ones are judged, and nothing dated after the cut enters the graph the model is fitted on.")] = "random",
+    at: Annotated[Optional[str], typer.Option("--at", help="The cut of --split time (ISO 8601); default: where --train-frac of the dated labels fall before it.")] = None,
 ) -> None:
-    """Hide a stratified share of the labels, score with the rest, report AUROC, AUPRC and Rec@K."""
+    """Hide a stratified share of the labels (or the later ones, --split time), score with the rest, report AUROC, AUPRC and Rec@K."""
 
     def body() -> None:
         settings = _settings(config)
@@ -835,7 +837,9 @@ def evaluate_cmd(
             def done(i: int, n: int) -> None:
                 bar.update(task, completed=i, description="evaluate: repeats")
 
-            report = workflow.evaluate_dir(data_dir, settings, train_frac=train_frac, repeats=repeats, seed=seed, progress=step, repeat_progress=done)
+            report = workflow.evaluate_dir(
+                data_dir, settings, train_frac=train_frac, repeats=repeats, seed=seed, progress=step, repeat_progress=done, split=split, at=at
+            )
         summary = report.summary()
         written = {}
         if plots is not None:
@@ -852,6 +856,12 @@ def evaluate_cmd(
                 payload["plots"] = {k: str(v) for k, v in written.items()}
             out.print_json(json.dumps(payload))
             return
+        if "split" in report.meta:
+            sp_ = report.meta["split"]
+            out.print(
+                f"time split at {sp_['at']}: {sp_['train']['users']:,} labelled users before it train ({sp_['train']['fraud']:,} fraud), "
+                f"{sp_['test']['users']:,} after it are judged ({sp_['test']['fraud']:,} fraud); {sp_['undated']:,} labelled users without a time left out"
+            )
         table = Table(title=f"{data_dir}: {report.n_labelled:,} labelled ({report.n_fraud:,} fraud), {report.combination}", show_edge=False)
         table.add_column("metric")
         table.add_column("mean", justify="right")

@@ -27,7 +27,7 @@ from loaders.load import ERASED_USER, LoadReport, load, read_tables
 from loaders.schema import Tables, empty_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
-from scoring.evaluate import EvaluationReport, evaluate
+from scoring.evaluate import EvaluationReport, evaluate, evaluate_time
 from scoring.fairness import FOUR_FIFTHS, check_segment, fairness_table
 from scoring.features import flag_vectors
 from scoring.pipeline import MODEL_VERSION, Combination, ScoreResult, Scorer
@@ -196,11 +196,14 @@ def bulk_load_into(
         notice(message)
     directory = server.home / "import" / f"socialrisk-bulk-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     sink = BulkSink(
-        directory, meta={"key_fingerprint": key_fingerprint(key)}, progress=say,
+        directory, meta={"key_fingerprint": key_fingerprint(key), "normalisation": settings.normalise.fingerprint()}, progress=say,
         importer=lambda files: neo4j_server.bulk_import(server, import_arguments(files), log=say),
     )
     try:
-        report = load(source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+        report = load(
+            source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path,
+            normalisation=settings.normalise,
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     say("creating the constraints")
@@ -525,17 +528,29 @@ def evaluate_dir(
     seed: int,
     progress: Progress | None = None,
     repeat_progress: Callable[[int, int], None] | None = None,
+    split: str = "random",
+    at: str | None = None,
 ) -> EvaluationReport:
-    """The contract's evaluation of a data directory, in memory (nothing is written)."""
+    """The contract's evaluation of a data directory, in memory (nothing is written).
+
+    ``split="time"``: out of time instead (:func:`scoring.evaluate.evaluate_time`), the cut at
+    ``at`` or where ``train_frac`` of the dated labels fall before it."""
     import os
 
     # Pseudonyms only need to be consistent within this run; use the configured key when there is one.
     configured = os.environ.get(ENV_KEY) or settings.config_key
     key = parse_key(configured) if configured else parse_key(new_key())
     tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress, normalisation=settings.normalise)
-    projection = project(tables, settings.graph)
-    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
-    report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
+    if split not in ("random", "time"):
+        raise ParameterError(f"The 'split' parameter of evaluate must be random or time. Got {split!r} instead.")
+    if split == "time":
+        report = evaluate_time(tables, graph_config=settings.graph, config=settings.scoring, at=at, train_frac=train_frac, progress=progress)
+    else:
+        if at is not None:
+            raise ParameterError("--at sets the cut of --split time; with the random split it has no meaning.")
+        projection = project(tables, settings.graph)
+        scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+        report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
     if settings.fairness_segment:
         # the segment the configuration names, on the hidden users (approval rates included)
         segment = check_segment(tables.users, settings.fairness_segment, source=f"{source}/users")
