@@ -345,7 +345,7 @@ def align_features(X: pd.DataFrame, combination: "Combination") -> tuple[pd.Data
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "fraud_risk", "fraud_score", "fraud_decision", "fraud_reasons", "fraud_reason_codes",
     "credit_risk", "credit_risk_score", "credit_decision", "credit_reasons", "credit_reason_codes",
-    "principal_reasons", "principal_reason_codes", "decision_basis", "review_route", "policy",
+    "principal_reasons", "principal_reason_codes", "decision_basis", "graph_evidence_only", "review_route", "policy",
 )
 
 
@@ -526,6 +526,7 @@ def combine(
     frame["principal_reasons"] = [";".join(t for _, t in p) for p in principal]
     frame["principal_reason_codes"] = [";".join(c for c, _ in p) for p in principal]
     frame["decision_basis"] = decided.basis
+    frame["graph_evidence_only"] = decided.graph_evidence_only
     frame["review_route"] = decided.review_route
     frame["policy"] = policy.name
     return frame, contributions
