@@ -240,7 +240,13 @@ def fit_combination(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig, *, pr
     cols = credit_columns(list(X.columns), policy)
     say = progress or (lambda _m: None)
     say(f"credit_risk under the {policy.name!r} policy: {len(cols)} of {X.shape[1]} features ({', '.join(policy.credit_features)})")
-    credit = _fit_one(X[cols], y, config, progress=None, scorecard_dims=_credit_dimensions(policy))
+    if not cols:
+        # no column the policy grants (a graph without user columns): credit_risk has no
+        # evidence and is neutral, the scorecard of the granted dimensions, all without data
+        weights = {d: w for d, w in config.scorecard_weights.items() if d in _credit_dimensions(policy)}
+        credit = Combination("scorecard", (), scorecard_weights=weights, labels=fraud.labels)
+    else:
+        credit = _fit_one(X[cols], y, config, progress=None, scorecard_dims=_credit_dimensions(policy))
     return replace(fraud, credit=credit, policy=policy.name)
 
 
