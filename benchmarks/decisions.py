@@ -203,6 +203,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-generated", dest="generated", action="store_false", help="policies: the shared datasets only")
     ap.add_argument("--recourse-users", type=int, default=50_000)
     ap.add_argument("--recourse-sample", type=int, default=300)
     args = ap.parse_args()
@@ -213,7 +214,8 @@ def main() -> None:
         pol: dict[str, Any] = {}
         for name in [d for d in args.datasets.split(",") if d and d != "none"]:
             pol[name] = _policies(args.data / name, args.repeats)
-        pol[f"generated-{args.users}"] = _policies(_generated(args.users, args.seed), args.repeats)
+        if args.generated:
+            pol[f"generated-{args.users}"] = _policies(_generated(args.users, args.seed), args.repeats)
         results["policies"] = {"repeats": args.repeats, "train_frac": 0.4, "seed": 0, "datasets": pol, "conditions": conditions}
     if "thin" in parts:
         results["thin"] = {"users": args.users, **_thin(args.users, args.seed), "conditions": conditions}
@@ -224,6 +226,9 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     # read again just before writing: parts run side by side each replace only their own key
     merged = json.loads(OUT.read_text()) if OUT.exists() else {}
+    if "policies" in results and "policies" in merged:
+        # datasets measured by separate runs are kept side by side
+        results["policies"]["datasets"] = {**merged["policies"].get("datasets", {}), **results["policies"]["datasets"]}
     merged.update(results)
     OUT.write_text(json.dumps(merged, indent=2, default=float) + "\n")
     print(f"wrote {OUT}")
