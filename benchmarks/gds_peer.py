@@ -10,6 +10,9 @@ Needs a server started with OpenGDS (``SOCIALRISK_NEO4J_GDS=1 socialrisk neo4j s
 ``SOCIALRISK_NEO4J_PASSWORD`` / ``SOCIALRISK_NEO4J_PORT``. The database is emptied first.
 
     SOCIALRISK_NEO4J_GDS=1 .venv/bin/python benchmarks/gds_peer.py --users 120000
+
+``benchmarks/neo4j_scale.py`` measures the same comparison with the store's integer read of the graph
+(``Neo4jStore.stored_graph``) after a bulk load, beside the other Neo4j figures.
 """
 
 from __future__ import annotations
@@ -29,21 +32,10 @@ from loaders import load
 from loaders.synthetic import generate
 from socialrisk.workflow import open_neo4j
 
+from _gds import gds_pagerank  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"benchmark-key-not-secret-0123456789"
-GDS_PROJECT = """
-CALL gds.graph.project('socialrisk_bench', ['User', 'Identifier'],
-  {USES: {orientation: 'UNDIRECTED'}, RELATES: {orientation: 'UNDIRECTED'}})
-YIELD nodeCount, relationshipCount RETURN nodeCount, relationshipCount
-"""
-GDS_SEEDS = "UNWIND $ids AS id MATCH (u:User {id: id}) RETURN collect(u) AS nodes"
-GDS_PAGERANK = """
-MATCH (u:User) WHERE u.id IN $ids WITH collect(u) AS seeds
-CALL gds.pageRank.stream('socialrisk_bench', {sourceNodes: seeds, dampingFactor: 0.85, tolerance: $tol, maxIterations: $max_iter})
-YIELD nodeId, score
-RETURN count(*) AS n, sum(score) AS total, max(score) AS top
-"""
-GDS_DROP = "CALL gds.graph.drop('socialrisk_bench', false) YIELD graphName RETURN graphName"
 
 
 def main() -> None:
@@ -86,15 +78,8 @@ def main() -> None:
     ours_total = time.perf_counter() - t0
 
     # GDS: project into its in-memory graph, then stream PageRank from the same seeds
-    run(GDS_DROP, database_="neo4j")
-    t0 = time.perf_counter()
-    projected = run(GDS_PROJECT, database_="neo4j").records[0]
-    t_gds_project = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    res = run(GDS_PAGERANK, ids=seeds, tol=args.tol, max_iter=args.max_iter, database_="neo4j").records[0]
-    t_gds_pr = time.perf_counter() - t1
-    gds_total = time.perf_counter() - t0
-    run(GDS_DROP, database_="neo4j")
+    gds = gds_pagerank(run, seeds, tol=args.tol, max_iter=args.max_iter)
+    gds_total, t_gds_pr = gds.pop("_total"), gds.pop("_pagerank")
     store.clear()
     store.close()
 
@@ -102,7 +87,7 @@ def main() -> None:
         "users": args.users,
         "nodes": n + m,
         "undirected_edges": int(A.nnz // 2),
-        "gds_graph": {"nodes": projected["nodeCount"], "relationships": projected["relationshipCount"]},
+        "gds_graph": gds["graph"],
         "seeds": args.seeds,
         "tolerance": args.tol,
         "socialrisk": {
@@ -112,7 +97,7 @@ def main() -> None:
             "converged": ours.converged,
             "total_s": round(ours_total, 2),
         },
-        "gds": {"project_s": round(t_gds_project, 2), "pagerank_stream_s": round(t_gds_pr, 2), "total_s": round(gds_total, 2), "scores_streamed": res["n"]},
+        "gds": {k: v for k, v in gds.items() if k != "graph"},
         "ratio_total_gds_over_socialrisk": round(gds_total / ours_total, 2),
         "ratio_algorithm_gds_over_socialrisk": round(t_gds_pr / t_ppr, 1),
         "date": time.strftime("%Y-%m-%d"),

@@ -17,6 +17,11 @@ be compared run by run (same splits):
 - ``--unsigned``: relation signs ignored, a negative weight read as its magnitude, as a graph
   without signs would hold it (``quality-unsigned.json``); only data with negative relations
   changes;
+- ``--without FAMILY``: the per-kind identifier evidence (``per-kind``: co-users, flagged
+  co-users and their shares per identifier kind), the same-person evidence (``same-person``) or
+  the velocity (``velocity``) taken out of the model (``quality-without-<family>.json``);
+- ``--split time``: the out-of-time protocol (``evaluate --split time``) beside the random one,
+  on the datasets that have times (``quality-time.json``);
 - ``--no-benign``: benign flags stay training labels of the combination but seed no graph
   feature, so that the benign counter-evidence (benign PageRank lifts, the benign side of belief
   propagation) is gone (``quality-no-benign.json``). The hidden users are the same.
@@ -39,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from graph.projection import project
+from loaders.errors import DataError
 from loaders.load import read_tables
 from loaders.pseudonym import new_key, parse_key
 from loaders.schema import Tables
 from loaders.synthetic import generate, write_tables
 from scoring.config import PROPAGATIONS
-from scoring.evaluate import EvaluationReport, evaluate
+from scoring.evaluate import EvaluationReport, evaluate, evaluate_time
 from scoring.pipeline import Scorer
 from socialrisk.settings import ENV_KEY, Settings
 
@@ -55,6 +61,13 @@ REFERENCE = {
     "bitcoin-otc": (0.989, 0.992, "share of negative ratings received"),
     "tolokers": (0.844, 0.573, "boosting on features + neighbour means + propagation"),
     "amlsim-20k_fanin200cycle200": (0.834, 0.459, "boosting on features + neighbour means + propagation"),
+    "afd-registration-20k": (0.991, 0.959, "boosting on features + identifier-sharing counts per kind + cross-fitted share of known fraud among co-users + co-user means"),
+}
+#: Feature families that ``--without`` takes away, by the column names they make.
+ABLATIONS = {
+    "per-kind": lambda c: any(c.startswith(f"lnk_{p}") for p in ("co_users_", "fraud_co_users_", "benign_co_users_", "fraud_share_", "benign_share_", "fraud_rate_")),
+    "same-person": lambda c: c.startswith("lnk_same_person"),
+    "velocity": lambda c: c.startswith("lnk_joined_"),
 }
 #: Cut-offs shown in the printed trade-off table (all are in the results file).
 SHOWN_CUTOFFS = (550, 600, 650, 700, 750)
@@ -65,13 +78,24 @@ def unsigned(tables: Tables) -> Tables:
     return dataclasses.replace(tables, relations=tables.relations.assign(weight=tables.relations["weight"].abs()))
 
 
+def _without(families: list[str]) -> Any:
+    """Feature-column predicate of the families taken away (None: nothing)."""
+    if not families:
+        return None
+    tests = [ABLATIONS[f] for f in families]
+    return lambda c: any(t(c) for t in tests)
+
+
 def evaluate_variant(
-    source: Path, settings: Settings, *, repeats: int, ignore_signs: bool, benign_seeds: bool
+    source: Path, settings: Settings, *, repeats: int, ignore_signs: bool, benign_seeds: bool, without: list[str] | None = None,
+    split: str = "random",
 ) -> tuple[EvaluationReport, dict[str, int]]:
     """``workflow.evaluate_dir`` with the variant's changes: the same reading, projection and protocol."""
+    import scoring.features as features
+
     configured = os.environ.get(ENV_KEY) or settings.config_key
     key = parse_key(configured) if configured else parse_key(new_key())
-    tables = read_tables(source, key=key, label_map=settings.label_map)
+    tables = read_tables(source, key=key, label_map=settings.label_map, normalisation=settings.normalise)
     graph = {
         "negative_relations": int((tables.relations["weight"] < 0).sum()),
         "relations": len(tables.relations),
@@ -81,8 +105,26 @@ def evaluate_variant(
     projection = project(tables, settings.graph)
     graph["shared_identifiers"] = projection.n_idents
     graph["largest_identifier_users"] = int(projection.ident_degree.max()) if projection.n_idents else 0
-    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring)
-    return evaluate(scorer, train_frac=0.4, repeats=repeats, seed=0, benign_seeds=benign_seeds), graph
+    drop = _without(without or [])
+    structural, direct = features.structural_features, features.direct_label_features
+    if drop is not None:
+        # the families are left out where they are made, so that the model never sees them
+        features.structural_features = lambda t, p: (lambda f: f[[c for c in f.columns if not drop(c)]])(structural(t, p))
+        features.direct_label_features = lambda p, F, B: {k: v for k, v in direct(p, F, B).items() if not drop(k)}
+        import scoring.pipeline as pipeline
+
+        pipeline.structural_features = features.structural_features
+    try:
+        if split == "time":
+            return evaluate_time(tables, graph_config=settings.graph, config=settings.scoring), graph
+        scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring)
+        return evaluate(scorer, train_frac=0.4, repeats=repeats, seed=0, benign_seeds=benign_seeds), graph
+    finally:
+        if drop is not None:
+            import scoring.pipeline as pipeline
+
+            features.structural_features, features.direct_label_features = structural, direct
+            pipeline.structural_features = structural
 
 
 def generated_dir(users: int, seed: int) -> Path:
@@ -113,6 +155,8 @@ def main() -> None:
     parser.add_argument("--hub-exponent", type=float, default=None, help="GraphConfig.hub_exponent (0 = no hub damping)")
     parser.add_argument("--unsigned", action="store_true", help="read negative relation weights as their magnitude")
     parser.add_argument("--no-benign", action="store_true", help="benign flags train the combination but seed no graph feature")
+    parser.add_argument("--without", default="", help=f"comma-separated feature families to take away ({', '.join(ABLATIONS)})")
+    parser.add_argument("--split", choices=("random", "time"), default="random", help="time: the out-of-time protocol, on datasets with times")
     parser.add_argument("--out", type=Path, default=None, help="results file; default: benchmarks/results/quality[-<variant>].json")
     args = parser.parse_args()
     settings = Settings()
@@ -133,6 +177,14 @@ def main() -> None:
         variant.append("unsigned")
     if args.no_benign:
         variant.append("no-benign")
+    without = [w.strip() for w in args.without.split(",") if w.strip()]
+    unknown_families = [w for w in without if w not in ABLATIONS]
+    if unknown_families:
+        parser.error(f"unknown feature family {unknown_families[0]!r}; expected any of {', '.join(ABLATIONS)}")
+    if without:
+        variant.append("without-" + "+".join(without))
+    if args.split == "time":
+        variant.append("time")
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip() and d.strip() != "none"]
     unknown = [d for d in datasets if d not in REFERENCE]
     if unknown:
@@ -152,7 +204,15 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for name, path in sources:
         t0 = time.perf_counter()
-        report, graph = evaluate_variant(path, settings, repeats=args.repeats, ignore_signs=args.unsigned, benign_seeds=not args.no_benign)
+        try:
+            report, graph = evaluate_variant(
+                path, settings, repeats=args.repeats, ignore_signs=args.unsigned, benign_seeds=not args.no_benign, without=without, split=args.split
+            )
+        except DataError as exc:
+            if args.split != "time":
+                raise
+            print(f"{name}: no time-true figure ({exc})", flush=True)
+            continue
         m = report.summary()
         ref_auroc, ref_auprc, method = REFERENCE.get(name, (None, None, None))
         curve = report.tradeoff.set_index("credit_score_cutoff")
@@ -179,6 +239,7 @@ def main() -> None:
                 "seconds": round(time.perf_counter() - t0, 1),
                 # per repeat, for paired comparisons between configurations (same splits)
                 "runs": {k: report.runs[k].round(6).tolist() for k in ("auroc", "auprc", "rec_at_k", "good_refused", "collateral_rate")},
+                **({"split": report.meta["split"]} if "split" in report.meta else {}),
             }
         )
         print(f"{name}: AUROC {m['auroc']['mean']:.4f}, AUPRC {m['auprc']['mean']:.4f} ({rows[-1]['seconds']} s)", flush=True)
@@ -192,6 +253,8 @@ def main() -> None:
             "hub_exponent": settings.graph.hub_exponent,
             "unsigned": args.unsigned,
             "benign_seeds": not args.no_benign,
+            "without": without,
+            "split": args.split,
         },
         "propagation": list(settings.scoring.propagation),
         "approve_at": approve_at,

@@ -481,6 +481,22 @@ CONFIG_CLASSES = {
 }
 
 
+def applications_parity() -> str:
+    rows, files = [], []
+    for path in sorted(RESULTS.glob("applications-parity-*.json")):
+        r = json.loads(path.read_text())
+        files.append(path.name)
+        for label, name in (("same_model", "same model version"), ("refitted", "refitted")):
+            m = r[label]
+            rows.append([r["dataset"], f"{r['held_out']:,} of {r['users']:,}", name, _f(m["spearman_risk"], 3), f"{100 * m['decision_agreement']:.1f}%",
+                         f"{m['mean_abs_risk_diff']:.1e}", f"{m['max_abs_risk_diff']:.3f}"])
+    if not rows:
+        raise MissingResults("benchmarks/results/applications-parity-*.json is missing: run benchmarks/applications.py parity")
+    table = _table(["data", "held out", "full scoring", "Spearman of risk", "decisions agree", "mean abs risk diff", "max abs risk diff"],
+                   ["l", "r", "l", "r", "r", "r", "r"], rows)
+    return table + "\n\n" + _source(*files, command="python benchmarks/applications.py parity [--dataset DIR]")
+
+
 def config_reference() -> str:
     import importlib
 
@@ -518,6 +534,7 @@ def config_reference() -> str:
         + ", ".join(f"`{n}`" for _m, n in CONFIG_CLASSES.values()) + ".</small>"
 
 TABLES: dict[str, Callable[[], str]] = {
+    "applications-parity": applications_parity,
     "quality-ranking": quality_ranking,
     "quality-misjudgment": quality_misjudgment,
     "quality-tradeoff": quality_tradeoff,

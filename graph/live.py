@@ -521,12 +521,12 @@ class LiveGraph:
         moved = (np.zeros(0, dtype=np.int64), np.zeros(0))
         in_edges: list[tuple[int, float, Any]] = []
         bound = 0.0
-        for layer, links, relations in (("lnk", True, False), ("rel", False, True), ("all", True, True)):
+        walks = _local_walks(P, self.config.hub_exponent)
+        for layer in ("lnk", "rel", "all"):
             keys = [k for k in self.states if k[0] == layer]
             if not keys:
                 continue
-            W = sp.csr_matrix(walk_matrix(P, hub_exponent=self.config.hub_exponent, links=links, relations=relations))
-            W.eliminate_zeros()
+            W = walks[layer]
             C = W.tocoo()
             r, c, w = C.row, C.col, C.data
             touch = (r == 0) | (c == 0) | new_ident[r] | new_ident[c] | (small[c] & (r < n_loc))
@@ -551,7 +551,7 @@ class LiveGraph:
             vals = np.zeros(n_loc)
             vals[ok] = batch_scores(state, users_live[ok], total=self.total(key))
             scores[key] = vals
-        belief = self._place_belief(P, live, pad)
+        belief = self._place_belief(P, live, pad, walks)
         return Placement(scores=scores, belief=belief, node=node, moved=moved, in_edges=in_edges, error_bound=bound)
 
     def _new_node(self) -> int:
@@ -568,7 +568,7 @@ class LiveGraph:
 
     # -- belief propagation around the applicant ---------------------------------------------
 
-    def _place_belief(self, P: Projection, live: np.ndarray, pad: np.ndarray) -> dict[str, np.ndarray]:
+    def _place_belief(self, P: Projection, live: np.ndarray, pad: np.ndarray, walks: dict[str, sp.csr_matrix]) -> dict[str, np.ndarray]:
         """Belief propagation's fraud probability at the local users with the applicant in:
         Jacobi sweeps of the linearised rule over the applicant and its neighbours in the
         field, every other node held at its kept value (their rows are complete in the local
@@ -577,9 +577,9 @@ class LiveGraph:
         out: dict[str, np.ndarray] = {}
         for layer in self.belief:
             if layer == "lnk":
-                W = walk_matrix(P, hub_exponent=self.config.hub_exponent, links=True, relations=False)
+                W = walks["lnk"]
             else:
-                Wr = walk_matrix(P, hub_exponent=self.config.hub_exponent, links=False, relations=True)
+                Wr = walks["rel"]
                 n = P.n_users
                 neg = P.relations_neg
                 if neg.nnz:
@@ -635,6 +635,17 @@ class LiveGraph:
                     if key[1] == name:
                         add_seed(state, node, value - float(state.seeds[node]))
             self._totals.clear()
+
+
+def _local_walks(P: Projection, hub_exponent: float) -> dict[str, sp.csr_matrix]:
+    """The walk matrices of a local subgraph, each layer and both (``walk_matrix``'s blocks:
+    the layers' entries are disjoint, so both is their sum)."""
+    lnk = sp.csr_matrix(walk_matrix(P, hub_exponent=hub_exponent, links=True, relations=False))
+    rel = sp.csr_matrix(walk_matrix(P, hub_exponent=hub_exponent, links=False, relations=True))
+    lnk.eliminate_zeros()
+    rel.eliminate_zeros()
+    both = sp.csr_matrix(lnk + rel)
+    return {"lnk": lnk, "rel": rel, "all": both}
 
 
 def _symmetric(W: sp.csr_matrix) -> sp.csr_matrix:

@@ -26,7 +26,7 @@ from loaders.schema import Tables
 
 __all__ = [
     "Projection", "EncodedGraph", "encode", "project", "project_encoded", "walk_matrix", "walk_transition", "save_projection", "load_projection",
-    "save_encoded", "load_encoded", "SignedRelations", "signed_relations", "PROJECTION_FORMAT",
+    "save_encoded", "load_encoded", "shared_links", "SignedRelations", "signed_relations", "PROJECTION_FORMAT",
 ]
 
 
@@ -268,6 +268,34 @@ def _nanoseconds(times: pd.Series) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+def shared_links(codes: np.ndarray, n_idents: int, link_user: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which identifiers a projection keeps, and the links to them.
+
+    Parameters
+    ----------
+    codes : ndarray of int
+        Each link's identifier, as first-seen codes ``0..n_idents-1``.
+    n_idents : int
+    link_user : ndarray of int
+        Each link's user code.
+
+    Returns
+    -------
+    shared : ndarray of bool
+        Identifiers two links or more use (links are one per user and identifier, so two users).
+    kept : ndarray of int
+        Each link's identifier among the shared ones, in first-seen order; -1 where not shared.
+    order : ndarray of int
+        The links to shared identifiers, sorted by ``(user, identifier)``.
+    """
+    shared = np.bincount(codes, minlength=n_idents) >= 2
+    new_code = np.full(n_idents, -1, dtype=np.int64)
+    new_code[shared] = np.arange(int(shared.sum()))
+    kept = new_code[codes]
+    keep = np.flatnonzero(kept >= 0)
+    return shared, kept, keep[np.lexsort((kept[keep], link_user[keep]))]
+
+
 def encode(tables: Tables) -> EncodedGraph:
     """Factorise the canonical tables into an :class:`EncodedGraph`.
 
@@ -298,12 +326,7 @@ def encode(tables: Tables) -> EncodedGraph:
         kind_codes, kind_names = pd.factorize(links["kind"].astype("string"))
         kind_names = np.asarray(kind_names, dtype=object).astype(str)
         codes, first_row = _first_seen_codes(ident_code * len(kind_names) + kind_codes)
-        shared = np.bincount(codes, minlength=len(first_row)) >= 2
-        new_code = np.full(len(first_row), -1, dtype=np.int64)
-        new_code[shared] = np.arange(int(shared.sum()))
-        cols = new_code[codes]
-        keep = np.flatnonzero(cols >= 0)
-        order = keep[np.lexsort((cols[keep], link_user[keep]))]
+        shared, cols, order = shared_links(codes, len(first_row), link_user)
         kept_rows = first_row[shared]
         ident_keys = np.array(
             [f"{k}:{i}" for k, i in zip(kind_names[kind_codes[kept_rows]].tolist(), ident_values[ident_code[kept_rows]].tolist())], dtype=str

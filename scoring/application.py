@@ -102,7 +102,8 @@ class ApplicationScore:
 
 
 def canonical_frames(
-    application: Application, *, key: bytes, source: str = "application", normalisation: Normalisation | None = None
+    application: Application, *, key: bytes, source: str = "application", normalisation: Normalisation | None = None,
+    max_items: int | None = MAX_ITEMS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The application's links and relations as the loader's canonical frames.
 
@@ -110,7 +111,8 @@ def canonical_frames(
     with ``key`` under ``normalisation``, the settings the store was loaded with; the raw values
     are dropped there), relations through
     :func:`loaders.validate.validate_relations`; the errors are the loader's (row numbers are
-    1-based positions in the application's lists).
+    1-based positions in the application's lists). ``max_items`` caps the links and the
+    relations of one application (None: no cap, for batches of events).
 
     Raises
     ------
@@ -119,8 +121,8 @@ def canonical_frames(
     """
     uid = application.user_id
     for name, items in (("links", application.links), ("relations", application.relations)):
-        if len(items) > MAX_ITEMS:
-            raise ParameterError(f"{name}: at most {MAX_ITEMS:,} per application. Got {len(items):,} instead.")
+        if max_items is not None and len(items) > max_items:
+            raise ParameterError(f"{name}: at most {max_items:,} per application. Got {len(items):,} instead.")
     link_rows = [{"user_id": uid, **{k: v for k, v in dict(item).items()}} for item in application.links]
     links_raw = pd.DataFrame(link_rows, columns=["user_id", "kind", "value", "first_seen", "last_seen", "weight"]).astype(object)
     links = validate_links(_raw("links", links_raw, f"{source}.links"), key=key, normalisation=normalisation)
@@ -267,7 +269,28 @@ class ApplicantScorer:
             "reason_codes": [r for r in str(rec["reason_codes"]).split(";") if r],
             "flag": rec["flag"] or None,
             "ring_id": None,
+            **_policy_outputs(rec),
         }
+
+
+def _policy_outputs(rec: dict[str, Any]) -> dict[str, Any]:
+    """The decision policy's outputs of a scored row (fraud and credit risk, principal reasons...),
+    as the served score shows them."""
+    out: dict[str, Any] = {}
+    for c in ("fraud_risk", "credit_risk", "fraud_decision", "credit_decision", "principal_reasons", "principal_reason_codes",
+              "decision_basis", "review_route", "policy"):
+        if c not in rec:
+            continue
+        v = rec[c]
+        if c.endswith("_risk"):
+            out[c] = None if pd.isna(v) else float(v)
+        elif c in ("principal_reasons", "principal_reason_codes"):
+            out[c] = [r for r in str(v if isinstance(v, str) else "").split(";") if r]
+        elif c in ("fraud_decision", "credit_decision", "policy"):
+            out[c] = (str(v) or None) if isinstance(v, str) else None
+        else:
+            out[c] = "" if v is None or (isinstance(v, float) and v != v) else str(v)
+    return out
 
 
 class _PlacedWalks:

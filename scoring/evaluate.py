@@ -12,6 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import StratifiedShuffleSplit
 
 from loaders.errors import DataError, ParameterError
+from loaders.schema import Tables
 from scoring.features import FlagVectors
 from scoring.misjudgment import (
     TRADEOFF_CUTOFFS,
@@ -24,7 +25,7 @@ from scoring.misjudgment import (
 )
 from scoring.pipeline import Scorer
 
-__all__ = ["EvaluationReport", "labelled_rows", "recall_at_k", "evaluate", "user_segments", "HUB_USERS"]
+__all__ = ["EvaluationReport", "labelled_rows", "label_times", "tables_at", "evaluate_time", "recall_at_k", "evaluate", "user_segments", "HUB_USERS"]
 
 #: Metrics summarised over repeats: ranking, then what good users pay, then calibration, then
 #: ranking within segments.
@@ -177,41 +178,15 @@ def evaluate(
         flags = FlagVectors(fraud=fraud, benign=benign)
         result = scorer.score(flags, seeds=None if benign_seeds else FlagVectors(fraud=fraud, benign=np.zeros(n)))
         combination = result.combination
-        hidden = result.scores.iloc[idx[test]]
-        risk = hidden["risk"].to_numpy(dtype=np.float64)
-        graph_risk = hidden["graph_risk"].to_numpy(dtype=np.float64)
-        yt = y[test]
-        record: dict[str, Any] = {
-            "repeat": r,
-            "auroc": float(roc_auc_score(yt, risk)),
-            "auprc": float(average_precision_score(yt, risk)),
-            "rec_at_k": recall_at_k(yt, risk, int(yt.sum())),
-            "hidden": int(len(test)),
-            "hidden_fraud": int(yt.sum()),
-        }
-        record.update(
-            good_user_costs(
-                yt, risk, graph_risk, hidden["decision"].to_numpy(dtype=object),
-                approve_at=cfg.approve_at, review_at=cfg.review_at,
-            )
-        )
-        record["brier"] = brier_score(yt, risk)
-        record["ece"] = expected_calibration_error(yt, risk)
-        for name, m in segment_metrics(yt, risk, {k: v[test] for k, v in segments.items()}).items():
-            record[f"auroc_{name}"], record[f"auprc_{name}"] = m["auroc"], m["auprc"]
+        record, hidden_frame = _hidden_metrics(result, idx[test], y[test], {k: v[test] for k, v in segments.items()}, cfg, repeat=r)
         records.append(record)
-        pooled_y.append(yt)
-        pooled_risk.append(risk)
+        pooled_y.append(y[test])
+        pooled_risk.append(hidden_frame["risk"].to_numpy())
         # graph_risk is clip(risk - risk without graph, 0, 1): subtracting it gives the risk
         # without graph wherever the graph raised the risk, and the risk itself elsewhere,
         # which decides the same refusals
-        pooled_without.append(risk - graph_risk)
-        predictions.append(pd.DataFrame({
-            "repeat": r, "user_id": hidden["user_id"].to_numpy(), "y": yt, "risk": risk, "graph_risk": graph_risk,
-            "credit_score": hidden["credit_score"].to_numpy(), "decision": hidden["decision"].to_numpy(dtype=object),
-            # the two outputs of the decision policy, for the fairness report
-            **{c: hidden[c].to_numpy() for c in ("fraud_risk", "fraud_decision", "credit_risk", "credit_decision", "decision_basis", "graph_evidence_only") if c in hidden},
-        }))
+        pooled_without.append(hidden_frame["risk"].to_numpy() - hidden_frame["graph_risk"].to_numpy())
+        predictions.append(hidden_frame)
         if progress:
             progress(r + 1, repeats)
     all_y = np.concatenate(pooled_y)
@@ -238,6 +213,42 @@ def evaluate(
     )
 
 
+
+def _hidden_metrics(
+    result: Any, rows: np.ndarray, yt: np.ndarray, segments: dict[str, np.ndarray], cfg: Any, *, repeat: int
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics of one split on its hidden users (``rows``: their indices in ``result.scores``),
+    and their predictions."""
+    hidden = result.scores.iloc[rows]
+    risk = hidden["risk"].to_numpy(dtype=np.float64)
+    graph_risk = hidden["graph_risk"].to_numpy(dtype=np.float64)
+    record: dict[str, Any] = {
+        "repeat": repeat,
+        "auroc": float(roc_auc_score(yt, risk)),
+        "auprc": float(average_precision_score(yt, risk)),
+        "rec_at_k": recall_at_k(yt, risk, int(yt.sum())),
+        "hidden": int(len(rows)),
+        "hidden_fraud": int(yt.sum()),
+    }
+    record.update(
+        good_user_costs(
+            yt, risk, graph_risk, hidden["decision"].to_numpy(dtype=object),
+            approve_at=cfg.approve_at, review_at=cfg.review_at,
+        )
+    )
+    record["brier"] = brier_score(yt, risk)
+    record["ece"] = expected_calibration_error(yt, risk)
+    for name, m in segment_metrics(yt, risk, segments).items():
+        record[f"auroc_{name}"], record[f"auprc_{name}"] = m["auroc"], m["auprc"]
+    frame = pd.DataFrame({
+        "repeat": repeat, "user_id": hidden["user_id"].to_numpy(), "y": yt, "risk": risk, "graph_risk": graph_risk,
+        "credit_score": hidden["credit_score"].to_numpy(), "decision": hidden["decision"].to_numpy(dtype=object),
+        # the two outputs of the decision policy, for the fairness report
+        **{c: hidden[c].to_numpy() for c in ("fraud_risk", "fraud_decision", "credit_risk", "credit_decision", "decision_basis", "graph_evidence_only") if c in hidden},
+    })
+    return record, frame
+
+
 def user_segments(projection: Any, *, labelled: np.ndarray) -> dict[str, np.ndarray]:
     """Boolean masks over all users: ``high_degree`` / ``low_degree`` (split at the median degree
     of the ``labelled`` users; degree = shared identifiers + relation partners, either way) and
@@ -256,3 +267,144 @@ def user_segments(projection: Any, *, labelled: np.ndarray) -> dict[str, np.ndar
         "low_degree": degree <= median,
         "hub_only": (n_idents > 0) & (hub_links == n_idents) & (partners == 0),
     }
+
+
+def label_times(tables: Tables) -> pd.Series:
+    """When each labelled user's label became known: its latest flag's ``ts``, or, for a flag
+    without one, the user's first activity (its earliest link ``first_seen`` or relation ``ts``),
+    the time a label about a registration or a first transaction refers to. NaT when neither
+    exists. Indexed like :func:`labelled_rows`."""
+    rows = labelled_rows(tables.flags)
+    ordered = tables.flags.assign(_order=np.arange(len(tables.flags))).sort_values(["ts", "_order"], na_position="first", kind="stable")
+    flag_ts = ordered.drop_duplicates("user_id", keep="last").set_index("user_id")["ts"]
+    activity = pd.concat([
+        pd.Series(tables.links["first_seen"].to_numpy(), index=tables.links["user_id"].to_numpy()),
+        pd.Series(tables.relations["ts"].to_numpy(), index=tables.relations["src"].to_numpy()),
+        pd.Series(tables.relations["ts"].to_numpy(), index=tables.relations["dst"].to_numpy()),
+    ])
+    first = pd.to_datetime(activity, utc=True).groupby(level=0).min() if len(activity) else pd.Series(dtype="datetime64[ns, UTC]")
+    ids = rows["user_id"].to_numpy()
+    ts = pd.to_datetime(flag_ts.reindex(ids), utc=True).to_numpy()
+    fallback = pd.to_datetime(first.reindex(ids), utc=True).to_numpy()
+    out = np.where(pd.isna(ts), fallback, ts)
+    return pd.Series(pd.to_datetime(out, utc=True), index=rows.index)
+
+
+def tables_at(tables: Tables, cut: pd.Timestamp) -> Tables:
+    """The tables as they stood at ``cut``: links first seen, relations and flags dated after it
+    are left out (undated rows stay: nothing says they came later)."""
+    import dataclasses
+
+    links = tables.links[~(tables.links["first_seen"] > cut)]
+    relations = tables.relations[~(tables.relations["ts"] > cut)]
+    flags = tables.flags[~(tables.flags["ts"] > cut)]
+    return dataclasses.replace(tables, links=links.reset_index(drop=True), relations=relations.reset_index(drop=True), flags=flags.reset_index(drop=True))
+
+
+def evaluate_time(
+    tables: Tables,
+    *,
+    graph_config: Any = None,
+    config: Any = None,
+    at: pd.Timestamp | str | None = None,
+    train_frac: float = 0.4,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationReport:
+    """Out-of-time evaluation: labels known before ``at`` train, later ones are judged.
+
+    The model (features and combination) is fitted on the graph as it stood at the cut: no
+    link, relation or flag dated after it (:func:`tables_at`). The later users are then scored
+    as they would have been when they arrived: on the whole graph, with the flags known at the
+    cut as the only seeds, by the combination fitted at the cut. A label's time is its flag's
+    ``ts``, or the user's first activity where the flag has none (:func:`label_times`).
+
+    Parameters
+    ----------
+    tables : Tables
+    at : timestamp or str, optional
+        The cut. Default: the time by which ``train_frac`` of the dated labelled users were
+        labelled.
+    train_frac : float
+        Only used to place the default cut.
+
+    Raises
+    ------
+    DataError
+        No label has a time, or either side of the cut lacks 2 users of each label.
+    """
+    from graph.projection import project
+    from scoring.features import flag_vectors
+
+    say = progress or (lambda _m: None)
+    rows = labelled_rows(tables.flags)
+    times = label_times(tables)
+    dated = times.notna().to_numpy()
+    if not dated.any():
+        raise DataError("--split time needs times: no flag has a 'ts' and no flagged user has a link 'first_seen' or a relation 'ts'")
+    if at is None:
+        if not 0.0 < train_frac < 1.0:
+            raise ParameterError(f"The 'train_frac' parameter of evaluate must be in (0, 1). Got {train_frac!r} instead.")
+        cut = pd.Timestamp(np.quantile(times[dated].astype("int64").to_numpy(), train_frac), tz="UTC")
+    else:
+        cut = pd.Timestamp(at)
+        cut = cut.tz_localize("UTC") if cut.tzinfo is None else cut.tz_convert("UTC")
+    y = (rows["label"] == "fraud").to_numpy(dtype=np.int64)
+    before = dated & (times <= cut).to_numpy()
+    after = dated & (times > cut).to_numpy()
+    for name, side in (("before", before), ("after", after)):
+        f, b = int(y[side].sum()), int((1 - y[side]).sum())
+        if f < 2 or b < 2:
+            raise DataError(
+                f"--split time at {cut.isoformat()}: {f} fraud and {b} benign labels {name} the cut; each side needs at least 2 of each. "
+                "Choose another --at."
+            )
+    train_ids = rows["user_id"].to_numpy()[before]
+    severity = rows["severity"].fillna(1.0).to_numpy(dtype=np.float64)
+
+    def seeds(projection: Any) -> FlagVectors:
+        n = projection.n_users
+        fraud, benign = np.zeros(n), np.zeros(n)
+        idx = projection.index_of(train_ids)
+        is_f = y[before] == 1
+        fraud[idx[is_f]] = np.maximum(severity[before][is_f], 1e-6)
+        benign[idx[~is_f]] = np.maximum(severity[before][~is_f], 1e-6)
+        return FlagVectors(fraud=fraud, benign=benign)
+
+    say(f"fitting on the graph at {cut.isoformat()}")
+    past = tables_at(tables, cut)
+    past_projection = project(past, graph_config)
+    past_scorer = Scorer(past, past_projection, graph_config=graph_config, config=config)
+    fitted = past_scorer.score(seeds(past_projection)).fitted
+    say("scoring the later users on the whole graph")
+    projection = project(tables, graph_config)
+    scorer = Scorer(tables, projection, graph_config=graph_config, config=config)
+    result = scorer.score(seeds(projection), combination=fitted)
+    cfg = scorer.config
+    idx_all = projection.index_of(rows["user_id"].to_numpy())
+    segments = {name: mask[idx_all][after] for name, mask in user_segments(projection, labelled=idx_all).items()}
+    record, frame = _hidden_metrics(result, idx_all[after], y[after], segments, cfg, repeat=0)
+    risk = frame["risk"].to_numpy()
+    cutoffs = sorted(set(TRADEOFF_CUTOFFS) | {cfg.review_at, cfg.approve_at})
+    split = {
+        "split": "time",
+        "at": cut.isoformat(),
+        "train": {"users": int(before.sum()), "fraud": int(y[before].sum())},
+        "test": {"users": int(after.sum()), "fraud": int(y[after].sum())},
+        "undated": int((~dated).sum()),
+        "graph_at_cut": {"users": int(past_projection.n_users), "links": int(len(past.links)), "relations": int(len(past.relations))},
+        "graph": {"users": int(projection.n_users), "links": int(len(tables.links)), "relations": int(len(tables.relations))},
+        "label_time": "flag ts, else the user's first activity",
+    }
+    return EvaluationReport(
+        runs=pd.DataFrame([record]),
+        train_frac=float(before.sum() / max(dated.sum(), 1)),
+        repeats=1,
+        seed=0,
+        n_labelled=len(rows),
+        n_fraud=int(y.sum()),
+        combination=result.combination,
+        meta={"split": split},
+        reliability=reliability_table(y[after], risk),
+        tradeoff=tradeoff_curve(risk, risk - frame["graph_risk"].to_numpy(), y[after] == 1, y[after] == 0, cutoffs=cutoffs),
+        predictions=frame,
+    )

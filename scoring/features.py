@@ -27,6 +27,10 @@ __all__ = [
     "crossfit_folds",
     "user_columns",
     "structural_features",
+    "overlap_matrix",
+    "joined_within",
+    "SAME_PERSON_MAX_DEGREE",
+    "VELOCITY_WINDOWS",
     "neighbour_means",
     "label_features",
     "direct_label_features",
@@ -118,6 +122,12 @@ def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
     for code, kind in enumerate(projection.ident_kinds):
         mask = (projection.ident_kind == code).astype(np.float64)
         cols[f"lnk_shared_{kind}"] = B @ mask
+        if mask.any():
+            cols[f"lnk_co_users_{kind}"] = B @ (mask * np.maximum(deg - 1, 0))
+    if projection.n_idents:
+        cols["lnk_same_person"] = _row_max(overlap_matrix(projection), n)
+        for name, days in VELOCITY_WINDOWS.items():
+            cols[f"lnk_joined_{name}"] = joined_within(tables, projection, days=days)
     # relations (raw weights, all kinds; self-relations included as activity)
     rel = tables.relations
     if len(rel):
@@ -143,6 +153,90 @@ def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
         cols["rel_in_partners"] = np.asarray(binary.sum(axis=0)).ravel()
         cols["rel_reciprocal"] = np.asarray(binary.multiply(binary.T).sum(axis=1)).ravel()
     return pd.DataFrame(cols, index=pd.RangeIndex(n))
+
+
+#: Identifiers shared by more users than this say nothing about two accounts being one person
+#: (a café's IP, a carrier's NAT): same-person evidence counts only the others.
+SAME_PERSON_MAX_DEGREE = 50
+#: Velocity windows: users joining one identifier within this many days of each other.
+VELOCITY_WINDOWS: dict[str, float] = {"1d": 1.0, "7d": 7.0}
+
+
+def overlap_matrix(projection: Projection, *, max_degree: int = SAME_PERSON_MAX_DEGREE) -> sp.csr_matrix:
+    """Users x users: how many distinct shared identifiers (each used by at most ``max_degree``
+    users) two users have in common; the diagonal is 0.
+
+    Two accounts behind one phone and one device are more likely one person than two behind one
+    IP address: the row maximum is the same-person evidence (``lnk_same_person``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from graph.projection import project
+    >>> from loaders import read_tables
+    >>> links = pd.DataFrame({"user_id": ["a", "b", "a", "b", "c"], "kind": ["device", "device", "email", "email", "email"],
+    ...                       "value": ["d1", "d1", "x@y.org", "x@y.org", "x@y.org"]})
+    >>> overlap_matrix(project(read_tables({"links": links}, key=b"doctest-key-0123456789"))).toarray().astype(int).tolist()
+    [[0, 2, 1], [2, 0, 1], [1, 1, 0]]
+    """
+    B = projection.shared
+    keep = (projection.ident_degree <= max_degree).astype(np.float64)
+    Bs = sp.csr_matrix(B @ sp.diags(keep))
+    Bs.eliminate_zeros()
+    O = sp.csr_matrix(Bs @ Bs.T)
+    O.setdiag(0)
+    O.eliminate_zeros()
+    return O
+
+
+def joined_within(tables: Tables, projection: Projection, *, days: float) -> np.ndarray:
+    """Per user: the other users who joined one of its shared identifiers within ``days`` of it
+    (``first_seen`` of the two links), counted once per identifier and other user.
+
+    Accounts opened in a burst on one IP address or email are the velocity signal of
+    registration fraud; links without ``first_seen`` count nothing. Sorting the links by
+    identifier then time makes it two binary searches per link, not a loop over pairs.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from graph.projection import project
+    >>> from loaders import read_tables
+    >>> links = pd.DataFrame({"user_id": ["a", "b", "c"], "kind": "ip", "value": "203.0.113.7",
+    ...                       "first_seen": ["2026-01-01T00:00", "2026-01-01T20:00", "2026-01-05"]})
+    >>> t = read_tables({"links": links}, key=b"doctest-key-0123456789")
+    >>> joined_within(t, project(t), days=1).tolist(), joined_within(t, project(t), days=7).tolist()
+    ([1.0, 1.0, 0.0], [2.0, 2.0, 2.0])
+    """
+    n = projection.n_users
+    links = tables.links
+    if not len(links) or not projection.n_idents:
+        return np.zeros(n)
+    seen = pd.to_datetime(links["first_seen"], utc=True)
+    present = seen.notna().to_numpy()
+    if not present.any():
+        return np.zeros(n)
+    keys = links["kind"].astype(str).to_numpy(dtype=object)[present] + ":" + links["ident"].astype(str).to_numpy(dtype=object)[present]
+    ident = pd.Index(projection.ident_keys).get_indexer(keys)
+    user = projection.index_of(links["user_id"].to_numpy()[present])
+    shared = ident >= 0
+    ident, user = ident[shared], user[shared]
+    if not len(ident):
+        return np.zeros(n)
+    seconds = (seen[present].astype("int64").to_numpy() // 10**9)[shared]
+    # one row per (identifier, user): its earliest sighting
+    order = np.lexsort((seconds, user, ident))
+    ident, user, seconds = ident[order], user[order], seconds[order]
+    first = np.ones(len(ident), dtype=bool)
+    first[1:] = (ident[1:] != ident[:-1]) | (user[1:] != user[:-1])
+    ident, user, seconds = ident[first], user[first], seconds[first]
+    window = int(days * 86400)
+    seconds = seconds - seconds.min()
+    stride = int(seconds.max()) + 2 * window + 1
+    key = ident.astype(np.int64) * stride + seconds
+    sorted_key = np.sort(key)
+    count = np.searchsorted(sorted_key, key + window, side="right") - np.searchsorted(sorted_key, key - window, side="left") - 1
+    return np.bincount(user, weights=count.astype(np.float64), minlength=n)
 
 
 def neighbour_means(features: pd.DataFrame, projection: Projection) -> pd.DataFrame:
@@ -258,7 +352,11 @@ def direct_label_features(projection: Projection, F: np.ndarray, Bn: np.ndarray)
     -------
     dict of str to ndarray of shape (n_users, k)
         ``lnk_{fraud,benign}_co_users`` (flagged users sharing an identifier, counted once per
-        identifier), and for relations ``rel_{fraud,benign}_{in,out}`` (flagged partners),
+        identifier), the same per identifier kind (``lnk_fraud_co_users_phone``...) and as a
+        share of the kind's co-users (``lnk_fraud_share_phone``...) and of its labelled co-users
+        (``lnk_fraud_rate_phone``: fraud / (fraud + benign + 1)), ``lnk_same_person_{fraud,
+        benign}`` (the most distinct identifiers shared with one flagged user, see
+        :func:`overlap_matrix`), and for relations ``rel_{fraud,benign}_{in,out}`` (flagged partners),
         ``rel_{pos,neg}_from_{fraud,benign}`` (weight of positive and negative relations
         received from flagged users) and ``rel_neg_share_from_benign``.
 
@@ -271,6 +369,27 @@ def direct_label_features(projection: Projection, F: np.ndarray, Bn: np.ndarray)
         for name, M in (("fraud", F), ("benign", Bn)):
             direct = B @ (B.T @ (M > 0).astype(np.float64)) - (M > 0) * np.asarray(B.sum(axis=1))
             out[f"lnk_{name}_co_users"] = np.asarray(direct)
+        deg = np.maximum(projection.ident_degree.astype(np.float64) - 1, 0)
+        for code, kind in enumerate(projection.ident_kinds):
+            cols = np.flatnonzero(projection.ident_kind == code)
+            if not len(cols):
+                continue
+            Bk = sp.csr_matrix(B[:, cols])
+            co_users = (Bk @ deg[cols])[:, None]
+            for name, M in (("fraud", F), ("benign", Bn)):
+                ind = (M > 0).astype(np.float64)
+                direct = np.asarray(Bk @ (Bk.T @ ind)) - ind * np.asarray(Bk.sum(axis=1))
+                out[f"lnk_{name}_co_users_{kind}"] = direct
+                out[f"lnk_{name}_share_{kind}"] = np.divide(direct, co_users, out=np.zeros_like(direct), where=co_users > 0)
+            f, b = out[f"lnk_fraud_co_users_{kind}"], out[f"lnk_benign_co_users_{kind}"]
+            # the fraud rate among the labelled co-users, shrunk towards 0 by one pseudo-count
+            # so that one flagged co-user is weaker evidence than ten
+            out[f"lnk_fraud_rate_{kind}"] = f / (f + b + 1.0)
+        O = overlap_matrix(projection)
+        for name, M in (("fraud", F), ("benign", Bn)):
+            out[f"lnk_same_person_{name}"] = np.column_stack(
+                [_row_max(sp.csr_matrix(O @ sp.diags((M[:, c] > 0).astype(np.float64))), projection.n_users) for c in range(M.shape[1])]
+            ) if M.shape[1] else np.zeros((projection.n_users, 0))
     if projection.relations_count:
         binary = projection.related
         pos, neg = projection.relations_pos, projection.relations_neg

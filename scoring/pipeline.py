@@ -20,6 +20,7 @@ from graph.projection import Projection
 from graph.rings import ring_ids
 from loaders.errors import ParameterError
 from loaders.schema import Tables
+from scoring._trees import flatten, predict_proba
 from scoring.config import DIMENSIONS, GRAPH_DIMENSIONS, ScoringConfig
 from scoring.credit import credit_score, decide
 from scoring.dimensions import column_dimensions, column_standings, feature_dimension, graph_dimension
@@ -698,8 +699,17 @@ def _fit(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig) -> Any:
     return model
 
 
+#: Rows at most that the flat trees (:mod:`scoring._trees`) score instead of scikit-learn:
+#: an applicant's handful; the population keeps scikit-learn's threads.
+FLAT_ROWS = 256
+
+
 def _predict(model: Any, X: np.ndarray) -> np.ndarray:
     X = np.where(np.isfinite(X), X, np.nan)
+    if X.shape[0] <= FLAT_ROWS:
+        flat = flatten(model)
+        if flat is not None:
+            return predict_proba(flat, X)
     return np.asarray(model.predict_proba(X)[:, 1], dtype=np.float64)
 
 

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from graph.projection import Projection
 from scoring.dimensions import ColumnStanding
 
-__all__ = ["Reason", "linked_account_reasons", "social_reasons", "column_reason", "plural"]
+__all__ = ["Reason", "linked_account_reasons", "same_person_reasons", "social_reasons", "column_reason", "plural"]
 
 _KIND_NOUN = {
     "device": "a device",
@@ -21,6 +21,13 @@ _KIND_NOUN = {
     "account": "a bound account",
     "email": "an email address",
     "address": "an address",
+    "ip_prefix": "an IP network",
+}
+
+
+_KIND_PLURAL = {
+    "device": "devices", "phone": "phone numbers", "card": "bank cards", "ip": "IP addresses", "account": "bound accounts",
+    "email": "email addresses", "address": "addresses", "ip_prefix": "IP networks",
 }
 
 
@@ -64,8 +71,10 @@ def _distinct_partners(M: sp.csr_matrix, rows: np.ndarray, fraud: np.ndarray, *,
 def linked_account_reasons(
     projection: Projection, rows: np.ndarray, fraud: np.ndarray, near_fraud: np.ndarray | None = None
 ) -> list[list[Reason]]:
-    """For each user in ``rows``: identifiers shared with accounts confirmed as fraud, per kind."""
-    out: list[list[Reason]] = [[] for _ in rows]
+    """For each user in ``rows``: accounts confirmed as fraud that it shares several
+    identifiers with (same-person evidence, first: "shares a phone number and a device with 1
+    account confirmed as fraud"), then identifiers shared with such accounts, per kind."""
+    out: list[list[Reason]] = same_person_reasons(projection, rows, fraud)
     B = projection.shared
     for code, kind in enumerate(projection.ident_kinds):
         mask = projection.ident_kind == code
@@ -86,6 +95,51 @@ def linked_account_reasons(
             reasons.append(Reason("LINKED_NEAR_FRAUD", "linked through shared devices, phones or cards to accounts close to confirmed fraud"))
         else:
             reasons.append(Reason("LINKED_FEW_TRUSTED", "shares few devices, phones or cards with accounts in good standing"))
+    return out
+
+
+def same_person_reasons(projection: Projection, rows: np.ndarray, fraud: np.ndarray) -> list[list[Reason]]:
+    """For each user in ``rows``: the accounts confirmed as fraud it shares at least two
+    distinct identifiers with, grouped by the kinds shared ("shares a phone number and a device
+    with 2 accounts confirmed as fraud"), most accounts first.
+
+    Only the rows asked for and the fraud columns are multiplied, kind by kind.
+    """
+    out: list[list[Reason]] = [[] for _ in rows]
+    cols = np.flatnonzero(fraud > 0)
+    if not len(cols) or not len(rows) or not projection.n_idents:
+        return out
+    B = projection.shared
+    per_kind: list[tuple[str, sp.csr_matrix]] = []
+    total = sp.csr_matrix((len(rows), len(cols)))
+    for code, kind in enumerate(projection.ident_kinds):
+        idents = np.flatnonzero(projection.ident_kind == code)
+        if not len(idents):
+            continue
+        Bk = sp.csr_matrix(B[:, idents])
+        shared = sp.csr_matrix(Bk[rows] @ sp.csr_matrix(Bk[cols]).T)
+        per_kind.append((kind, shared))
+        total = total + shared
+    total = sp.coo_matrix(total)
+    pick = (total.data >= 2) & (rows[total.row] != cols[total.col])
+    r, c = total.row[pick], total.col[pick]
+    if not len(r):
+        return out
+    kinds_of = [[] for _ in range(len(r))]
+    for kind, shared in per_kind:
+        has = np.asarray(shared[r, c]).ravel() > 0
+        for p in np.flatnonzero(has):
+            kinds_of[p].append(kind)
+    groups: dict[tuple[int, tuple[str, ...]], int] = {}
+    for p in range(len(r)):
+        key = (int(r[p]), tuple(kinds_of[p]))
+        groups[key] = groups.get(key, 0) + 1
+    for (i, kinds), count in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[1])):
+        nouns = [_KIND_NOUN.get(k, f"a {k}") for k in kinds]
+        what = nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + " and " + nouns[-1]
+        if len(kinds) == 1:
+            what = f"several {_KIND_PLURAL.get(kinds[0], kinds[0] + ' identifiers')}"
+        out[i].append(Reason("LINKED_FRAUD_SAME_PERSON", f"shares {what} with {plural(count, 'account')} confirmed as fraud"))
     return out
 
 

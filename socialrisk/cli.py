@@ -91,12 +91,20 @@ def load_cmd(
     store: StoreOpt = "embedded",
     on_error: Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad value, load nothing. quarantine: set bad rows aside with their reason, load the rest.")] = "fail",
     rejects: Annotated[Optional[Path], typer.Option("--rejects", help="CSV file for the rows set aside (default: <workspace>/rejects/load-<time>.csv).")] = None,
+    bulk: Annotated[bool, typer.Option("--bulk", help="With --store neo4j: the first load of an empty database, through neo4j-admin database import (the server of 'socialrisk neo4j start' is stopped while it imports).")] = False,
 ) -> None:
     """Validate, pseudonymise and load a data directory into the store (idempotent)."""
 
     def body() -> None:
         settings = _settings(config)
         target = rejects or Path(workspace) / "rejects" / f"load-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.csv"
+        if bulk:
+            if store != "neo4j":
+                raise ParameterError(f"--bulk loads a Neo4j database: give --store neo4j. Got --store {store} instead.")
+            with _steps("load") as step:
+                report = workflow.bulk_load_into(data_dir, settings, workspace, progress=step, notice=_notice, on_error=on_error, rejects_path=target)
+            _print_load(report)
+            return
         with workflow.open_store(store, workspace) as st, _steps("load") as step:
             report = workflow.load_into(
                 st, data_dir, settings, workspace, progress=step, notice=_notice, on_error=on_error, rejects_path=target
@@ -809,8 +817,10 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigOpt = None,
     plots: Annotated[Optional[Path], typer.Option("--plots", help="Write figures into this directory: score distributions by label, ROC, precision-recall, recall against collateral, calibration (PNG).")] = None,
+    split: Annotated[str, typer.Option("--split", help="random (the contract's protocol) or time: labels known before the cut train, later ones are judged, and nothing dated after the cut enters the graph the model is fitted on.")] = "random",
+    at: Annotated[Optional[str], typer.Option("--at", help="The cut of --split time (ISO 8601); default: where --train-frac of the dated labels fall before it.")] = None,
 ) -> None:
-    """Hide a stratified share of the labels, score with the rest, report AUROC, AUPRC and Rec@K."""
+    """Hide a stratified share of the labels (or the later ones, --split time), score with the rest, report AUROC, AUPRC and Rec@K."""
 
     def body() -> None:
         settings = _settings(config)
@@ -827,7 +837,9 @@ def evaluate_cmd(
             def done(i: int, n: int) -> None:
                 bar.update(task, completed=i, description="evaluate: repeats")
 
-            report = workflow.evaluate_dir(data_dir, settings, train_frac=train_frac, repeats=repeats, seed=seed, progress=step, repeat_progress=done)
+            report = workflow.evaluate_dir(
+                data_dir, settings, train_frac=train_frac, repeats=repeats, seed=seed, progress=step, repeat_progress=done, split=split, at=at
+            )
         summary = report.summary()
         written = {}
         if plots is not None:
@@ -844,6 +856,12 @@ def evaluate_cmd(
                 payload["plots"] = {k: str(v) for k, v in written.items()}
             out.print_json(json.dumps(payload))
             return
+        if "split" in report.meta:
+            sp_ = report.meta["split"]
+            out.print(
+                f"time split at {sp_['at']}: {sp_['train']['users']:,} labelled users before it train ({sp_['train']['fraud']:,} fraud), "
+                f"{sp_['test']['users']:,} after it are judged ({sp_['test']['fraud']:,} fraud); {sp_['undated']:,} labelled users without a time left out"
+            )
         table = Table(title=f"{data_dir}: {report.n_labelled:,} labelled ({report.n_fraud:,} fraud), {report.combination}", show_edge=False)
         table.add_column("metric")
         table.add_column("mean", justify="right")

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from loaders.errors import ConfigError, StoreError
 
-__all__ = ["NEO4J_VERSION", "ServerSettings", "server_settings", "provision", "start", "stop", "status"]
+__all__ = ["NEO4J_VERSION", "ServerSettings", "server_settings", "provision", "start", "stop", "status", "bulk_import",
+           "interrupted_import", "ADMIN_ENTRY_POINT"]
 
 NEO4J_VERSION = "5.26.30"
 POM = Path(__file__).resolve().parents[1] / "neo4j" / "pom.xml"
@@ -32,6 +33,11 @@ ENV_HEAP = "SOCIALRISK_NEO4J_HEAP"
 ENV_PAGECACHE = "SOCIALRISK_NEO4J_PAGECACHE"
 ENV_GDS = "SOCIALRISK_NEO4J_GDS"
 GDS_VERSION = "2.13.9"
+#: ``neo4j-admin``'s main class: the server classpath holds it (neo4j-command-line), so the admin
+#: tool needs nothing beyond what ``provision`` fetched.
+ADMIN_ENTRY_POINT = "org.neo4j.cli.AdminTool"
+#: Memory the import tool may use outside its heap (caches of node ids and relationship groups).
+ENV_IMPORT_MEMORY = "SOCIALRISK_NEO4J_IMPORT_MEMORY"
 
 #: G1's pause target. Its default, 200 ms, sizes the young generation for pauses that long,
 #: and Neo4j logged stop-the-world pauses of 204-301 ms under 50 neighbourhood queries a second:
@@ -86,6 +92,12 @@ class ServerSettings:
     @property
     def pid_file(self) -> Path:
         return self.home / "run" / "socialrisk-neo4j.pid"
+
+    @property
+    def import_marker(self) -> Path:
+        """Present from just before a bulk import stops the server until the import finished:
+        while it is there, the database may be half-written and the server is not started."""
+        return self.home / "data" / "socialrisk-bulk-import.json"
 
 
 def server_settings() -> ServerSettings:
@@ -233,12 +245,24 @@ def status(settings: ServerSettings) -> dict[str, object]:
     return {"running": pid is not None, "pid": pid, "bolt": settings.uri, "bolt_open": _bolt_open(settings.port), "home": str(settings.home)}
 
 
-def start(settings: ServerSettings, *, timeout: float = 180.0, log: callable | None = None) -> dict[str, object]:  # type: ignore[valid-type]
-    """Provision if needed, start on loopback, wait for Bolt, and set the configured password."""
+def start(
+    settings: ServerSettings, *, timeout: float = 180.0, log: callable | None = None, after_import: bool = False,  # type: ignore[valid-type]
+) -> dict[str, object]:
+    """Provision if needed, start on loopback, wait for Bolt, and set the configured password.
+
+    Refuses while a bulk import is unfinished (:func:`interrupted_import`), unless called by
+    the import itself (``after_import``)."""
     say = log or (lambda _m: None)
     if _pid(settings) is not None:
         _ensure_password(settings)
         return status(settings)
+    interrupted = interrupted_import(settings)
+    if interrupted is not None and not after_import:
+        raise StoreError(
+            f"a bulk import into {settings.home / 'data'} started at {interrupted.get('started_at', '?')} did not finish: the database "
+            "may be half-written and is not started. Run 'socialrisk load DATA_DIR --store neo4j --bulk' again (it imports afresh "
+            f"over it), or delete {settings.home / 'data'} to start from an empty database."
+        )
     if _bolt_open(settings.port):
         raise StoreError(f"port {settings.port} is already in use by another process; set {ENV_PORT} to a free port")
     java = _require_java()
@@ -315,3 +339,70 @@ def stop(settings: ServerSettings, *, timeout: float = 60.0) -> bool:
         os.kill(pid, signal.SIGKILL)
     settings.pid_file.unlink(missing_ok=True)
     return True
+
+
+def interrupted_import(settings: ServerSettings) -> dict[str, object] | None:
+    """What the marker of an unfinished bulk import says (``started_at``, ``files``), or None."""
+    import json
+
+    try:
+        text = settings.import_marker.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = {}
+    return value if isinstance(value, dict) else {}
+
+
+def finish_import(settings: ServerSettings) -> None:
+    """Remove the marker once the imported graph is complete (constraints created)."""
+    settings.import_marker.unlink(missing_ok=True)
+
+
+def bulk_import(settings: ServerSettings, arguments: list[str], *, log: callable | None = None) -> None:  # type: ignore[valid-type]
+    """Run ``neo4j-admin`` with ``arguments`` on the server's database, the server stopped:
+    leave the marker, stop the server, import, start it again (the marker stays until
+    :func:`finish_import`).
+
+    Raises
+    ------
+    StoreError
+        The server is not this home's, or the tool failed (its last lines are in the message;
+        the marker stays, so the half-written database is not served).
+    """
+    import json
+
+    say = log or (lambda _m: None)
+    java = _require_java()
+    provision(settings, log=say)
+    if _pid(settings) is None and _bolt_open(settings.port):
+        raise StoreError(
+            f"the Neo4j on port {settings.port} was not started by 'socialrisk neo4j start' with home {settings.home}: a bulk import "
+            f"writes the database files of the server it runs, so set {ENV_HOME} and {ENV_PORT} to that server's"
+        )
+    _write_conf(settings)
+    settings.import_marker.parent.mkdir(parents=True, exist_ok=True)
+    settings.import_marker.write_text(json.dumps({"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "arguments": arguments}))
+    if stop(settings):
+        say("stopped Neo4j for the import")
+    memory = os.environ.get(ENV_IMPORT_MEMORY, settings.pagecache)
+    command = [java, f"-Xmx{settings.heap}", *JVM_OPTIONS, "-cp", str(settings.lib / "*"), ADMIN_ENTRY_POINT, *arguments[:3],
+               f"--max-off-heap-memory={memory}", *arguments[3:]]
+    env = {**os.environ, "NEO4J_HOME": str(settings.home), "NEO4J_CONF": str(settings.home / "conf")}
+    log_path = settings.home / "logs" / "import.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            out.write(raw)
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(("[*", "IMPORT DONE", "Import starting", "Estimated")) or "%" in line[-6:]:
+                say(f"neo4j-admin: {line[:160]}")
+        code = proc.wait()
+    if code != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
+        raise StoreError(f"neo4j-admin database import failed (exit {code}); the database is not started. End of {log_path}:\n" + "\n".join(tail))
+    say("starting Neo4j on the imported database")
+    start(settings, log=say, after_import=True)

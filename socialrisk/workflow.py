@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 import pickle
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +22,12 @@ from graph.projection import Projection, project
 from graph.rings import RING_KINDS, rank_rings, ring_labels
 from graph.store import EmbeddedStore, GraphStore
 from graph.walks import Walks
-from loaders.errors import ConfigError, NotFoundError, ParameterError
+from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreError
 from loaders.load import ERASED_USER, LoadReport, load, read_tables
 from loaders.schema import Tables, empty_tables
 from loaders.pseudonym import key_fingerprint, new_key, parse_key
 from scoring.dimensions import graph_dimension
-from scoring.evaluate import EvaluationReport, evaluate
+from scoring.evaluate import EvaluationReport, evaluate, evaluate_time
 from scoring.fairness import FOUR_FIFTHS, check_segment, fairness_table
 from scoring.features import flag_vectors
 from scoring.pipeline import MODEL_VERSION, Combination, ScoreResult, Scorer
@@ -35,6 +37,7 @@ __all__ = [
     "STORES",
     "open_store",
     "load_into",
+    "bulk_load_into",
     "propagate",
     "score",
     "calibrate",
@@ -76,7 +79,8 @@ def open_store(kind: str, workspace: str | Path) -> GraphStore:
     if kind == "embedded":
         return EmbeddedStore(workspace)
     if kind == "neo4j":
-        return open_neo4j()
+        # the last graph read out of Neo4j is kept beside the workspace, keyed by the store's counters
+        return open_neo4j(cache_dir=Path(workspace) / "neo4j-cache")
     raise ConfigError(f"Unknown store {kind!r}; expected one of {', '.join(STORES)}.")
 
 
@@ -123,16 +127,87 @@ def load_into(
     )
     if sum(report.added.values()) or sum(report.rejected.values()):
         # flags arrive in bulk too: the log says which load brought which rows
-        store.append_audit([{
-            "action": "load",
-            "before": {"snapshot": before},
-            "after": {"snapshot": int(store.metadata().get("snapshot", 0)), "added": {k: int(v) for k, v in report.added.items()}},
-            "detail": {
-                "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
-                "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
-                "rejects_file": report.rejects_path,
-            },
-        }])
+        store.append_audit([_load_entry(report, before, int(store.metadata().get("snapshot", 0)))])
+    return report
+
+
+def _load_entry(report: LoadReport, before: int, after: int, **detail: Any) -> dict[str, Any]:
+    """The audit entry of a load: the snapshots around it, the rows it added and set aside."""
+    return {
+        "action": "load",
+        "before": {"snapshot": before},
+        "after": {"snapshot": after, "added": {k: int(v) for k, v in report.added.items()}},
+        "detail": {
+            "sources": {k: str(v) for k, v in report.sources.items()}, "rejected": {k: int(v) for k, v in report.rejected.items()},
+            "erased_user_rows": int(len(report.rejects.loc[report.rejects["expected"] == ERASED_USER].drop_duplicates(["table", "row"]))),
+            "rejects_file": report.rejects_path,
+            **detail,
+        },
+    }
+
+
+def bulk_load_into(
+    source: str | Path | dict[str, pd.DataFrame],
+    settings: Settings,
+    workspace: str | Path,
+    *,
+    progress: Progress | None = None,
+    notice: Notice | None = None,
+    on_error: str = "fail",
+    rejects_path: str | Path | None = None,
+) -> LoadReport:
+    """The first load of an empty Neo4j database with ``neo4j-admin database import full``.
+
+    The server is the one ``socialrisk neo4j start`` runs (``SOCIALRISK_NEO4J_HOME`` and
+    ``_PORT``). The data directory is read and validated as by :func:`load_into`; the tables are
+    written as the tool's CSV files, the server is stopped, the tool imports them, the server
+    starts again, and the constraints are created; only then is the graph served. The graph
+    is the one an online load of the same data gives, and later loads add to it online.
+
+    Raises
+    ------
+    StoreError
+        The database is not empty (load without ``--bulk`` to add to it), or the import failed.
+    """
+    from graph.store.neo4j import BulkSink, import_arguments
+    from socialrisk import neo4j_server
+
+    say = progress or (lambda _m: None)
+    server = neo4j_server.server_settings()
+    uri = os.environ.get("SOCIALRISK_NEO4J_URI", server.uri)
+    if uri.rsplit(":", 1)[-1].strip("/") != str(server.port):
+        raise ConfigError(
+            f"--bulk imports into the server 'socialrisk neo4j start' runs on port {server.port}, but SOCIALRISK_NEO4J_URI is {uri}; "
+            "set SOCIALRISK_NEO4J_PORT to the same port (a bulk import writes that server's database files)"
+        )
+    interrupted = neo4j_server.interrupted_import(server)
+    if interrupted is None:
+        with open_neo4j() as store:
+            nodes, pending = store.database_contents()  # type: ignore[attr-defined]
+        if nodes and pending is None:
+            raise StoreError(
+                f"Neo4j at {uri} already holds {nodes:,} nodes: --bulk only loads an empty database. Load without --bulk to add "
+                f"to it, or stop the server and delete {server.home / 'data'} to start from an empty one."
+            )
+    elif notice:
+        notice(f"a bulk import started at {interrupted.get('started_at', '?')} did not finish; importing afresh over it")
+    key, message = resolve_key(settings, workspace)
+    if message and notice:
+        notice(message)
+    directory = server.home / "import" / f"socialrisk-bulk-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    sink = BulkSink(
+        directory, meta={"key_fingerprint": key_fingerprint(key)}, progress=say,
+        importer=lambda files: neo4j_server.bulk_import(server, import_arguments(files), log=say),
+    )
+    try:
+        report = load(source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    say("creating the constraints")
+    with open_neo4j() as store:
+        store.finish_bulk_import()  # type: ignore[attr-defined]
+        neo4j_server.finish_import(server)
+        store.append_audit([_load_entry(report, 0, int(store.metadata().get("snapshot", 0)), bulk=True)])
     return report
 
 
@@ -450,17 +525,29 @@ def evaluate_dir(
     seed: int,
     progress: Progress | None = None,
     repeat_progress: Callable[[int, int], None] | None = None,
+    split: str = "random",
+    at: str | None = None,
 ) -> EvaluationReport:
-    """The contract's evaluation of a data directory, in memory (nothing is written)."""
+    """The contract's evaluation of a data directory, in memory (nothing is written).
+
+    ``split="time"``: out of time instead (:func:`scoring.evaluate.evaluate_time`), the cut at
+    ``at`` or where ``train_frac`` of the dated labels fall before it."""
     import os
 
     # Pseudonyms only need to be consistent within this run; use the configured key when there is one.
     configured = os.environ.get(ENV_KEY) or settings.config_key
     key = parse_key(configured) if configured else parse_key(new_key())
     tables = read_tables(source, key=key, label_map=settings.label_map, progress=progress, normalisation=settings.normalise)
-    projection = project(tables, settings.graph)
-    scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
-    report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
+    if split not in ("random", "time"):
+        raise ParameterError(f"The 'split' parameter of evaluate must be random or time. Got {split!r} instead.")
+    if split == "time":
+        report = evaluate_time(tables, graph_config=settings.graph, config=settings.scoring, at=at, train_frac=train_frac, progress=progress)
+    else:
+        if at is not None:
+            raise ParameterError("--at sets the cut of --split time; with the random split it has no meaning.")
+        projection = project(tables, settings.graph)
+        scorer = Scorer(tables, projection, graph_config=settings.graph, config=settings.scoring, progress=progress)
+        report = evaluate(scorer, train_frac=train_frac, repeats=repeats, seed=seed, progress=repeat_progress)
     if settings.fairness_segment:
         # the segment the configuration names, on the hidden users (approval rates included)
         segment = check_segment(tables.users, settings.fairness_segment, source=f"{source}/users")

@@ -69,12 +69,12 @@ class ApplicationDesk:
         self.answers: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self.lock = threading.RLock()
         self.pending = 0
+        self.recent: list[tuple[int, dict[str, Any]]] = []  # written events and the snapshot after
 
     # -- the live graph -------------------------------------------------------------------------
 
-    def build(self, graph: Any, combination: Combination | None) -> None:
-        """Make the live graph from the graph view just read, and replay the journal's events not
-        yet in the store."""
+    def prepare(self, graph: Any, combination: Combination | None) -> ApplicantScorer:
+        """The live graph of a graph view just read (seconds on a million users: the solves)."""
         s = self.settings
         projection, tables = graph.projection, graph.tables
         flags = flag_vectors(tables.flags, projection)
@@ -82,15 +82,29 @@ class ApplicationDesk:
                          tol=s.scoring.tol, capacity=s.service.live_capacity)
         if combination is None:
             combination = Combination("scorecard", (), scorecard_weights=dict(s.scoring.scorecard_weights))
-        scorer = ApplicantScorer(live, user_columns(tables, projection), combination=combination, config=s.scoring)
-        stored = set(projection.user_ids.astype(str).tolist())
+        return ApplicantScorer(live, user_columns(tables, projection), combination=combination, config=s.scoring)
+
+    def install(self, scorer: ApplicantScorer, *, read_at: int) -> None:
+        """Serve applicants from ``scorer`` (prepared from a view read at store snapshot
+        ``read_at``), with the events it does not hold placed again: those still in the
+        journal and those written after ``read_at``. Called with the runtime's write lock."""
         with self.lock:
-            for record in self.journal.pending():
+            again = [r for snap, r in self.recent if snap > read_at] + self.journal.pending()
+            seen: set[str] = set()
+            for record in again:
+                if record["event_id"] in seen:
+                    continue
+                seen.add(record["event_id"])
                 try:
-                    self._place(scorer, record, graph=None, table=None, stored=stored)
+                    self._place(scorer, record, graph=None, table=None, stored=None)
                 except (DataError, ParameterError, NotFoundError) as exc:
                     log.error("a journaled event could not be placed in the live graph again: %s", exc)
+            self.recent = [(snap, r) for snap, r in self.recent if snap > read_at]
             self.scorer = scorer
+
+    def build(self, graph: Any, combination: Combination | None) -> None:
+        """:meth:`prepare` then :meth:`install` (no write may run in between)."""
+        self.install(self.prepare(graph, combination), read_at=int(graph.snapshot))
 
     def need(self) -> ApplicantScorer:
         scorer = self.scorer
@@ -206,6 +220,23 @@ class ApplicationDesk:
         return {"event_ids": ids, "users": len(users), "links": len(links), "relations": len(rels), "users_moved": moved_total,
                 "pending_events": self.pending}
 
+    def unscored(self, user_id: str, runtime: Any) -> dict[str, Any] | None:
+        """The score of a user the live graph holds but no scoring has scored yet (committed
+        before a restart, or loaded since the last scoring): placed as it is, scored, kept."""
+        scorer = self.scorer
+        if scorer is None or not scorer.live.knows(user_id):
+            return None
+        with self.lock:
+            if user_id in self.served:
+                return self.served[user_id]
+            app = Application(user_id=user_id)
+            lf, rf = canonical_frames(app, key=self.key)
+            out = scorer.score(app, links=lf, relations=rf, commit=False)
+            score = {**answer_score(self._answer(out, runtime, event_id=None, moved=0, stale=runtime.stale, created=[], missing=[],
+                                                 explain=False)), "snapshot": int(runtime.graph.snapshot if runtime.graph else 0)}
+            self.served[user_id] = score
+            return score
+
     # -- placing ----------------------------------------------------------------------------------
 
     def _check_room(self, scorer: ApplicantScorer, new_users: int) -> None:
@@ -258,6 +289,7 @@ class ApplicationDesk:
             "model_version": table.meta.get("model_version") if table is not None else None,
             "snapshot": int(graph.snapshot) if graph is not None else 0, "pending_events": int(self.pending), "stale": bool(stale),
             "users_moved": int(moved), "ignored_features": list(out.ignored_features), "created": list(created),
+            "updated": False, "neutral": False,
         }
 
     def _explainer(self, runtime: Any) -> Any:
@@ -288,10 +320,12 @@ class ApplicationDesk:
         tables = _tables(users, links, rels)
         store.write_tables(tables)
 
-    def written(self, ids: list[str], snapshot: int) -> None:
-        self.journal.done(ids, snapshot)
+    def written(self, records: list[dict[str, Any]], snapshot: int) -> None:
+        self.journal.done([r["event_id"] for r in records], snapshot)
         with self.lock:
-            self.pending = max(0, self.pending - len(ids))
+            self.pending = max(0, self.pending - len(records))
+            # kept until a view read after them is installed (bounded: a view is read every few writes)
+            self.recent = (self.recent + [(snapshot, r) for r in records])[-100_000:]
 
     def forget_scored(self, table: Any) -> None:
         """A new scoring was loaded: applicants it scored are served from it."""
@@ -301,9 +335,11 @@ class ApplicationDesk:
 
 
 def answer_score(answer: dict[str, Any]) -> dict[str, Any]:
+    """The served score of an applicant (``enrich``'s fields) from its answer."""
     keep = ("user_id", "risk", "graph_risk", "credit_score", "decision", "dimensions", "reasons", "reason_codes", "flag", "ring_id",
-            "model_version", "snapshot", "stale")
-    return {k: answer[k] for k in keep} | {"updated": True, "neutral": False}
+            "model_version", "snapshot", "stale", "fraud_risk", "credit_risk", "fraud_decision", "credit_decision", "principal_reasons",
+            "principal_reason_codes", "decision_basis", "review_route", "policy")
+    return {k: answer[k] for k in keep if k in answer} | {"updated": True, "neutral": False}
 
 
 def _plain_features(features: dict[str, Any], scorer: ApplicantScorer) -> dict[str, float | None]:

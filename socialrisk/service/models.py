@@ -299,27 +299,15 @@ class ApplicationRequest(_Request):
     create_missing: bool = Field(False, description="Create users that relations name and the service does not know (bare, no profile).")
 
 
-class Application(BaseModel):
-    """An applicant's score, as a full scoring would have given it."""
+class Application(Score):
+    """An applicant's score, as a full scoring would have given it (the fields of a served score,
+    then what the application adds)."""
 
-    user_id: str
-    risk: float = Field(ge=0, le=1)
-    graph_risk: float = Field(ge=0, le=1)
-    credit_score: int = Field(ge=350, le=950)
-    decision: Decision
-    dimensions: dict[str, float | None]
-    reasons: list[str]
-    reason_codes: list[str]
-    flag: Literal["fraud", "benign"] | None
-    ring_id: str | None
     explanation: list[dict[str, object]] = Field(description="Flagged accounts behind the graph risk and the path from each.")
     new: bool = Field(description="True when the user was not known before this application.")
     committed: bool
     event_id: str | None = Field(description="Journal id of a committed application (null for a what-if).")
-    model_version: str | None = Field(description="The model version that scored it.")
-    snapshot: int = Field(description="The store snapshot of the graph it was placed in.")
     pending_events: int = Field(description="Committed events not yet written to the store when it was scored (they are in the live graph).")
-    stale: bool = Field(description="True when the store is unreachable: scored from memory, commits wait in the journal.")
     users_moved: int = Field(description="Other users whose fraud exposure moved (committed applications only).")
     ignored_features: list[str] = Field(description="Features sent that are not profile columns of the load.")
     created: list[str] = Field(default_factory=list, description="Users created for relations (create_missing).")

@@ -126,6 +126,7 @@ class ServiceRuntime:
         self._threads: list[threading.Thread] = []
         self._store_pool = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="socialrisk-store")
         self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-probe")
+        self._live_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-live")
         self._probe: Future[Any] | None = None
         self._inflight = threading.BoundedSemaphore(STORE_CALLS)
         self._lock_fd: int | None = None
@@ -203,6 +204,7 @@ class ServiceRuntime:
             t.join(timeout=60.0 if t.name == "socialrisk-writer" else 1.0)
         self._store_pool.shutdown(wait=False, cancel_futures=True)
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        self._live_pool.shutdown(wait=False, cancel_futures=True)
         if self.store is not None:
             try:
                 self.store.close()
@@ -519,6 +521,9 @@ class ServiceRuntime:
         body = table.render(user_id, stale=self.stale)
         if body is not None:
             return body
+        late = self.desk.unscored(user_id, self)
+        if late is not None:
+            return orjson.dumps({**late, "stale": self.stale})
         return orjson.dumps(self._neutral_or_404(table, user_id))
 
     def enrich_many(self, user_ids: list[str]) -> bytes:
@@ -531,7 +536,10 @@ class ServiceRuntime:
                 results.append({**served[user_id], "stale": stale})
                 continue
             i = table.index.get(user_id)
-            if i is not None:
+            late = self.desk.unscored(user_id, self) if i is None else None
+            if late is not None:
+                results.append({**late, "stale": stale})
+            elif i is not None:
                 with table.lock:
                     results.append(table.record(i, stale=stale))
             elif self.config.unknown_user == "neutral":
@@ -588,6 +596,7 @@ class ServiceRuntime:
                 return
             t0 = time.perf_counter()
             graph = GraphView.build(store, self.settings, self.workspace, table, neighbours=self.store_kind == "embedded")
+            applicants = self.desk.prepare(graph, self.combination)
             # installed between two flag writes: flags written after the view read the store are in
             # neither (seeds set again: a seed the view holds already does not move), and the view
             # is as current as the store once it has them
@@ -598,7 +607,7 @@ class ServiceRuntime:
                         graph.replay_seed(event.user_id, event.label, event.severity)
                 graph.snapshot = self._after_own_writes(read_at)
                 self.graph = graph
-            self.desk.build(graph, self.combination)
+                self.desk.install(applicants, read_at=read_at)
             self.graph_status = "ready"
             log.info("graph read in %.1f s", time.perf_counter() - t0)
             settle_heap()
@@ -642,8 +651,10 @@ class ServiceRuntime:
             effect = graph.apply(flag_id, user_id, canonical, float(severity))
             scorer = self.desk.scorer
             if scorer is not None and scorer.live.knows(user_id):
-                scorer.live.set_flag(user_id, fraud=float(severity) if canonical == "fraud" else 0.0,
-                                     benign=float(severity) if canonical == "benign" else 0.0)
+                # the applicants' propagations take the seed in flag order, after the answer: the
+                # flag's own scores moved above already, and a request waits for no push of theirs
+                self._live_pool.submit(scorer.live.set_flag, user_id, fraud=float(severity) if canonical == "fraud" else 0.0,
+                                       benign=float(severity) if canonical == "benign" else 0.0)
             table = self.table or table
             changes = self._apply_to_table(table, effect.event)
             self.events.append(effect.event)
@@ -696,6 +707,10 @@ class ServiceRuntime:
             store = self.store
             if store is None or not self.store_ok:
                 self._stop.wait(self.config.health_seconds)
+                continue
+            if head["kind"] == "event" and self.desk.scorer is None:
+                # journaled events enter the live graph first (at its reading), then the store
+                self._stop.wait(0.2)
                 continue
             try:
                 if head["kind"] == "flag":
@@ -788,7 +803,7 @@ class ServiceRuntime:
             for event in self.events:
                 if event.flag_id in done:
                     event.persisted_snapshot = after
-        self.desk.written(ids, after)
+        self.desk.written(records, after)
         if not self._queue or len(self._queue) == len(records):
             try:
                 self.desk.journal.compact()

@@ -216,3 +216,72 @@ def test_model_registry_round_trip(neo4j_store) -> None:  # type: ignore[no-unty
     neo4j_store._driver.execute_query("MATCH (m:ModelVersion {version: 'm1'}) SET m.payload = $p", p=b"changed", database_="neo4j")
     with pytest.raises(StoreError, match="payload of model m1 does not match its recorded SHA-256"):
         neo4j_store.read_model("m1")
+
+
+def test_the_encoded_graph_is_kept_by_the_change_counters(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With a cache directory, the encoded graph is read once per snapshot: again at the same
+    snapshot it comes from disk, after flags alone only the flagged users are read, after new
+    relations the graph is read again; each time it equals the encoding of the tables."""
+    from graph.projection import encode
+    from graph.store.neo4j import ENCODED_LINKS, FLAGGED_USERS
+    from socialrisk.workflow import open_neo4j
+    from tests.graph.test_neo4j_read import _same
+
+    load(tiny_frames(), neo4j_store, key=KEY)
+    store = open_neo4j(cache_dir=tmp_path / "cache")
+    sent: list[str] = []
+    read = store._read
+    store._read = lambda query, **params: (sent.append(query), read(query, **params))[1]
+    first = store.encoded()
+    _same(first, encode(store.read_tables()))
+    assert ENCODED_LINKS in sent
+    kept = list((tmp_path / "cache").iterdir())
+    assert len(kept) == 1 and kept[0].name == store.metadata()["store_id"]
+    sent.clear()
+    _same(store.encoded(), first)
+    assert ENCODED_LINKS not in sent and FLAGGED_USERS not in sent
+
+    flags = {"flags": pd.DataFrame({"user_id": ["c"], "label": ["fraud"], "severity": [1.0], "ts": ["2026-03-04"]})}
+    load(flags, store, key=KEY)
+    sent.clear()
+    _same(store.encoded(), encode(store.read_tables()))
+    assert FLAGGED_USERS in sent and ENCODED_LINKS not in sent
+
+    more = {"relations": pd.DataFrame({"src": ["z"], "dst": ["newcomer"], "kind": ["transfer"], "weight": [2.0], "ts": ["2026-03-05"]})}
+    load(more, store, key=KEY)
+    sent.clear()
+    after = store.encoded()
+    assert ENCODED_LINKS in sent and "newcomer" in set(after.user_ids)
+    _same(after, encode(store.read_tables()))
+    assert len(list((tmp_path / "cache" / store.metadata()["store_id"]).glob("encoded-*"))) == 1  # older ones dropped
+    store._read = read
+    store.close()
+
+
+def test_an_online_load_reads_only_the_rows_it_touches(neo4j_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A second load merges with the stored rows of the users, links and relations it names
+    (not the whole tables), and the tables end as the embedded store's."""
+    from graph.store.neo4j import (
+        READ_LINKS, READ_LINKS_AMONG, READ_RELATIONS, READ_RELATIONS_AMONG, READ_RELATIONS_PLAIN, READ_USERS, READ_USERS_AMONG,
+    )
+
+    embedded = EmbeddedStore(tmp_path / "ws")
+    for store in (embedded, neo4j_store):
+        load(tiny_frames(), store, key=KEY)
+    sent: list[str] = []
+    read = neo4j_store._read
+    neo4j_store._read = lambda query, **params: (sent.append(query), read(query, **params))[1]
+    frames = tiny_frames()
+    second = {
+        "users": pd.DataFrame({"user_id": ["a", "new"], "repayments_total": [9, 1], "repayments_late": [None, 0], "chargebacks_90d": [0, 0]}),
+        "links": pd.concat([frames["links"].iloc[[1]].assign(last_seen="2026-04-01"),
+                            pd.DataFrame({"user_id": ["new"], "kind": ["device"], "value": ["DEV-1"], "first_seen": ["2026-04-01"], "last_seen": ["2026-04-02"]})]),
+        "relations": pd.concat([frames["relations"].iloc[[0]], pd.DataFrame({"src": ["new"], "dst": ["a"], "kind": ["transfer"], "weight": [5.0], "ts": ["2026-04-02T00:00:00Z"]})]),
+    }
+    reports = [load(second, store, key=KEY) for store in (embedded, neo4j_store)]
+    assert reports[1].added == reports[0].added and reports[1].unchanged == reports[0].unchanged
+    assert {READ_USERS_AMONG, READ_LINKS_AMONG, READ_RELATIONS_AMONG} <= set(sent)
+    assert not {READ_LINKS, READ_RELATIONS, READ_RELATIONS_PLAIN, READ_USERS} & set(sent)
+    neo4j_store._read = read
+    _same_tables(embedded.read_tables(), neo4j_store.read_tables())
+    assert neo4j_store.metadata()["counts"] == embedded.metadata()["counts"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -101,3 +102,94 @@ def test_bad_applications_are_one_sentence_422s(client: TestClient, body: dict, 
     detail = r.json()["detail"]
     for w in words:
         assert w.lower() in detail.lower(), detail
+
+
+def _app_body(i: int, device: str) -> dict:
+    return {"user_id": f"stream-{i:04d}", "features": {"tenure_days": i}, "commit": True,
+            "links": [{"kind": "device", "value": device}, {"kind": "phone", "value": f"+44 20 7946 0{i % 1000:03d}"},
+                      {"kind": "email", "value": f"stream{i}@example.com"}]}
+
+
+def test_committed_applications_survive_sigkill_exactly_once(ws: Path, population: Path, tmp_path: Path) -> None:
+    import signal
+    import threading
+
+    import httpx
+
+    from tests.service.conftest import serve
+
+    device, _ = _fraud_device(population)
+    server = serve(["-w", str(ws)], tmp_path)
+    acknowledged: list[int] = []
+    sent: list[int] = []
+    stop = threading.Event()
+    try:
+        server.wait_ready()
+
+        def stream() -> None:
+            with httpx.Client(base_url=server.url, headers=AUTH, timeout=10.0) as http:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    sent.append(i)
+                    try:
+                        r = http.post("/v1/applications", json=_app_body(i, device))
+                    except httpx.TransportError:
+                        return
+                    if r.status_code == 200:
+                        acknowledged.append(i)
+
+        t = threading.Thread(target=stream)
+        t.start()
+        wait_for(lambda: len(acknowledged) >= 10, timeout=180, what="10 committed applications")
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        stop.set()
+        t.join(timeout=20)
+    finally:
+        server.stop()
+    assert acknowledged
+    again = serve(["-w", str(ws)], tmp_path)
+    try:
+        again.wait_ready()
+        wait_for(lambda: again.http.get("/readyz").json()["events_pending"] == 0, timeout=60, what="the journal to reach the store")
+        for i in acknowledged[-3:]:  # served again after the restart
+            assert again.http.post("/v1/enrich", json={"user_id": f"stream-{i:04d}"}).status_code == 200
+    finally:
+        again.stop()
+    with EmbeddedStore(ws) as store:
+        links = store.read_tables().links
+    per_user = links[links["user_id"].str.startswith("stream-")].groupby("user_id").size()
+    for i in acknowledged:  # every acknowledged application is there, once, whole
+        assert per_user.get(f"stream-{i:04d}") == 3, i
+    assert set(per_user.unique()) <= {3}  # none is half there (an unacknowledged one may be whole)
+    assert len(per_user) <= len(sent)
+
+
+def test_a_store_outage_keeps_what_ifs_and_journals_commits(ws: Path, population: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loaders.errors import TransientStoreError
+    from tests.service.conftest import make_client
+
+    device, _ = _fraud_device(population)
+    real_metadata = EmbeddedStore.metadata
+    down = {"on": False}
+
+    def metadata(self: EmbeddedStore) -> dict:
+        if down["on"]:
+            raise TransientStoreError("the store is down (simulated)")
+        return real_metadata(self)
+
+    monkeypatch.setattr(EmbeddedStore, "metadata", metadata)
+    for client in make_client(ws):
+        down["on"] = True
+        wait_for(lambda: client.get("/readyz").status_code == 503, timeout=10, what="the outage to be seen")
+        what_if = _post(client, {"user_id": "outage-1", "links": [{"kind": "device", "value": device}]})
+        assert what_if["stale"] is True and what_if["risk"] > 0
+        committed = _post(client, {**_app_body(1, device), "user_id": "outage-2"})
+        assert committed["committed"] and committed["stale"] is True
+        time.sleep(1.0)
+        assert client.get("/readyz").json()["events_pending"] == 1  # journaled, not written
+        down["on"] = False
+        wait_for(lambda: client.get("/readyz").json()["events_pending"] == 0, timeout=30, what="the commit to be written once the store is back")
+    with EmbeddedStore(ws) as store:
+        assert (store.read_tables().links["user_id"] == "outage-2").sum() == 3
