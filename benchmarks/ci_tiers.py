@@ -13,7 +13,9 @@ Tiers:
   (``SOCIALRISK_PARITY_SAMPLE_USERS=0``), as CI ran them before;
 - ``spark-shared-sample``: the same tests on the connected 1,500-user samples CI runs now;
 - ``spark``: every Spark test (``tests/spark``), as CI runs them;
-- ``docs``: the documentation's tests (site build, generated tables, every snippet of the guide).
+- ``docs``: the documentation's tests (site build, generated tables, every snippet of the guide);
+- ``docs-build``: ``mkdocs build --strict`` alone, into a scratch directory (not a test: the
+  time a writer waits for the site).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ TIERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "spark-shared-sample": (["tests/spark/test_parity.py", "-k", "shared"], {}),
     "spark": (["tests/spark"], {}),
     "docs": (["tests/test_docs.py", "tests/test_docs_snippets.py"], {}),
+    "docs-build": (["-m", "mkdocs", "build", "--strict", "--site-dir", "{scratch}"], {"NO_MKDOCS_2_WARNING": "1"}),
 }
 
 DURATION = re.compile(r"^(?P<s>[\d.]+)s (?P<phase>call|setup|teardown)\s+(?P<test>\S+)", re.M)
@@ -45,17 +50,22 @@ SUMMARY = re.compile(r"=+ (?P<summary>.*?) in [\d.]+s", re.M)
 def run(name: str) -> dict[str, object]:
     args, extra = TIERS[name]
     env = dict(os.environ, **extra)
+    scratch = tempfile.mkdtemp(prefix="ci-tier-")
+    if args[0] == "-m":  # a command, not tests
+        argv = [sys.executable, *(a.replace("{scratch}", scratch) for a in args)]
+    else:
+        argv = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--durations=15"]
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--durations=15"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     wall = time.perf_counter() - t0
-    out = proc.stdout
+    out = proc.stdout + proc.stderr
     summary = SUMMARY.findall(out)
     slowest = [{"seconds": float(m["s"]), "phase": m["phase"], "test": m["test"]} for m in DURATION.finditer(out)]
     print(f"{name}: {wall:.0f} s, {summary[-1] if summary else 'no summary'} (exit {proc.returncode})", flush=True)
     return {
-        "command": f"{' '.join(f'{k}={v}' for k, v in extra.items())} python -m pytest {' '.join(args)} --durations=15".strip(),
+        "command": " ".join([*(f"{k}={v}" for k, v in extra.items()), "python", *argv[1:]]).replace(scratch, "SCRATCH"),
         "wall_s": round(wall, 1),
         "exit_code": proc.returncode,
         "summary": summary[-1] if summary else None,

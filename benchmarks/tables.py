@@ -80,24 +80,6 @@ def _int(x: float) -> str:
     return f"{int(round(x)):,}"
 
 
-def rings() -> str:
-    r = _load("rings-100000.json")
-    notes = {
-        "components": "users joined by shared identifiers (connected components)",
-        "dense": "10 blocks of FRAUDAR's greedy peeling",
-        "communities": "Louvain in networkx (pure Python) over the users and shared identifiers",
-    }
-    rows = [[f"`{kind}`", f"{k['wall_s']:.1f} s", f"{k['peak_rss_gib']:.2f} GiB", ", ".join(f"{x:.1f}" for x in k["runs_s"]) + " s", notes.get(kind, "")]
-            for kind, k in r["kinds"].items()]
-    table = _table(["`--kind`", "wall time (median)", "peak memory", "runs", "what it computes"], ["l", "r", "r", "r", "l"], rows)
-    w = r["workspace_rows"]
-    la = r["load_average_1min"]
-    return table + "\n\n" + (
-        f"<small>{r['users']:,} generated users ({w.get('links', 0):,} links, {w.get('relations', 0):,} relations), scored first "
-        f"({r['score_s']:.1f} s); each run a fresh process; 1-minute load average {la['min']:.1f} to {la['max']:.1f} during the runs.</small> "
-    ) + _source("rings-100000.json", date=r["date"], command=r["command"])
-
-
 # -- quality --------------------------------------------------------------------------------------
 
 
@@ -415,6 +397,27 @@ def spark() -> str:
                                     command=runs[0][0]["command"]) + "\n\n" + extra
 
 
+# -- CI -------------------------------------------------------------------------------------------
+
+
+def ci_tiers() -> str:
+    c = _load("ci-tiers.json")
+    tiers = c["tiers"]
+    rows = []
+    for name, r in tiers.items():
+        la = r["load_average_1min"]
+        rows.append([f"`{name}`", f"{r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s)", r["summary"] or f"exit {r['exit_code']}",
+                     f"{la['before']:.1f} / {la['after']:.1f}", r["date"], f"`{r['command']}`"])
+    table = _table(["tier", "wall time", "result", "load average before / after", "measured", "command"], ["l", "r", "l", "r", "l", "l"], rows)
+    parts = [table, _source("ci-tiers.json", command="python benchmarks/ci_tiers.py TIER ...")]
+    for name, r in tiers.items():
+        slow = [s for s in r["slowest"] if s["phase"] == "call"][:15]
+        if slow and name.startswith("spark"):
+            lines = "\n".join(f"| {s['seconds']:.1f} s | `{s['test']}` |" for s in slow)
+            parts.append(f"Slowest tests of `{name}`:\n\n| time | test |\n|---:|:---|\n" + lines)
+    return "\n\n".join(parts)
+
+
 # -- configuration reference ---------------------------------------------------------------------
 
 
@@ -519,19 +522,23 @@ def config_reference() -> str:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise MissingResults(f"config-reference: the file's key {table!r} is neither a table nor documented here")
         module, name = CONFIG_CLASSES.get(table, (None, None))
-        if module is None:
-            raise MissingResults(f"config-reference: no configuration class is named for the [{table}] table (CONFIG_CLASSES)")
-        cls = getattr(importlib.import_module(module), name)
-        defaults, docs = cls(), _attributes(cls)
+        if module is not None:
+            cls = getattr(importlib.import_module(module), name)
+            defaults: Any = cls()
+            docs = _attributes(cls)
+        else:  # a table read straight into Settings: its attributes are named <table>_<key>
+            defaults = None
+            settings_docs = _attributes(s.Settings)
+            docs = {k: settings_docs.get(f"{table}_{k}", settings_docs.get(k, "")) for k in model.model_fields}
         rows = []
         for key, f in model.model_fields.items():
             allowed = _constraint(f)
             kind = _type(f.annotation) + (f" ({allowed})" if allowed else "")
-            default = _default(getattr(defaults, key)) if hasattr(defaults, key) else ""
+            default = _default(getattr(defaults, key)) if hasattr(defaults, key) else _default(f.default)
             rows.append([f"`{key}`", _md(kind), _md(default), _md(docs.get(key, ""))])
         parts.append(f"### `[{table}]`\n\n" + _table(["key", "type", "default", "meaning"], ["l", "l", "l", "l"], rows))
     return "\n\n".join(parts) + "\n\n<small>Generated from the settings model (`socialrisk/settings.py`) and the docstrings of " \
-        + ", ".join(f"`{n}`" for _m, n in CONFIG_CLASSES.values()) + ".</small>"
+        + ", ".join(f"`{n}`" for _m, n in CONFIG_CLASSES.values()) + ", `Settings`.</small>"
 
 TABLES: dict[str, Callable[[], str]] = {
     "applications-parity": applications_parity,

@@ -174,7 +174,7 @@ class ScoringConfig:
         (fraud share of the spread class mass) and ``trustrank`` (trust from benign seeds),
         added to the personalized PageRank lifts; see :func:`scoring.features.label_features`.
         The default, belief propagation alone, was chosen on the labelled graphs of the
-        README's quality section (better on average than none, no dataset worse; adding more
+        docs' quality page (docs/quality.md: better on average than none, no dataset worse; adding more
         did not help beyond noise); ``()`` keeps the PageRank lifts only.
     model : {"boosting", "logistic"}
         Learned combination: gradient boosting (default) or logistic regression.

@@ -185,6 +185,9 @@ class Settings:
     normalise : Normalisation
         How identifier values are normalised before they are pseudonymised (the
         ``[normalise]`` table: ``default_region``, ``ip_prefix``, ``email_providers``).
+    fairness_segment : str or None
+        A user column (``segment`` in the ``[fairness]`` table) by whose values ``socialrisk
+        evaluate`` also reports the fairness table of the hidden users; None: no such table.
     """
 
     def __init__(
