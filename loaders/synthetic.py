@@ -46,7 +46,7 @@ import pyarrow as pa
 
 from loaders.errors import ParameterError
 
-__all__ = ["AGE_BANDS", "FORMATS", "ROLES", "OUTPUT_TABLES", "generate", "write_tables"]
+__all__ = ["AGE_BANDS", "FORMATS", "ROLES", "OUTPUT_TABLES", "generate", "write_tables", "vary_formats"]
 
 #: Names of the tables returned by :func:`generate`.
 OUTPUT_TABLES: tuple[str, ...] = ("users", "links", "relations", "flags", "truth")
@@ -901,3 +901,43 @@ def write_tables(
             frame.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
         paths[name] = path
     return paths
+
+
+def vary_formats(links: pd.DataFrame, *, share: float, seed: int = 0) -> pd.DataFrame:
+    """The links with a ``share`` of the phone numbers and device ids written another way, as
+    real sources write them: phones ``+1 (555) 012-3456``, ``15550123456``, ``555.012.3456``
+    (national, read in region US) or ``+1 555 012 3456`` instead of ``+1-555-0123456``; device
+    ids upper-cased or padded with spaces. The same identifier then has several spellings, and
+    only normalisation (``loaders.normalise``, ``default_region="US"``) links them again.
+
+    Parameters
+    ----------
+    links : DataFrame
+        The ``links`` table of :func:`generate` (``kind``, ``value``).
+    share : float
+        Share of the phone and device rows rewritten, in ``[0, 1]``.
+    seed : int
+        Seed of ``np.random.default_rng``: which rows, which spelling.
+
+    Examples
+    --------
+    >>> links = pd.DataFrame({"user_id": ["a", "b"], "kind": ["phone", "device"], "value": ["+1-555-0123456", "dev-00ab"]})
+    >>> vary_formats(links, share=1.0, seed=0)["value"].tolist()
+    ['15550123456', 'DEV-00AB']
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"The 'share' parameter of vary_formats must be in [0, 1]. Got {share!r} instead.")
+    rng = np.random.default_rng(seed)
+    out = links.copy()
+    values = out["value"].astype(str).to_numpy(dtype=object)
+    kinds = out["kind"].astype(str).to_numpy(dtype=object)
+    pick = rng.random(len(out)) < share
+    style = rng.integers(0, 4, len(out))
+    for i in np.flatnonzero(pick & (kinds == "phone")).tolist():
+        digits = "".join(ch for ch in values[i] if ch.isdigit())[-10:]  # area code and number
+        area, mid, end = digits[:3], digits[3:6], digits[6:]
+        values[i] = (f"+1 ({area}) {mid}-{end}", f"1{digits}", f"{area}.{mid}.{end}", f"+1 {area} {mid} {end}")[style[i]]
+    for i in np.flatnonzero(pick & (kinds == "device")).tolist():
+        values[i] = (values[i].upper(), f" {values[i]} ", values[i].upper() + " ", f" {values[i]} ")[style[i]]
+    out["value"] = values
+    return out

@@ -196,11 +196,14 @@ def bulk_load_into(
         notice(message)
     directory = server.home / "import" / f"socialrisk-bulk-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     sink = BulkSink(
-        directory, meta={"key_fingerprint": key_fingerprint(key)}, progress=say,
+        directory, meta={"key_fingerprint": key_fingerprint(key), "normalisation": settings.normalise.fingerprint()}, progress=say,
         importer=lambda files: neo4j_server.bulk_import(server, import_arguments(files), log=say),
     )
     try:
-        report = load(source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path)
+        report = load(
+            source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path,
+            normalisation=settings.normalise,
+        )
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     say("creating the constraints")
