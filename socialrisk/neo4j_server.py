@@ -196,11 +196,17 @@ def _write_conf(settings: ServerSettings) -> None:
     h = settings.home
     for sub in ("conf", "data", "logs", "run", "plugins", "import"):
         (h / sub).mkdir(parents=True, exist_ok=True)
+    # OpenGDS's procedures fail the start-up unless its extension is on the classpath too: a
+    # home provisioned with it and started without it loads no plugins
+    plugins = h / "plugins"
+    if not settings.gds and (plugins / f".gds-{GDS_VERSION}").exists():
+        plugins = h / "plugins-without-gds"
+        plugins.mkdir(exist_ok=True)
     conf = f"""# written by socialrisk neo4j start
 server.directories.data={h / 'data'}
 server.directories.logs={h / 'logs'}
 server.directories.run={h / 'run'}
-server.directories.plugins={h / 'plugins'}
+server.directories.plugins={plugins}
 server.directories.import={h / 'import'}
 server.default_listen_address=127.0.0.1
 server.bolt.listen_address=127.0.0.1:{settings.port}
