@@ -406,9 +406,11 @@ def ci_tiers() -> str:
     rows = []
     for name, r in tiers.items():
         la = r["load_average_1min"]
-        rows.append([f"`{name}`", f"{r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s)", r["summary"] or f"exit {r['exit_code']}",
+        result = r["summary"] or ("stopped by hand before it finished" if r["exit_code"] < 0 else f"exit {r['exit_code']}")
+        wall = f"{r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s)" + (", unfinished" if r["exit_code"] < 0 else "")
+        rows.append([f"`{name}`", wall, result,
                      f"{la['before']:.1f} / {la['after']:.1f}", r["date"], f"`{r['command']}`"])
-    table = _table(["tier", "wall time", "result", "load average before / after", "measured", "command"], ["l", "r", "l", "r", "l", "l"], rows)
+    table = _table(["tier", "wall time", "result", "load average before / after", "ended", "command"], ["l", "r", "l", "r", "l", "l"], rows)
     parts = [table, _source("ci-tiers.json", command="python benchmarks/ci_tiers.py TIER ...")]
     for name, r in tiers.items():
         slow = [s for s in r["slowest"] if s["phase"] == "call"][:15]
@@ -556,6 +558,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "gds-peer": gds_peer,
     "spark": spark,
     "config-reference": config_reference,
+    "ci-tiers": ci_tiers,
 }
 
 

@@ -244,7 +244,7 @@ def _hidden_metrics(
         "repeat": repeat, "user_id": hidden["user_id"].to_numpy(), "y": yt, "risk": risk, "graph_risk": graph_risk,
         "credit_score": hidden["credit_score"].to_numpy(), "decision": hidden["decision"].to_numpy(dtype=object),
         # the two outputs of the decision policy, for the fairness report
-        **{c: hidden[c].to_numpy() for c in ("fraud_risk", "fraud_decision", "credit_risk", "credit_decision") if c in hidden},
+        **{c: hidden[c].to_numpy() for c in ("fraud_risk", "fraud_decision", "credit_risk", "credit_decision", "decision_basis", "graph_evidence_only") if c in hidden},
     })
     return record, frame
 

@@ -241,7 +241,13 @@ def fit_combination(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig, *, pr
     cols = credit_columns(list(X.columns), policy)
     say = progress or (lambda _m: None)
     say(f"credit_risk under the {policy.name!r} policy: {len(cols)} of {X.shape[1]} features ({', '.join(policy.credit_features)})")
-    credit = _fit_one(X[cols], y, config, progress=None, scorecard_dims=_credit_dimensions(policy))
+    if not cols:
+        # no column the policy grants (a graph without user columns): credit_risk has no
+        # evidence and is neutral, the scorecard of the granted dimensions, all without data
+        weights = {d: w for d, w in config.scorecard_weights.items() if d in _credit_dimensions(policy)}
+        credit = Combination("scorecard", (), scorecard_weights=weights, labels=fraud.labels)
+    else:
+        credit = _fit_one(X[cols], y, config, progress=None, scorecard_dims=_credit_dimensions(policy))
     return replace(fraud, credit=credit, policy=policy.name)
 
 
@@ -346,7 +352,7 @@ def align_features(X: pd.DataFrame, combination: "Combination") -> tuple[pd.Data
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "fraud_risk", "fraud_score", "fraud_decision", "fraud_reasons", "fraud_reason_codes",
     "credit_risk", "credit_risk_score", "credit_decision", "credit_reasons", "credit_reason_codes",
-    "principal_reasons", "principal_reason_codes", "decision_basis", "review_route", "policy",
+    "principal_reasons", "principal_reason_codes", "decision_basis", "graph_evidence_only", "review_route", "policy",
 )
 
 
@@ -527,6 +533,7 @@ def combine(
     frame["principal_reasons"] = [";".join(t for _, t in p) for p in principal]
     frame["principal_reason_codes"] = [";".join(c for c, _ in p) for p in principal]
     frame["decision_basis"] = decided.basis
+    frame["graph_evidence_only"] = decided.graph_evidence_only
     frame["review_route"] = decided.review_route
     frame["policy"] = policy.name
     return frame, contributions

@@ -207,6 +207,10 @@ class PolicyDecision:
         into a review), empty for an approval.
     review_route : ndarray of str
         The policy's human-review route for refused users, empty otherwise.
+    graph_evidence_only : ndarray of bool or None
+        Users whom the stricter output would reject although neither would without its graph
+        features (and not confirmed as fraud by their own flag): rejected under
+        ``graph_evidence = "decide"``, reviewed under ``"review"``.
     credit_score : ndarray of int or None
         The score of :attr:`risk`, when the caller adds it (:func:`scoring.pipeline.combine_rows`).
     """
@@ -217,6 +221,7 @@ class PolicyDecision:
     credit_decision: np.ndarray
     basis: np.ndarray
     review_route: np.ndarray = field(repr=False)
+    graph_evidence_only: np.ndarray | None = None
     credit_score: np.ndarray | None = None
 
 
@@ -287,10 +292,10 @@ def combine_outputs(
     basis[refused & (rank_f == rank) & (rank_c == rank)] = "fraud+credit"
     basis[refused & (rank_f == rank) & (rank_c < rank)] = "fraud"
     basis[refused & (rank_c == rank) & (rank_f < rank)] = "credit"
+    fwo = _decide(np.asarray(fraud_without_graph, dtype=np.float64), approve_at, review_at)
+    cwo = _decide(np.asarray(credit_without_graph, dtype=np.float64), approve_at, review_at)
+    graph_only = (rank == 2) & (fwo != "reject") & (cwo != "reject") & ~np.asarray(own_fraud, dtype=bool)
     if policy.graph_evidence == "review":
-        fwo = _decide(np.asarray(fraud_without_graph, dtype=np.float64), approve_at, review_at)
-        cwo = _decide(np.asarray(credit_without_graph, dtype=np.float64), approve_at, review_at)
-        graph_only = (rank == 2) & (fwo != "reject") & (cwo != "reject") & ~np.asarray(own_fraud, dtype=bool)
         rank = np.where(graph_only, 1, rank)
         basis[graph_only] = "graph_evidence_review"
     decision = _DECISIONS[rank]
@@ -302,6 +307,7 @@ def combine_outputs(
         credit_decision=cd,
         basis=basis,
         review_route=route,
+        graph_evidence_only=graph_only,
     )
 
 

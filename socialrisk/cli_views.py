@@ -183,6 +183,7 @@ def case_cmd(
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
     config: ConfigOpt = None,
     store: StoreOpt = "embedded",
+    with_recourse: Annotated[bool, typer.Option("--recourse", help="Add a refused user's recourse (computes the features again).")] = False,
 ) -> None:
     """Write a self-contained case file (one HTML file that opens offline): the network view, the
     explanation, a timeline of links, relations and flags, the dimension scores as a bar chart,
@@ -194,7 +195,9 @@ def case_cmd(
         settings = _settings(config)
         with workflow.open_store(store, workspace) as st, _steps("case") as step:
             step(f"gathering the case of {user}")
-            case = investigate.case_file(st, settings, user, hops=hops, limit=limit, top=top, store_name=store)
+            case = investigate.case_file(
+                st, settings, user, hops=hops, limit=limit, top=top, store_name=store, recourse=with_recourse, workspace=str(workspace)
+            )
             step("writing")
             path = views.write_html(out_path, views.case_html(case))
         row = case.exploration.score

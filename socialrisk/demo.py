@@ -108,6 +108,16 @@ def run_demo(
             f"good users who share a device with a fraudster (family): {int(fam['approve'])} approved, "
             f"{int(fam['review'])} in review, {int(fam['reject'])} rejected: the cases an appeal must clear"
         )
+    if "graph_evidence_only" in frame:
+        # users the stricter output rejects although neither would without their graph features
+        alone = frame["graph_evidence_only"].astype(bool) & (frame["is_fraud"] == 0)
+        rejected = int((alone & (frame["decision"] == "reject")).sum())
+        policy = settings.scoring.policy
+        summary.lines.append(
+            f"good users rejected on graph evidence alone: {rejected} of {int(alone.sum())} (policy {policy.name}, "
+            f"graph_evidence = {policy.graph_evidence!r})"
+            + ("; graph_evidence = 'review' (on in the eu policy) sends each of them to review instead" if policy.graph_evidence != "review" else "")
+        )
     for row, _ in examples:
         summary.lines.append(f"example {row['user_id']} ({row['role']}): score {int(row['credit_score'])}, {row['decision']}: {row['reasons'] or 'no reasons'}")
     report_path = out / "report.html"

@@ -310,6 +310,8 @@ class CaseFile:
     made_by: str
     made_at: str
     store: str
+    #: The refused user's recourse (:class:`scoring.recourse.Recourse` as a dict), when asked for.
+    recourse: dict[str, Any] | None = None
 
 
 def _actor() -> str:
@@ -374,12 +376,15 @@ def timeline(store: GraphStore, view: NetworkView, users: list[str], *, max_even
 
 
 def case_file(
-    store: GraphStore, settings: Settings, user_id: str, *, hops: int = 2, limit: int = 50, top: int = 5, store_name: str = "embedded"
+    store: GraphStore, settings: Settings, user_id: str, *, hops: int = 2, limit: int = 50, top: int = 5, store_name: str = "embedded",
+    recourse: bool = False, workspace: str | None = None,
 ) -> CaseFile:
     """Gather a case file for ``user_id`` (:func:`socialrisk.views.case_html` draws it).
 
     The timeline covers the user and the users on its explanation paths; the audit trail is the
-    user's (the hash chain is verified while reading it).
+    user's (the hash chain is verified while reading it). With ``recourse``, a refused or
+    reviewed user's recourse (:func:`socialrisk.workflow.recourse`, which computes the features
+    again; ``workspace`` finds the key the model versions are signed with) is added.
     """
     if hops < 1:
         raise ParameterError(f"The 'hops' parameter of case_file must be >= 1. Got {hops!r} instead.")
@@ -392,6 +397,9 @@ def case_file(
     reasons = [(codes[i] if i < len(codes) else "", texts[i] if i < len(texts) else "") for i in range(max(len(codes), len(texts)))]
     on_path = sorted({s for c in exploration.explanation.contributions for p in c.path for s in (p.source, p.target)} | {user_id})
     disputes = store.disputes()
+    found = None
+    if recourse and str(row.get("decision", "approve")) != "approve":
+        found = workflow.recourse(store, settings, user_id, workspace=workspace or ".").to_dict()
     return CaseFile(
         exploration=exploration,
         dimensions=dims,
@@ -402,5 +410,6 @@ def case_file(
         made_by=_actor(),
         made_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         store=store_name,
+        recourse=found,
     )
 

@@ -551,6 +551,32 @@ def _audit(entries: list[Any]) -> str:
     )
 
 
+def _decision_section(row: pd.Series, recourse: dict[str, Any] | None) -> str:
+    """The decision policy's outputs, principal reasons, review route and recourse of a case."""
+    if "fraud_risk" not in row.index:
+        return ""
+    text = lambda c: "" if pd.isna(row.get(c)) else str(row.get(c))  # noqa: E731
+    html = (
+        "<h2>Decision</h2>"
+        f"<p>Policy <b>{_e(text('policy'))}</b>: fraud risk {float(row['fraud_risk']):.3f} ({_e(text('fraud_decision'))}), "
+        f"credit risk {float(row['credit_risk']):.3f} ({_e(text('credit_decision'))})"
+        + (f"; refused by {_e(text('decision_basis'))}" if text("decision_basis") else "") + ".</p>"
+    )
+    principal = [r for r in text("principal_reasons").split(";") if r]
+    if principal:
+        html += "<h3>principal reasons</h3><ol>" + "".join(f"<li>{_e(r)}</li>" for r in principal) + "</ol>"
+    if text("review_route"):
+        html += f"<p><b>Human review:</b> {_e(text('review_route'))}</p>"
+    if recourse is not None:
+        html += "<h3>recourse</h3>"
+        if recourse.get("note"):
+            html += f"<p>{_e(recourse['note'])}</p>"
+        for o in recourse.get("options", []):
+            acts = "".join(f"<li>{_e(a['text'])}</li>" for a in o["actions"])
+            html += f"<p>credit score {recourse['credit_score']} &rarr; <b>{o['credit_score']}</b> ({_e(o['decision'])}):</p><ul>{acts}</ul>"
+    return html
+
+
 def case_html(case: CaseFile) -> str:
     """The case file of ``socialrisk case``: one self-contained page to hand on."""
     x = case.exploration
@@ -574,6 +600,7 @@ def case_html(case: CaseFile) -> str:
         f"<p>{_e(x.user_id)} has a credit score of <b>{int(row['credit_score'])}</b> ({_e(str(row['decision']))}), "
         f"a risk of {float(row['risk']):.3f}, of which the graph adds {float(row.get('graph_risk', 0.0)):.3f}.</p>"
         "<h2>Reason codes</h2>" + (_table(reasons) if len(reasons) else '<p class="muted">Nothing lowers this score.</p>')
+        + _decision_section(row, case.recourse)
         + "<h2>Dimension scores</h2>" + _bars(case.dimensions)
         + f"<h2>Network ({x.hops} hops, explanation paths in purple)</h2>" + _graph_box("case", x.view)
         + "<h2>Explanation</h2>" + _explanation(x) + disputed

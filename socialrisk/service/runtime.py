@@ -454,7 +454,10 @@ class ServiceRuntime:
 
     def _apply_to_table(self, table: ScoreTable, event: FlagEvent) -> list[dict[str, Any]]:
         s = self.settings.scoring
-        return table.apply(event, approve_at=s.approve_at, review_at=s.review_at, min_reason_share=s.min_reason_share, max_reasons=s.max_reasons)
+        return table.apply(
+            event, approve_at=s.approve_at, review_at=s.review_at, min_reason_share=s.min_reason_share, max_reasons=s.max_reasons,
+            graph_evidence=s.policy.graph_evidence,
+        )
 
     def _refresh(self) -> None:
         """Reload the scores when a new scoring was written; rebuild the graph view when the

@@ -205,8 +205,14 @@ class ScoreTable:
 
     # -- flags ---------------------------------------------------------------------------------
 
-    def apply(self, event: FlagEvent, *, approve_at: int, review_at: int, min_reason_share: float, max_reasons: int) -> list[dict[str, Any]]:
+    def apply(
+        self, event: FlagEvent, *, approve_at: int, review_at: int, min_reason_share: float, max_reasons: int, graph_evidence: str = "decide"
+    ) -> list[dict[str, Any]]:
         """Apply a flag to the served rows; returns the rows whose score changed (before/after).
+
+        Under ``graph_evidence = "review"`` (the decision policy's), a user whom the flag of
+        another account would move to ``reject`` is sent to ``review``: that move is graph
+        evidence alone.
 
         The flagged user: a fraud flag raises its risk to at least the severity; clearing a flag
         drops that floor, and when its stored risk held a fraud flag from the last scoring, its
@@ -247,7 +253,14 @@ class ScoreTable:
             self.credit_score[changed] = scores
             # the table outlives the flags: one string object per decision and per wording of the
             # reasons, not one per row moved (every flag would leave thousands behind)
-            self.decision[changed] = [sys.intern(str(d)) for d in decide(scores, approve_at=approve_at, review_at=review_at)]
+            decided = np.asarray(decide(scores, approve_at=approve_at, review_at=review_at), dtype=object)
+            if graph_evidence == "review":
+                graph_only = (decided == "reject") & (changed != own) & (self.flag[changed] != "fraud") & (self.decision[changed] != "reject")
+                decided[graph_only] = "review"
+                basis = self.policy_columns.get("decision_basis")
+                if basis is not None:
+                    basis[changed[graph_only]] = "graph_evidence_review"
+            self.decision[changed] = [sys.intern(str(d)) for d in decided]
             self.updated[changed] = True
             for r in changed.tolist():
                 self._reword(r, min_reason_share=min_reason_share, max_reasons=max_reasons)
