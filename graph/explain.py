@@ -257,28 +257,9 @@ def _reverse_push(PT: sp.csr_matrix, dangling: np.ndarray, v: int, alpha: float,
     Dangling nodes keep their walkers (a self-loop), as in incremental updates; a walk from a
     seed reaching a dead end adds nothing to anyone else.
     """
-    n = PT.shape[0]
-    y = np.zeros(n)
-    r = np.zeros(n)
-    r[v] = 1.0
-    frontier = np.array([v])
-    pushed = [frontier]
-    while frontier.size:
-        vals = r[frontier].copy()
-        r[frontier] = 0.0
-        y[frontier] += (1 - alpha) * vals
-        idx, counts = _row_entries(PT.indptr, frontier)
-        # in-neighbours u of each frontier node w, with P[u, w]: row w of P^T
-        t = PT.indices[idx]
-        np.add.at(r, t, alpha * np.repeat(vals, counts) * PT.data[idx])
-        # a dangling frontier node has a self-loop: its own walkers come back to it
-        d = dangling[frontier]
-        if d.any():
-            r[frontier[d]] += alpha * vals[d]
-        cand = _distinct(np.concatenate([t, frontier[d]]).astype(np.int64))
-        frontier = cand[r[cand] > eps]
-        pushed.append(frontier)
-    return y, _distinct(np.concatenate(pushed).astype(np.int64))
+    r0 = np.zeros(PT.shape[0])
+    r0[v] = 1.0
+    return _reverse_push_vector(PT, dangling, r0, alpha, eps)
 
 
 def explain_placed(

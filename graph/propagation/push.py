@@ -248,33 +248,7 @@ def set_edge(state: PushState, source: int, target: int, weight: float) -> PushU
     _check_nodes(state, "set_edge", source, target)
     if not (np.isfinite(weight) and weight >= 0):
         raise ParameterError(f"The 'weight' of set_edge must be >= 0. Got {weight!r} instead.")
-    u, v = int(source), int(target)
-    idx, w = _row(state, u)
-    old_total = float(state.out_weight[u])
-    old_idx, old_p = (np.array([u]), np.array([1.0])) if old_total <= 0 else (idx, w / old_total)
-    pos = np.flatnonzero(idx == v)
-    w = w.copy()
-    if pos.size:
-        w[pos] = 0.0
-        w[pos[0]] = weight
-    else:
-        idx, w = np.append(idx, v), np.append(w, weight)
-    keep = w > 0
-    idx, w = idx[keep], w[keep]
-    if state.undo is not None:
-        state.undo.extra.append((u, state.extra.get(u)))
-        _log(state, "scale", np.array([u]))
-        _log(state, "out_weight", np.array([u]))
-    state.extra[u] = (idx, w)
-    state.scale[u] = max(idx.size, 1)
-    state.out_weight[u] = float(w.sum())
-    new_idx, new_p = (np.array([u]), np.array([1.0])) if state.out_weight[u] <= 0 else (idx, w / state.out_weight[u])
-    coef = state.alpha / (1.0 - state.alpha) * state.p[u]
-    _log(state, "r", old_idx)
-    _log(state, "r", new_idx)
-    np.subtract.at(state.r, old_idx, coef * old_p)
-    np.add.at(state.r, new_idx, coef * new_p)
-    return _push(state, np.unique(np.concatenate([old_idx, new_idx])))
+    return set_edges(state, np.array([int(source)]), np.array([int(target)]), np.array([float(weight)]))
 
 
 def _check_nodes(state: PushState, where: str, source: int, target: int) -> None:
