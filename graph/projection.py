@@ -111,6 +111,17 @@ class Projection:
         total = sum(self.relations_count.values(), sp.csr_matrix((n, n)))
         return sp.csr_matrix((total > 0).astype(np.float64))
 
+    @cached_property
+    def shared_kinds(self) -> tuple[tuple[str, np.ndarray], ...]:
+        """``(kind, identifier columns)`` of each kind that has shared identifiers, by kind name.
+
+        Feature columns and reasons are built kind by kind from this, so they do not depend on
+        the order kinds were first seen in, nor on kinds that no two users share: every store
+        gives the same columns for the same graph.
+        """
+        kinds = ((kind, np.flatnonzero(self.ident_kind == code)) for code, kind in enumerate(self.ident_kinds))
+        return tuple(sorted(((k, cols) for k, cols in kinds if len(cols)), key=lambda kc: kc[0]))
+
     def index_of(self, user_ids: object) -> np.ndarray:
         """Indices of user ids; raises :class:`NotFoundError` naming the first unknown one."""
         ids = pd.Index(np.atleast_1d(np.asarray(user_ids, dtype=object)).astype(str))

@@ -119,11 +119,11 @@ def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
     cols["lnk_n_shared"] = np.asarray(B.sum(axis=1)).ravel()
     cols["lnk_co_users"] = B @ np.maximum(deg - 1, 0)
     cols["lnk_max_ident_degree"] = _row_max(sp.csr_matrix(B @ sp.diags(deg)), n)
-    for code, kind in enumerate(projection.ident_kinds):
-        mask = (projection.ident_kind == code).astype(np.float64)
+    for kind, idents in projection.shared_kinds:
+        mask = np.zeros(projection.n_idents)
+        mask[idents] = 1.0
         cols[f"lnk_shared_{kind}"] = B @ mask
-        if mask.any():
-            cols[f"lnk_co_users_{kind}"] = B @ (mask * np.maximum(deg - 1, 0))
+        cols[f"lnk_co_users_{kind}"] = B @ (mask * np.maximum(deg - 1, 0))
     if projection.n_idents:
         cols["lnk_same_person"] = _row_max(overlap_matrix(projection), n)
         for name, days in VELOCITY_WINDOWS.items():
@@ -370,10 +370,7 @@ def direct_label_features(projection: Projection, F: np.ndarray, Bn: np.ndarray)
             direct = B @ (B.T @ (M > 0).astype(np.float64)) - (M > 0) * np.asarray(B.sum(axis=1))
             out[f"lnk_{name}_co_users"] = np.asarray(direct)
         deg = np.maximum(projection.ident_degree.astype(np.float64) - 1, 0)
-        for code, kind in enumerate(projection.ident_kinds):
-            cols = np.flatnonzero(projection.ident_kind == code)
-            if not len(cols):
-                continue
+        for kind, cols in projection.shared_kinds:
             Bk = sp.csr_matrix(B[:, cols])
             co_users = (Bk @ deg[cols])[:, None]
             for name, M in (("fraud", F), ("benign", Bn)):

@@ -693,10 +693,22 @@ def _fit(X: pd.DataFrame, y: np.ndarray, config: ScoringConfig) -> Any:
             early_stopping=False,
             random_state=config.seed,
         )
-    Xa = X.to_numpy(dtype=np.float64)
-    Xa = np.where(np.isfinite(Xa), Xa, np.nan)
-    model.fit(Xa, y)
+    model.fit(_model_input(X.to_numpy(dtype=np.float64)), y)
     return model
+
+
+def _model_input(X: np.ndarray) -> np.ndarray:
+    """Features as the learned model sees them, in fitting and in scoring: at single precision
+    (then back to float64), non-finite values missing.
+
+    Propagated features summed in another order (another engine, another partitioning) differ
+    in their last bits; at full precision a tie of a hundred users becomes a hundred distinct
+    values that the boosting bins and splits apart, and two engines fit two different models.
+    Rounded to 24 bits, last-bit noise no longer moves a value.
+    """
+    with np.errstate(over="ignore"):
+        X = X.astype(np.float32).astype(np.float64)
+    return np.where(np.isfinite(X), X, np.nan)
 
 
 #: Rows at most that the flat trees (:mod:`scoring._trees`) score instead of scikit-learn:
@@ -705,7 +717,7 @@ FLAT_ROWS = 256
 
 
 def _predict(model: Any, X: np.ndarray) -> np.ndarray:
-    X = np.where(np.isfinite(X), X, np.nan)
+    X = _model_input(X)
     if X.shape[0] <= FLAT_ROWS:
         flat = flatten(model)
         if flat is not None:

@@ -31,6 +31,15 @@ _KIND_PLURAL = {
 }
 
 
+#: The order kinds are named in within a reason: the strongest same-person evidence first.
+_KIND_ORDER = ("phone", "device", "card", "email", "account", "address", "ip", "ip_prefix")
+
+
+def _kinds_in_reading_order(projection: Projection) -> list[tuple[str, np.ndarray]]:
+    rank = {k: i for i, k in enumerate(_KIND_ORDER)}
+    return sorted(projection.shared_kinds, key=lambda kc: (rank.get(kc[0], len(rank)), kc[0]))
+
+
 @dataclass(frozen=True)
 class Reason:
     """One reason: a stable ``code`` for systems and ``text`` for people."""
@@ -76,11 +85,8 @@ def linked_account_reasons(
     account confirmed as fraud"), then identifiers shared with such accounts, per kind."""
     out: list[list[Reason]] = same_person_reasons(projection, rows, fraud)
     B = projection.shared
-    for code, kind in enumerate(projection.ident_kinds):
-        mask = projection.ident_kind == code
-        if not mask.any():
-            continue
-        Bk = sp.csr_matrix(B[:, np.flatnonzero(mask)])
+    for kind, idents in _kinds_in_reading_order(projection):
+        Bk = sp.csr_matrix(B[:, idents])
         counts = _distinct_partners(Bk, rows, fraud, via=Bk)
         noun = _KIND_NOUN.get(kind, f"a {kind}")
         for i, c in enumerate(counts):
@@ -112,10 +118,7 @@ def same_person_reasons(projection: Projection, rows: np.ndarray, fraud: np.ndar
     B = projection.shared
     per_kind: list[tuple[str, sp.csr_matrix]] = []
     total = sp.csr_matrix((len(rows), len(cols)))
-    for code, kind in enumerate(projection.ident_kinds):
-        idents = np.flatnonzero(projection.ident_kind == code)
-        if not len(idents):
-            continue
+    for kind, idents in _kinds_in_reading_order(projection):
         Bk = sp.csr_matrix(B[:, idents])
         shared = sp.csr_matrix(Bk[rows] @ sp.csr_matrix(Bk[cols]).T)
         per_kind.append((kind, shared))

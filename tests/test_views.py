@@ -138,7 +138,10 @@ def test_evaluation_figures(tmp_path: Path) -> None:
     report = evaluate(Scorer(tables, project(tables)), repeats=2)
     p = report.predictions
     assert sorted(p["repeat"].unique()) == [0, 1] and len(p) == int(report.runs["hidden"].sum())
-    assert set(p.columns) == {"repeat", "user_id", "y", "risk", "graph_risk", "credit_score", "decision"}
+    assert set(p.columns) == {
+        "repeat", "user_id", "y", "risk", "graph_risk", "credit_score", "decision",
+        "fraud_risk", "credit_risk", "fraud_decision", "credit_decision", "decision_basis", "graph_evidence_only",
+    }
     files = write_evaluation_plots(report, tmp_path / "plots", name="generated")
     assert list(files) == list(PLOTS)
     for path in files.values():
