@@ -1,80 +1,65 @@
-"""The service's moving parts: the store connection and its health, the served scores, the graph
-in memory, the flag journal and the one thread that writes to the store.
+"""The service's moving parts, wired: the served scores, the graph in memory, the flags
+accepted, and the parts that run the service's threads.
 
 Threads (all daemons, stopped by :meth:`ServiceRuntime.stop`):
 
-- ``monitor``: probes the store every ``health_seconds`` and reconnects on recovery. Requests
-  never wait for it, and it waits for nothing slow: each probe is bounded in time.
-- ``refresh``: started by the monitor (one at a time) on recovery and every ``refresh_seconds``;
-  reloads scores written by a new scoring, and rebuilds the graph view when the store's graph
-  changed under the service. It waits for a flag write in progress, so it is not the monitor's
-  own work: the health would stop while the writer is slow or stuck on a dying store.
+- ``monitor``: probes the store every ``health_seconds`` and reconnects on recovery
+  (:class:`~socialrisk.service.connection.StoreConnection`). Requests never wait for it, and
+  it waits for nothing slow: each probe is bounded in time.
+- ``refresh`` (here): started by the monitor (one at a time) on recovery and every
+  ``refresh_seconds``; reloads scores written by a new scoring, and rebuilds the graph view when
+  the store's graph changed under the service. It waits for a flag write in progress, so it is
+  not the monitor's own work: the health would stop while the writer is slow or stuck on a
+  dying store.
 - ``writer``: writes accepted flags to the store in acceptance order (batched), then runs
-  queued appeals; retries while the store is down, so nothing accepted is dropped.
-- ``warm-up``: reads the graph (:class:`~socialrisk.service.graphview.GraphView`) in the
+  queued appeals; retries while the store is down, so nothing accepted is dropped
+  (:class:`~socialrisk.service.writer.Writer`).
+- ``warm-up`` (here): reads the graph (:class:`~socialrisk.service.graphview.GraphView`) in the
   background; flags and explanations answer 503 until it is there, enrich never waits for it.
+
+Request threads call :class:`ServiceRuntime`; the C heap and the collector are settled by
+:mod:`socialrisk.service.memory`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import ctypes
-import ctypes.util
 import fcntl
-import gc
+import functools
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from graph.store import GraphStore
-from loaders.errors import ConfigError, DataError, NotFoundError, ParameterError, SocialRiskError, StoreError, TransientStoreError
+from loaders.errors import ConfigError, NotFoundError, ParameterError, SocialRiskError, TransientStoreError
 from scoring.config import DIMENSIONS
 from scoring.credit import credit_score, decide
 from socialrisk import workflow
+from socialrisk.service import memory
 from socialrisk.service.applications import ApplicationDesk
+from socialrisk.service.connection import StoreConnection
 from socialrisk.service.errors import Unavailable
 from socialrisk.service.graphview import GraphView
 from socialrisk.service.journal import FlagJournal
 from socialrisk.service.metrics import Metrics
 from graph.neighbourhood import UserAttributes, neighbourhood as graph_neighbourhood
 from socialrisk.service.scores import FlagEvent, ScoreTable, load_cache, save_cache
+from socialrisk.service.writer import KEEP_STATUSES, Writer
 from socialrisk.settings import Settings
 
 __all__ = ["ServiceRuntime", "Unavailable"]
 
 log = logging.getLogger("socialrisk.service")
-
-#: Flags written to the store in one load at most.
-WRITE_BATCH = 500
-#: Appeal outcomes and flag statuses kept for GET (oldest dropped first).
-KEEP_STATUSES = 10_000
-#: Seconds a store connection replaced on recovery stays open for the calls still running on it.
-RETIRE_SECONDS = 120.0
-#: Store calls (Neo4j neighbourhoods) run at once, and the most running or waiting; more are
-#: refused with 503 at once. Each call ends within ``store_timeout`` (the store is told the
-#: deadline too), so at r calls/s about r x timeout are in flight when the store is slow: 16
-#: covers 8/s at the default 2 s. With 8 the soak test saw a second-long pause of the server
-#: refuse a call.
-STORE_WORKERS = 8
-STORE_CALLS = 16
-#: Neighbourhood queries run on a (re)connected Neo4j before it takes requests, and the most
-#: seconds they may take.
-WARM_QUERIES = 40
-WARM_SECONDS = 20.0
 
 
 class ServiceRuntime:
@@ -90,6 +75,13 @@ class ServiceRuntime:
     metrics : Metrics, optional
     open_store : callable, optional
         ``(kind, workspace) -> GraphStore``; :func:`socialrisk.workflow.open_store` by default.
+
+    Attributes
+    ----------
+    connection : StoreConnection
+        The store connection and its health; runs the ``monitor`` thread.
+    writer : Writer
+        The queue of accepted flags, events and appeals; runs the ``writer`` thread.
     """
 
     def __init__(
@@ -104,10 +96,6 @@ class ServiceRuntime:
         self.workspace = Path(workspace)
         self.folder = self.workspace / "service"
         self.metrics = metrics or Metrics()
-        self._open_store = open_store or workflow.open_store
-        self.store: GraphStore | None = None
-        self.store_ok = False
-        self.store_error: str | None = "not connected yet"
         self.table: ScoreTable | None = None
         self.model: dict[str, Any] = {"loaded": False, "version": None, "error": "not checked yet"}
         self.graph: GraphView | None = None
@@ -117,25 +105,25 @@ class ServiceRuntime:
         self.appeals: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self.started = False
         self._stop = threading.Event()
-        self._queue: collections.deque[dict[str, Any]] = collections.deque()
-        self._queue_cv = threading.Condition()
         self._flag_lock = threading.Lock()
-        self._write_lock = threading.Lock()
         self._warm_lock = threading.Lock()
         self._warming = False
         self._threads: list[threading.Thread] = []
-        self._store_pool = ThreadPoolExecutor(max_workers=STORE_WORKERS, thread_name_prefix="socialrisk-store")
-        self._probe_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-probe")
         self._live_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socialrisk-live")
-        self._probe: Future[Any] | None = None
-        self._inflight = threading.BoundedSemaphore(STORE_CALLS)
         self._lock_fd: int | None = None
         self._last_refresh = 0.0
         self._refreshing: threading.Thread | None = None
-        self._own_writes: dict[int, int] = {}  # store snapshot before -> after each flag write of this service
-        self._write_failing = False
         self.journal = FlagJournal(self.folder / "flags.jsonl")
         self.desk = ApplicationDesk(settings, self.workspace, self.folder)
+        self.connection = StoreConnection(
+            store_kind, self.workspace, self.config, self.metrics, open_store=open_store or workflow.open_store, stop=self._stop,
+            table=lambda: self.table, started=lambda: self.started,
+        )
+        self.writer = Writer(
+            self.connection, settings, self.workspace, self.journal, self.desk, self.metrics, stop=self._stop,
+            flag_status=self.flag_status, appeals=self.appeals, view=lambda: self.graph, events=lambda: self.events,
+            after_appeal=self._after_appeal,
+        )
         self.combination: Any = None
         risk = self.config.neutral_risk or settings.scoring.prior_fraud_rate or 0.05
         score = int(credit_score(np.array([risk]))[0])
@@ -160,14 +148,14 @@ class ServiceRuntime:
             return
         self._take_workspace()
         try:
-            self._connect()
+            self.connection.connect()
             self._load_scores(initial=True)
             if self.store_ok and self.store is not None:
                 self._check_model()
                 try:
-                    self._warm_store(self.store)
+                    self.connection.warm_store(self.store)
                 except TransientStoreError as exc:
-                    self._mark_down("warm_store", exc)
+                    self.connection.mark_down("warm_store", exc)
         except BaseException:
             self._release_workspace()
             raise
@@ -175,15 +163,16 @@ class ServiceRuntime:
         for record in pending:
             self._note_flag(record["flag_id"], {"flag_id": record["flag_id"], "user_id": record["user_id"], "label": record["canonical"],
                                                 "persisted": False, "failed": None, "snapshot": None})
-            self._enqueue({"kind": "flag", "record": record, "replay": True})
+            self.writer.enqueue({"kind": "flag", "record": record, "replay": True})
         self.metrics.flags_pending.set(len(pending))
         events = self.desk.journal.pending()
         for record in events:
-            self._enqueue({"kind": "event", "record": record, "replay": True})
+            self.writer.enqueue({"kind": "event", "record": record, "replay": True})
         self.desk.pending = len(events)
-        settle_heap()
+        memory.settle_heap()
         self.started = True
-        for name, target in (("monitor", self._monitor), ("writer", self._writer)):
+        monitor = functools.partial(self.connection.monitor, self._answered)
+        for name, target in (("monitor", monitor), ("writer", self.writer.run)):
             t = threading.Thread(target=target, name=f"socialrisk-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -194,22 +183,14 @@ class ServiceRuntime:
         if not self.started:
             return
         deadline = time.monotonic() + drain_seconds
-        while self._queue and time.monotonic() < deadline and self.store_ok and not self._write_failing:
-            time.sleep(0.05)
+        self.writer.drain(deadline)
         self._stop.set()
-        with self._queue_cv:
-            self._queue_cv.notify_all()
+        self.writer.wake()
         for t in self._threads:
             # a write in progress is let finish: after stop() nothing more is written
             t.join(timeout=60.0 if t.name == "socialrisk-writer" else 1.0)
-        self._store_pool.shutdown(wait=False, cancel_futures=True)
-        self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self._live_pool.shutdown(wait=False, cancel_futures=True)
-        if self.store is not None:
-            try:
-                self.store.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection must not stop the shutdown
-                pass
+        self.connection.close()
         self._release_workspace()
         self.started = False
 
@@ -234,170 +215,38 @@ class ServiceRuntime:
 
     # -- the store and its health ----------------------------------------------------------------
 
-    def _connect(self) -> None:
-        try:
-            store = self._open_store(self.store_kind, self.workspace)
-        except TransientStoreError as exc:
-            self._mark_down("connect", exc)
-            return
-        try:
-            self._warm_store(store)
-        except TransientStoreError as exc:
-            _close_quietly(store)  # its driver, or its pooled connections leak
-            self._mark_down("connect", exc)
-            return
-        self.store = store
-        self._mark_up()
+    @property
+    def store(self) -> GraphStore | None:
+        """The store connection in use (:attr:`StoreConnection.store`)."""
+        return self.connection.store
 
-    def _warm_store(self, store: GraphStore) -> None:
-        """Run the queries requests make before taking traffic: on a server just started, the
-        first runs of a query (planning, a JVM not yet compiled, a cold page cache) take
-        seconds, and requests arriving then filled the store's call slots and were refused
-        (the soak test). Neighbourhoods of :data:`WARM_QUERIES` users spread over the table,
-        for at most :data:`WARM_SECONDS`; ``/readyz`` stays 503 meanwhile."""
-        helper = getattr(store, "neighbourhood_records", None)
-        table = self.table
-        if self.store_kind != "neo4j" or helper is None or table is None or not len(table):
-            return  # the embedded store answers neighbourhoods from the graph in memory
-        picks = np.unique(np.linspace(0, len(table) - 1, WARM_QUERIES).astype(np.int64))
-        deadline = time.monotonic() + WARM_SECONDS
-        for row in picks.tolist():
-            if time.monotonic() > deadline or self._stop.is_set():
-                break
-            try:
-                helper(str(table.user_ids[row]), hops=2, limit=50)
-            except NotFoundError:
-                pass
+    @property
+    def store_ok(self) -> bool:
+        """Whether the store answered last (:attr:`StoreConnection.store_ok`)."""
+        return self.connection.store_ok
 
-    def _mark_down(self, operation: str, exc: BaseException, *, store: GraphStore | None = None) -> None:
-        """Report the store down after ``operation`` failed with ``exc``; when the failure came
-        from ``store`` and the monitor has connected afresh since, it says nothing of the new
-        connection, and only counts."""
-        if store is not None and store is not self.store:
-            self.metrics.store_errors.labels(operation).inc()
-            return
-        if self.store_ok:
-            log.warning("store unavailable (%s): %s", operation, exc)
-        self.store_ok = False
-        self.store_error = str(exc) or type(exc).__name__
-        self.metrics.store_errors.labels(operation).inc()
-        self.metrics.store_up.set(0)
-        self.metrics.stale.set(1)
-
-    def _mark_up(self) -> None:
-        if not self.store_ok and self.started:
-            log.warning("store reachable again")
-        self.store_ok = True
-        self.store_error = None
-        self.metrics.store_up.set(1)
-        self.metrics.stale.set(0 if self.table is not None and self.table.source == "store" else 1)
-
-    def _bolt_address(self) -> tuple[str, int] | None:
-        uri = getattr(self.store, "uri", None)
-        if not uri:
-            return None
-        parsed = urlparse(str(uri))
-        return parsed.hostname or "127.0.0.1", parsed.port or 7687
+    @property
+    def store_error(self) -> str | None:
+        """Why the store is unavailable, while it is."""
+        return self.connection.store_error
 
     def probe(self) -> bool:
-        """Ask the store whether it answers (a socket connect first for Neo4j, then a metadata
-        read), within ``health_seconds``; updates :attr:`store_ok`."""
-        if self.store is None:
-            self._connect()
-            return self.store_ok
-        address = self._bolt_address()
-        if address is not None:
-            try:
-                with socket.create_connection(address, timeout=0.5):
-                    pass
-            except OSError as exc:
-                self._mark_down("probe", exc)
-                return False
-        if self._probe is not None and not self._probe.done():
-            self._mark_down("probe", TimeoutError("the previous probe has not returned"))
-            return False
-        if address is not None and not self.store_ok:
-            # the server is back: connect afresh, since the old driver's pooled connections died
-            # with it and each would cost a request a failed attempt and a retry
-            old = self.store
-            self._connect()
-            if old is not None and old is not self.store:
-                # calls already running on the old connection (a flag write takes seconds) finish
-                # on it first: closed under them, the driver fails them with an error of its own
-                retire = threading.Timer(RETIRE_SECONDS, _close_quietly, args=(old,))
-                retire.daemon = True
-                retire.start()
-            if not self.store_ok:
-                return False
-        store = self.store
-        self._probe = self._probe_pool.submit(store.metadata)
-        try:
-            self._probe.result(timeout=max(1.0, self.config.health_seconds))
-        except FutureTimeout as exc:
-            self._mark_down("probe", TimeoutError(f"no answer within {max(1.0, self.config.health_seconds):g} s"))
-            del exc
-            return False
-        except (SocialRiskError, OSError) as exc:
-            self._mark_down("probe", exc)
-            return False
-        self._mark_up()
-        return True
-
-    def _call_store(self, operation: str, fn: Callable[[GraphStore], Any], *, timeout: float) -> tuple[GraphStore, Future[Any]]:
-        """Run ``fn(store)`` on the store pool; refused at once while the store is down or
-        too many calls are already waiting on it. Returns the store called and the call."""
-        store = self.store
-        if store is None or not self.store_ok:
-            raise Unavailable(f"the {self.store_kind} store is unavailable ({self.store_error}); retry later",
-                              retry_after=2 * self.config.health_seconds)
-        if not self._inflight.acquire(blocking=False):
-            raise Unavailable(f"too many requests are waiting on the {self.store_kind} store; retry later", retry_after=1)
-
-        def run() -> Any:
-            try:
-                return fn(store)
-            except SocialRiskError:
-                raise
-            except Exception as exc:
-                if store is not self.store:  # connected afresh meanwhile; the old connection may have been closed
-                    raise TransientStoreError(f"the connection to the {self.store_kind} store was replaced during the call "
-                                              f"({type(exc).__name__}: {exc}); retry") from exc
-                raise
-            finally:
-                self._inflight.release()
-
-        return store, self._store_pool.submit(run)
+        """:meth:`StoreConnection.probe`: whether the store answers, within ``health_seconds``."""
+        return self.connection.probe()
 
     async def store_call(self, operation: str, fn: Callable[[GraphStore], Any], *, timeout: float) -> Any:
-        """:meth:`_call_store` awaited with a deadline: 503 (:class:`Unavailable`) when the
-        store is down, fails transiently, or does not answer within ``timeout`` seconds."""
-        store, future = self._call_store(operation, fn, timeout=timeout)
-        try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            self.metrics.store_errors.labels(operation).inc()
-            raise Unavailable(f"the {self.store_kind} store did not answer within {timeout:g} s; retry later",
-                              retry_after=2 * self.config.health_seconds) from None
-        except TransientStoreError as exc:
-            self._mark_down(operation, exc, store=store)
-            raise Unavailable(str(exc), retry_after=2 * self.config.health_seconds) from None
-        except StoreError as exc:
-            self.metrics.store_errors.labels(operation).inc()
-            raise Unavailable(f"the {self.store_kind} store failed: {exc}", retry_after=2 * self.config.health_seconds) from None
+        """:meth:`StoreConnection.store_call`: ``fn(store)`` on the store pool, within ``timeout``
+        seconds; 503 (:class:`Unavailable`) when the store is down or does not answer."""
+        return await self.connection.store_call(operation, fn, timeout=timeout)
 
-    def _monitor(self) -> None:
-        while not self._stop.wait(self.config.health_seconds):
-            try:
-                was_ok = self.store_ok
-                if not self.probe():
-                    continue
-                due = time.monotonic() - self._last_refresh >= self.config.refresh_seconds
-                if not was_ok or due or self.table is None or self.table.source != "store":
-                    self._start_refresh()
-                if self.graph is None and not self._warming:
-                    self.warm_up()
-            except Exception as exc:  # noqa: BLE001 - the monitor must outlive any one failure
-                self._mark_down("monitor", exc)
+    def _answered(self, was_ok: bool) -> None:
+        """The monitor's work once the store answered: a refresh on recovery or when one is
+        due, the graph read when it is not in memory."""
+        due = time.monotonic() - self._last_refresh >= self.config.refresh_seconds
+        if not was_ok or due or self.table is None or self.table.source != "store":
+            self._start_refresh()
+        if self.graph is None and not self._warming:
+            self.warm_up()
 
     def _start_refresh(self) -> None:
         """Run :meth:`_refresh` on a thread of its own, unless one still runs (the next round
@@ -414,7 +263,7 @@ class ServiceRuntime:
         try:
             self._refresh()
         except Exception as exc:  # noqa: BLE001 - reported as the store's state; the monitor starts the next one
-            self._mark_down("refresh", exc, store=store)
+            self.connection.mark_down("refresh", exc, store=store)
 
     # -- scores ----------------------------------------------------------------------------------
 
@@ -429,7 +278,7 @@ class ServiceRuntime:
                     raise NotFoundError(f"{self.store}: no scores yet; the service serves precomputed scores: run 'socialrisk score' on this store first") from None
                 raise
             except TransientStoreError as exc:
-                self._mark_down("read_scores", exc)
+                self.connection.mark_down("read_scores", exc)
             else:
                 self._install(ScoreTable.from_frame(frame, meta, source="store"))
                 if self.store_kind != "embedded":
@@ -468,7 +317,7 @@ class ServiceRuntime:
         try:
             meta = store.result_meta("scores")
         except TransientStoreError as exc:
-            self._mark_down("refresh", exc, store=store)
+            self.connection.mark_down("refresh", exc, store=store)
             return
         table = self.table
         keys = ("written_at", "model_version", "snapshot", "config_hash")
@@ -479,7 +328,7 @@ class ServiceRuntime:
             table.source = "store"  # the cached copy is what the store holds
             self._check_model()
             self.metrics.stale.set(0)
-        with self._write_lock:
+        with self.writer.lock:
             graph = self.graph
             if graph is not None and int(store.metadata().get("snapshot", 0)) != graph.snapshot:
                 self.warm_up(force=True)
@@ -500,7 +349,7 @@ class ServiceRuntime:
         try:
             self.combination = workflow.load_model(store, self.settings, self.workspace, str(version))
         except TransientStoreError as exc:
-            self._mark_down("model", exc)
+            self.connection.mark_down("model", exc)
             self.model = {"loaded": False, "version": version, "error": str(exc)}
         except SocialRiskError as exc:
             self.model = {"loaded": False, "version": version, "error": str(exc)}
@@ -600,20 +449,20 @@ class ServiceRuntime:
             # installed between two flag writes: flags written after the view read the store are in
             # neither (seeds set again: a seed the view holds already does not move), and the view
             # is as current as the store once it has them
-            with self._write_lock, self._flag_lock:
+            with self.writer.lock, self._flag_lock:
                 read_at = graph.snapshot
                 for event in self.events:
                     if event.persisted_snapshot is None or event.persisted_snapshot > read_at:
                         graph.replay_seed(event.user_id, event.label, event.severity)
-                graph.snapshot = self._after_own_writes(read_at)
+                graph.snapshot = self.writer.after_own_writes(read_at)
                 self.graph = graph
                 self.desk.install(applicants, read_at=read_at)
             self.graph_status = "ready"
             log.info("graph read in %.1f s", time.perf_counter() - t0)
-            settle_heap()
-            release_free_memory()
+            memory.settle_heap()
+            memory.release_free_memory()
         except TransientStoreError as exc:
-            self._mark_down("warm_up", exc)
+            self.connection.mark_down("warm_up", exc)
             self.graph_status = f"waiting for the {self.store_kind} store"
         except Exception as exc:  # noqa: BLE001 - reported by /readyz, retried by the monitor
             log.exception("reading the graph failed")
@@ -661,7 +510,7 @@ class ServiceRuntime:
             self.metrics.flag_apply.observe(time.perf_counter() - t0)
             self._note_flag(flag_id, {"flag_id": flag_id, "user_id": user_id, "label": canonical, "persisted": False, "failed": None,
                                       "snapshot": None})
-            self._enqueue({"kind": "flag", "record": {**record, "users_moved": effect.users_moved, "error_bound": effect.error_bound},
+            self.writer.enqueue({"kind": "flag", "record": {**record, "users_moved": effect.users_moved, "error_bound": effect.error_bound},
                            "replay": False})
         if effect.needs_resolve:
             threading.Thread(target=graph.resolve, name="socialrisk-resolve", daemon=True).start()
@@ -683,136 +532,10 @@ class ServiceRuntime:
         while len(self.flag_status) > KEEP_STATUSES:
             self.flag_status.popitem(last=False)
 
-    def _enqueue(self, item: dict[str, Any]) -> None:
-        with self._queue_cv:
-            self._queue.append(item)
-            self._queue_cv.notify()
-        self.metrics.flags_pending.set(sum(1 for q in self._queue if q["kind"] == "flag"))
-
-    def _writer(self) -> None:
-        backoff = 0.2
-        while True:
-            with self._queue_cv:
-                while not self._queue and not self._stop.is_set():
-                    self._queue_cv.wait(timeout=1.0)
-                if self._stop.is_set():
-                    return  # what is left stays in the journal for the next start
-                head = self._queue[0]
-                batch = [head]
-                if head["kind"] in ("flag", "event"):
-                    for item in list(self._queue)[1:WRITE_BATCH]:
-                        if item["kind"] != head["kind"]:
-                            break
-                        batch.append(item)
-            store = self.store
-            if store is None or not self.store_ok:
-                self._stop.wait(self.config.health_seconds)
-                continue
-            if head["kind"] == "event" and self.desk.scorer is None:
-                # journaled events enter the live graph first (at its reading), then the store
-                self._stop.wait(0.2)
-                continue
-            try:
-                if head["kind"] == "flag":
-                    self._write_flags(store, [b["record"] for b in batch], replay=[b["replay"] for b in batch])
-                elif head["kind"] == "event":
-                    self._write_events(store, [b["record"] for b in batch])
-                else:
-                    self._run_appeal(head)
-            except (DataError, ParameterError, ConfigError, NotFoundError) as exc:
-                # refused for good: keep them in the journal, marked, for an operator
-                ids = [b["record"]["flag_id"] for b in batch if b["kind"] == "flag"]
-                self.journal.failed(ids, str(exc))
-                self.desk.journal.failed([b["record"]["event_id"] for b in batch if b["kind"] == "event"], str(exc))
-                for i in ids:
-                    self.flag_status.get(i, {}).update(failed=str(exc))
-                log.error("the store refused %d flag(s) for good: %s", len(ids), exc)
-            except Exception as exc:  # noqa: BLE001 - the writer must outlive any failure, or accepted flags stop reaching the store
-                # a write that failed may have got partly through: written again as a replay, it adds
-                # no second row or audit entry
-                for b in batch:
-                    if b["kind"] == "flag":
-                        b["replay"] = True
-                self._write_failing = True
-                if store is not self.store:
-                    # the monitor connected afresh during the write (and the old connection may
-                    # have been closed under it): the failure says nothing of the new one
-                    self.metrics.store_errors.labels("write").inc()
-                    log.info("a write on a replaced store connection failed; writing again on the new one: %s", exc)
-                    continue
-                if isinstance(exc, TransientStoreError):
-                    self._mark_down("write", exc, store=store)
-                else:
-                    # a fault that may pass (a locked file, a full disk, a driver error): keep the flags, try again
-                    self.metrics.store_errors.labels("write").inc()
-                    if backoff >= 5.0 or backoff == 0.2:
-                        log.error("writing to the store failed, will retry: %s", exc, exc_info=not isinstance(exc, (StoreError, OSError)))
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.2
-            self._write_failing = False
-            with self._queue_cv:
-                for _ in batch:
-                    self._queue.popleft()
-            self.metrics.flags_pending.set(sum(1 for q in self._queue if q["kind"] == "flag"))
-            release_free_memory()
-
-    def _write_flags(self, store: GraphStore, records: list[dict[str, Any]], *, replay: list[bool]) -> None:
-        ids = [r["flag_id"] for r in records]
-        done = set(ids)
-        with self._write_lock:
-            before = int(store.metadata().get("snapshot", 0))
-            write_flags(store, self.settings, self.workspace, records, replay=replay)
-            after = int(store.metadata().get("snapshot", 0))
-            if after != before:
-                self._own_writes[before] = after
-                if len(self._own_writes) > KEEP_STATUSES:  # bounded; a view being read started at a recent one
-                    del self._own_writes[min(self._own_writes)]
-            graph = self.graph
-            if graph is not None and graph.snapshot == before:
-                graph.snapshot = after  # the view holds these flags already
-            for event in self.events:
-                if event.flag_id in done:
-                    event.persisted_snapshot = after
-        self.journal.done(ids, after)
-        for i in ids:
-            self.flag_status.get(i, {}).update(persisted=True, snapshot=after)
-        if not self._queue or len(self._queue) == len(records):
-            try:
-                self.journal.compact()
-            except OSError as exc:
-                log.warning("could not compact the flag journal: %s", exc)
-
-    def _write_events(self, store: GraphStore, records: list[dict[str, Any]]) -> None:
-        """Write committed applications and events to the store; the graph view, which holds
-        them already, moves on to the store's new snapshot (no re-read)."""
-        ids = [r["event_id"] for r in records]
-        done = set(ids)
-        with self._write_lock:
-            before = int(store.metadata().get("snapshot", 0))
-            self.desk.write(store, records)
-            after = int(store.metadata().get("snapshot", 0))
-            if after != before:
-                self._own_writes[before] = after
-                if len(self._own_writes) > KEEP_STATUSES:
-                    del self._own_writes[min(self._own_writes)]
-            graph = self.graph
-            if graph is not None and graph.snapshot == before:
-                graph.snapshot = after
-            for event in self.events:
-                if event.flag_id in done:
-                    event.persisted_snapshot = after
-        self.desk.written(records, after)
-        if not self._queue or len(self._queue) == len(records):
-            try:
-                self.desk.journal.compact()
-            except OSError as exc:
-                log.warning("could not compact the events journal: %s", exc)
 
     def enqueue_event(self, record: dict[str, Any]) -> None:
         """Queue a journaled application or event batch for the store (behind what came before)."""
-        self._enqueue({"kind": "event", "record": record, "replay": False})
+        self.writer.enqueue({"kind": "event", "record": record, "replay": False})
 
     def apply_event(self, event: FlagEvent) -> list[dict[str, Any]]:
         """Move the served scores an event's new edges reach; kept until a scoring includes it."""
@@ -834,13 +557,6 @@ class ServiceRuntime:
         self._need_graph()
         return self.desk.events(body, runtime=self, actor=actor)
 
-    def _after_own_writes(self, snapshot: int) -> int:
-        """The store snapshot reached from ``snapshot`` by this service's own flag writes alone
-        (a view read at ``snapshot`` with their flags applied is that current). Called with the
-        write lock held."""
-        while snapshot in self._own_writes:
-            snapshot = self._own_writes[snapshot]
-        return snapshot
 
     # -- appeals ---------------------------------------------------------------------------------
 
@@ -858,9 +574,15 @@ class ServiceRuntime:
         self.appeals[appeal_id] = status
         while len(self.appeals) > KEEP_STATUSES:
             self.appeals.popitem(last=False)
-        self._enqueue({"kind": "appeal", "appeal_id": appeal_id, "user_id": user_id, "action": action, "other": other,
+        self.writer.enqueue({"kind": "appeal", "appeal_id": appeal_id, "user_id": user_id, "action": action, "other": other,
                        "target": target, "reason": reason, "note": note})
         return {**status, "status_url": f"/v1/appeals/{appeal_id}"}
+
+    def _after_appeal(self) -> None:
+        """Run by the writer after an appeal went through: the served scores and the graph
+        read again."""
+        self._load_scores()
+        self.warm_up(force=True)
 
     def appeal_state(self, appeal_id: str) -> dict[str, Any]:
         status = self.appeals.get(appeal_id)
@@ -868,33 +590,6 @@ class ServiceRuntime:
             raise NotFoundError(f"unknown appeal {appeal_id!r}: not queued by this service since it started")
         return {**status, "status_url": f"/v1/appeals/{appeal_id}"}
 
-    def _run_appeal(self, job: dict[str, Any]) -> None:
-        status = self.appeals.get(job["appeal_id"], {})
-        status["status"] = "running"
-        store = self.store
-        assert store is not None
-        try:
-            with self._write_lock:
-                out = workflow.appeal(store, self.settings, self.workspace, job["user_id"], job["action"], other=job["other"],
-                                      target=job["target"], reason=job["reason"], note=job["note"])
-        except TransientStoreError as exc:
-            status.update(status="failed", error=f"{exc} (nothing or part of it was applied; look at the audit trail, then retry)")
-            self._mark_down("appeal", exc, store=store)
-            return
-        except SocialRiskError as exc:
-            status.update(status="failed", error=str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - an appeal is not retried: reported, and the queue moves on
-            log.exception("the appeal %s failed", job["appeal_id"])
-            status.update(status="failed", error=f"{type(exc).__name__}: {exc} (nothing or part of it was applied; look at the audit "
-                                                 "trail, then retry)")
-            return
-        keep = ("risk", "credit_score", "decision", "reasons", "reason_codes", "flag")
-        status.update(status="done", users_moved=int(out.moved),
-                      before={k: _plain(out.before.get(k)) for k in keep}, after={k: _plain(out.after.get(k)) for k in keep})
-        # the appeal rescored every user and changed the graph's flags or links
-        self._load_scores()
-        self.warm_up(force=True)
 
     # -- reads of the graph ----------------------------------------------------------------------
 
@@ -978,8 +673,8 @@ class ServiceRuntime:
             "scores": None if table is None else {"users": len(table), "source": table.source, "stale": self.stale, **table.provenance()},
             "model": dict(self.model),
             "graph": self.graph_status,
-            "flags_pending": sum(1 for q in self._queue if q["kind"] == "flag"),
-            "events_pending": sum(1 for q in self._queue if q["kind"] == "event"),
+            "flags_pending": self.writer.pending("flag"),
+            "events_pending": self.writer.pending("event"),
         }
 
 
@@ -1002,70 +697,6 @@ class _Served:
         out[r < 0] = self.missing
         return out
 
-
-def write_flags(store: GraphStore, settings: Settings, workspace: str | Path, records: list[dict[str, Any]], *, replay: list[bool]) -> None:
-    """Record accepted flags in the store and the audit log, as ``socialrisk flag`` does
-    (:func:`socialrisk.workflow.record_flags`); each row's ``source`` and audit entry name the
-    flag id, so a replay after a crash adds neither twice."""
-    workflow.record_flags(store, settings, workspace, [
-        {
-            "user_id": r["user_id"], "label": r["label"], "canonical": r["canonical"], "severity": r["severity"], "ts": r["ts"],
-            "source": f"socialrisk serve flag {r['flag_id']}", "actor": r["actor"], "note": r.get("note", ""),
-            "detail": {"flag_id": r["flag_id"], "via": "socialrisk serve", "users_moved": r.get("users_moved"), "error_bound": r.get("error_bound")},
-        }
-        for r in records
-    ], replay=replay)
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None  # not glibc (musl, macOS): nothing to do
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def release_free_memory() -> None:
-    """Give the memory the C heap holds free back to the system (glibc's ``malloc_trim``).
-
-    Reading the graph (and, on Neo4j, the stored flags a new flag merges with) runs in several
-    threads, each with a heap arena of its own; glibc keeps most of what they free, so the
-    resident size of a service taking a flag a second crept up though the live objects did
-    not grow (the soak test). Called after each write and each reading of the graph; it takes
-    milliseconds."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-def settle_heap() -> None:
-    """Collect once, then move every object alive to the collector's permanent generation
-    (``gc.freeze``), so that later full collections scan only what requests allocate.
-
-    A full collection of the service's heap (some 200,000 objects: the libraries and the
-    tables) took 115 ms; allocation-heavy requests (a neighbourhood builds thousands of dicts)
-    started one every few dozen requests, and the request that did waited that long (the
-    neighbourhood p99). Called after start-up and after each reading of the graph: the
-    objects frozen before are thawed first, so that an old graph's cycles are collected."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
-def _close_quietly(store: GraphStore) -> None:
-    try:
-        store.close()
-    except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped anyway
-        pass
-
-
-def _plain(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    return v.item() if hasattr(v, "item") else v
 
 
 def _num(v: Any) -> float | None:

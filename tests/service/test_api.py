@@ -18,7 +18,7 @@ from loaders.errors import ConfigError, StoreError
 from scoring.credit import credit_score
 from socialrisk import workflow
 from socialrisk.service import ApiKeys, ServiceRuntime, api_keys, create_app
-from socialrisk.service import runtime as runtime_module
+from socialrisk.service import writer as writer_module
 from socialrisk.settings import ServiceConfig, Settings
 from tests.service.conftest import API_KEY, AUTH, make_client, service_settings, wait_for
 
@@ -249,7 +249,7 @@ def test_accepted_flags_survive_a_store_outage_and_a_restart(ws: Path, scores: p
     def down(*args: object, **kwargs: object) -> None:
         raise StoreError("the disk is full (simulated)")
 
-    monkeypatch.setattr(runtime_module, "write_flags", down)
+    monkeypatch.setattr(writer_module, "write_flags", down)
     for client in make_client(ws):
         r = client.post("/v1/flags", json={"user_id": uid, "label": "fraud"}, headers=AUTH)
         assert r.status_code == 202

@@ -15,7 +15,9 @@ import pytest
 
 from graph.store import EmbeddedStore
 from loaders.errors import TransientStoreError
+from socialrisk.service import memory as memory_module
 from socialrisk.service import runtime as runtime_module
+from socialrisk.service import writer as writer_module
 from tests.service.conftest import AUTH, make_client, service_settings, wait_for
 
 
@@ -24,14 +26,14 @@ def test_the_health_follows_the_store_while_a_flag_write_hangs(ws: Path, scores:
     when it dies mid-write); the monitor used to wait for that lock in its refresh, so /readyz
     went on answering 200, and scores were served as fresh, while the store was down."""
     entered, release = threading.Event(), threading.Event()
-    real = runtime_module.write_flags
+    real = writer_module.write_flags
 
     def slow(*args: Any, **kwargs: Any) -> None:
         entered.set()
         release.wait(30)
         real(*args, **kwargs)
 
-    monkeypatch.setattr(runtime_module, "write_flags", slow)
+    monkeypatch.setattr(writer_module, "write_flags", slow)
     uid = scores.loc[scores["flag"] == "", "user_id"].iloc[4]
     for client in make_client(ws, service_settings(refresh_seconds=0.2)):
         runtime = client.app.state.runtime  # type: ignore[attr-defined]
@@ -48,7 +50,7 @@ def test_the_health_follows_the_store_while_a_flag_write_hangs(ws: Path, scores:
             wait_for(lambda: client.get("/readyz").status_code == 503, timeout=5, what="/readyz to report the store down during the write")
             assert client.post("/v1/enrich", json={"user_id": uid}, headers=AUTH).json()["stale"] is True
             monkeypatch.undo()  # the store is back; the write goes through
-            monkeypatch.setattr(runtime_module, "write_flags", slow)
+            monkeypatch.setattr(writer_module, "write_flags", slow)
         finally:
             release.set()
         wait_for(lambda: client.get(accepted["status_url"], headers=AUTH).json()["persisted"], timeout=20, what="the flag to reach the store")
@@ -82,7 +84,7 @@ def test_the_writer_outlives_an_unexpected_error_and_writes_the_flag_again(ws: P
     used to end the writer thread: every flag accepted after it stayed in the journal, unwritten,
     while the service went on answering 202 and /readyz 200."""
     calls: list[int] = []
-    real = runtime_module.write_flags
+    real = writer_module.write_flags
 
     def flaky(*args: Any, **kwargs: Any) -> None:
         calls.append(len(calls))
@@ -90,7 +92,7 @@ def test_the_writer_outlives_an_unexpected_error_and_writes_the_flag_again(ws: P
             raise RuntimeError("Driver closed")
         real(*args, **kwargs)
 
-    monkeypatch.setattr(runtime_module, "write_flags", flaky)
+    monkeypatch.setattr(writer_module, "write_flags", flaky)
     uids = scores.loc[scores["flag"] == "", "user_id"].iloc[6:8].tolist()
     for client in make_client(ws):
         first = client.post("/v1/flags", json={"user_id": uids[0], "label": "fraud"}, headers=AUTH).json()
@@ -114,29 +116,29 @@ def test_a_failure_on_a_replaced_connection_is_not_the_new_ones(ws: Path, scores
     for client in make_client(ws):
         runtime = client.app.state.runtime  # type: ignore[attr-defined]
         downs: list[tuple[str, bool]] = []
-        mark_down = runtime._mark_down
+        mark_down = runtime.connection.mark_down
 
         def spy(operation: str, exc: BaseException, **kwargs: Any) -> None:
             mark_down(operation, exc, **kwargs)
             downs.append((operation, runtime.store_ok))
 
-        monkeypatch.setattr(runtime, "_mark_down", spy)
-        real = runtime_module.write_flags
+        monkeypatch.setattr(runtime.connection, "mark_down", spy)
+        real = writer_module.write_flags
         replaced: list[object] = []
 
         def reconnect_under(store: Any, *args: Any, **kwargs: Any) -> None:
             if not replaced:  # the monitor reconnects during the write; the old connection then fails it
                 replaced.append(store)
-                runtime.store = EmbeddedStore(ws)
+                runtime.connection.store = EmbeddedStore(ws)
                 raise TransientStoreError("cannot reach the store (the old connection)")
             real(store, *args, **kwargs)
 
-        monkeypatch.setattr(runtime_module, "write_flags", reconnect_under)
+        monkeypatch.setattr(writer_module, "write_flags", reconnect_under)
         accepted = client.post("/v1/flags", json={"user_id": uid, "label": "fraud"}, headers=AUTH).json()
         wait_for(lambda: client.get(accepted["status_url"], headers=AUTH).json()["persisted"], timeout=20, what="the flag, on the new connection")
 
         def fails_on_old(store: Any) -> None:
-            runtime.store = EmbeddedStore(ws)
+            runtime.connection.store = EmbeddedStore(ws)
             raise RuntimeError("Driver closed")
 
         with pytest.raises(runtime_module.Unavailable):
@@ -176,9 +178,9 @@ def test_a_view_read_while_flags_are_written_holds_them_and_is_not_read_again(ws
 def test_the_writer_gives_freed_memory_back_after_a_write(client: Any, scores: pd.DataFrame, monkeypatch: Any) -> None:
     """A flag write on Neo4j churns through the store's tables; glibc kept what was freed, and
     the service's resident size crept up with every write (+20% in the five-minute soak)."""
-    runtime_module.release_free_memory()  # a no-op where the C library has no malloc_trim
+    memory_module.release_free_memory()  # a no-op where the C library has no malloc_trim
     released: list[int] = []
-    monkeypatch.setattr(runtime_module, "release_free_memory", lambda: released.append(1))
+    monkeypatch.setattr(memory_module, "release_free_memory", lambda: released.append(1))
     uid = scores.loc[scores["flag"] == "", "user_id"].iloc[13]
     accepted = client.post("/v1/flags", json={"user_id": uid, "label": "fraud"}, headers=AUTH).json()
     wait_for(lambda: client.get(accepted["status_url"], headers=AUTH).json()["persisted"], timeout=20, what="the flag to reach the store")
