@@ -15,7 +15,10 @@ Tiers:
 - ``spark``: every Spark test (``tests/spark``), as CI runs them;
 - ``docs``: the documentation's tests (site build, generated tables, every snippet of the guide);
 - ``docs-build``: ``mkdocs build --strict`` alone, into a scratch directory (not a test: the
-  time a writer waits for the site).
+  time a writer waits for the site);
+- ``fresh-clone``: what CI runs: ``CI=true .ci/run`` in a fresh clone of the committed ``HEAD``
+  (``../shared`` linked beside it), from creating the virtualenv and provisioning Neo4j to the
+  last test. Run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import platform
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +38,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "ci-tiers.json"
+#: The loopback port scripts/test.sh starts its Neo4j on.
+CI_NEO4J_PORT = 7697
 
 TIERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "spark-shared-whole": (["tests/spark/test_parity.py", "-k", "shared"], {"SOCIALRISK_PARITY_SAMPLE_USERS": "0"}),
@@ -41,6 +47,7 @@ TIERS: dict[str, tuple[list[str], dict[str, str]]] = {
     "spark": (["tests/spark"], {}),
     "docs": (["tests/test_docs.py", "tests/test_docs_snippets.py"], {}),
     "docs-build": (["-m", "mkdocs", "build", "--strict", "--site-dir", "{scratch}"], {"NO_MKDOCS_2_WARNING": "1"}),
+    "fresh-clone": (["{fresh-clone}"], {"CI": "true"}),
 }
 
 DURATION = re.compile(r"^(?P<s>[\d.]+)s (?P<phase>call|setup|teardown)\s+(?P<test>\S+)", re.M)
@@ -51,27 +58,39 @@ def run(name: str) -> dict[str, object]:
     args, extra = TIERS[name]
     env = dict(os.environ, **extra)
     scratch = tempfile.mkdtemp(prefix="ci-tier-")
-    if args[0] == "-m":  # a command, not tests
+    cwd = ROOT
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    if args == ["{fresh-clone}"]:  # CI's own run, clone included, in CI's environment
+        env = {k: v for k, v in env.items() if not k.startswith(("SOCIALRISK_", "VIRTUAL_ENV"))}
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", CI_NEO4J_PORT)) == 0:
+                raise SystemExit(f"port {CI_NEO4J_PORT} is taken (a Neo4j of this checkout?): .ci/run starts its own server there; stop it first")
+        cwd = Path(scratch) / "socialrisk"
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(cwd)], check=True)
+        (Path(scratch) / "shared").symlink_to(ROOT.parent / "shared")
+        argv = ["bash", ".ci/run"]
+    elif args[0] == "-m":  # a command, not tests
         argv = [sys.executable, *(a.replace("{scratch}", scratch) for a in args)]
     else:
         argv = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--durations=15"]
-    load_before = os.getloadavg()[0]
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
-    shutil.rmtree(scratch, ignore_errors=True)
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    shutil.rmtree(scratch, ignore_errors=True)
     out = proc.stdout + proc.stderr
     summary = SUMMARY.findall(out)
     slowest = [{"seconds": float(m["s"]), "phase": m["phase"], "test": m["test"]} for m in DURATION.finditer(out)]
     print(f"{name}: {wall:.0f} s, {summary[-1] if summary else 'no summary'} (exit {proc.returncode})", flush=True)
     return {
-        "command": " ".join([*(f"{k}={v}" for k, v in extra.items()), "python", *argv[1:]]).replace(scratch, "SCRATCH"),
+        "command": "CI=true .ci/run (in a fresh clone)" if argv[0] == "bash" else " ".join([*(f"{k}={v}" for k, v in extra.items()), "python", *argv[1:]]).replace(scratch, "SCRATCH"),
         "wall_s": round(wall, 1),
         "exit_code": proc.returncode,
         "summary": summary[-1] if summary else None,
         "slowest": slowest,
         "load_average_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": commit,
         "tail": out[-1500:] if proc.returncode else "",
     }
 

@@ -409,12 +409,12 @@ def ci_tiers() -> str:
         result = r["summary"] or ("stopped by hand before it finished" if r["exit_code"] < 0 else f"exit {r['exit_code']}")
         wall = f"{r['wall_s'] / 60:.1f} min ({r['wall_s']:.0f} s)" + (", unfinished" if r["exit_code"] < 0 else "")
         rows.append([f"`{name}`", wall, result,
-                     f"{la['before']:.1f} / {la['after']:.1f}", r["date"], f"`{r['command']}`"])
-    table = _table(["tier", "wall time", "result", "load average before / after", "ended", "command"], ["l", "r", "l", "r", "l", "l"], rows)
+                     f"{la['before']:.1f} / {la['after']:.1f}", r["date"], f"`{r.get('commit', '')}`", f"`{r['command']}`"])
+    table = _table(["tier", "wall time", "result", "load average before / after", "ended", "commit", "command"], ["l", "r", "l", "r", "l", "l", "l"], rows)
     parts = [table, _source("ci-tiers.json", command="python benchmarks/ci_tiers.py TIER ...")]
     for name, r in tiers.items():
         slow = [s for s in r["slowest"] if s["phase"] == "call"][:15]
-        if slow and name.startswith("spark"):
+        if slow and (name.startswith("spark") or name == "fresh-clone"):
             lines = "\n".join(f"| {s['seconds']:.1f} s | `{s['test']}` |" for s in slow)
             parts.append(f"Slowest tests of `{name}`:\n\n| time | test |\n|---:|:---|\n" + lines)
     return "\n\n".join(parts)
