@@ -75,10 +75,19 @@ def run(name: str) -> dict[str, object]:
         argv = [sys.executable, *(a.replace("{scratch}", scratch) for a in args)]
     else:
         argv = [sys.executable, "-m", "pytest", *args, "-q", "-p", "no:cacheprovider", "--durations=15"]
-    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    # the output is followed in a log as it comes (a whole CI run takes tens of minutes)
+    log_path = Path(tempfile.gettempdir()) / f"ci-tier-{name}.log"
+    lines = []
+    with open(log_path, "w") as log, subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        print(f"{name}: following in {log_path}", flush=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            log.write(line)
+            log.flush()
     wall = time.perf_counter() - t0
     shutil.rmtree(scratch, ignore_errors=True)
-    out = proc.stdout + proc.stderr
+    out = "".join(lines)
     summary = SUMMARY.findall(out)
     slowest = [{"seconds": float(m["s"]), "phase": m["phase"], "test": m["test"]} for m in DURATION.finditer(out)]
     print(f"{name}: {wall:.0f} s, {summary[-1] if summary else 'no summary'} (exit {proc.returncode})", flush=True)
