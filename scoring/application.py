@@ -39,6 +39,7 @@ from scoring.config import DIMENSIONS, ScoringConfig
 from scoring.dimensions import column_dimensions, column_standings
 from scoring.features import FlagVectors, label_features, neighbour_means, structural_features
 from scoring.pipeline import Combination, FeatureSet, align_features, combine, dimension_frame
+from scoring.recourse import Recourse, recourse as find_recourse
 
 __all__ = ["Application", "ApplicantScorer", "ApplicationScore", "DIRECTIONS", "MAX_ITEMS", "application_from_dict", "canonical_frames"]
 
@@ -90,6 +91,10 @@ class ApplicationScore:
     committed : bool
     explanation : object
         What the ``explain`` callback of :meth:`ApplicantScorer.score` returned.
+    recourse : Recourse or None
+        With ``recourse=True`` and a decision other than ``approve``: the smallest changes the
+        applicant can make that would bring an approval (:func:`scoring.recourse.recourse`, on
+        the same features and model as the score).
     """
 
     row: dict[str, Any]
@@ -99,6 +104,7 @@ class ApplicationScore:
     ignored_features: list[str]
     committed: bool
     explanation: Any = None
+    recourse: Recourse | None = None
 
 
 def canonical_frames(
@@ -176,13 +182,15 @@ class ApplicantScorer:
 
     def score(
         self, application: Application, *, links: pd.DataFrame, relations: pd.DataFrame, commit: bool = False,
-        explain: Callable[[Placement], Any] | None = None,
+        explain: Callable[[Placement], Any] | None = None, recourse: bool = False, ident_label: Callable[[str], str] | None = None,
     ) -> ApplicationScore:
         """Score ``application`` (its canonical ``links`` and ``relations``, from
         :func:`canonical_frames`); with ``commit``, the applicant stays in the live graph.
 
         ``explain`` is called with the placement while the applicant is in the graph (a what-if
         takes it out again on return); what it returns is :attr:`ApplicationScore.explanation`.
+        With ``recourse``, a refused or reviewed applicant's recourse is found on the same
+        features (identifiers named by ``ident_label``).
         """
         live = self.live
         features, ignored = self._features(application.features)
@@ -192,14 +200,21 @@ class ApplicantScorer:
             frame = self._profile(local, application.user_id, features)
             if commit:
                 placement = live.commit(local, links=links, relations=relations, features=features)
-                row = self._row(local, frame, placement)
+                row, fs = self._row(local, frame, placement)
                 explanation = explain(placement) if explain is not None else None
             else:
                 with live.trial(local) as placement:
-                    row = self._row(local, frame, placement)
+                    row, fs = self._row(local, frame, placement)
                     explanation = explain(placement) if explain is not None else None
+        found = None
+        if recourse and row["decision"] != "approve":
+            try:
+                found = find_recourse(fs, self.combination, self.config, row=0, ident_label=ident_label)
+            except ParameterError as exc:  # approved when the changes are scored in one batch with today's row
+                found = Recourse(user_id=row["user_id"], credit_score=row["credit_score"], decision=row["decision"], options=(), approves=False,
+                                 considered=(), note=str(exc))
         return ApplicationScore(row=row, placement=placement, local=local, new=local.new, ignored_features=ignored, committed=commit,
-                                explanation=explanation)
+                                explanation=explanation, recourse=found)
 
     # -- pieces ---------------------------------------------------------------------------------
 
@@ -234,7 +249,7 @@ class ApplicantScorer:
             frame.loc[0, c] = v
         return frame.astype("float64")
 
-    def _row(self, local: LocalGraph, profile: pd.DataFrame, placement: Placement) -> dict[str, Any]:
+    def _row(self, local: LocalGraph, profile: pd.DataFrame, placement: Placement) -> tuple[dict[str, Any], FeatureSet]:
         cfg = self.config
         P = local.projection
         n = P.n_users
@@ -255,10 +270,11 @@ class ApplicantScorer:
         X, _ = align_features(X, self.combination)
         dims = dimension_frame(column_dims, labels, structure, n)
         rings = np.full(n, "", dtype=object)
-        fs = FeatureSet(X=X, dims=dims, flags=flags, projection=P, standings=standings, structure=structure, rings=rings)
+        fs = FeatureSet(X=X, dims=dims, flags=flags, projection=P, standings=standings, structure=structure, rings=rings,
+                        population=self.population)
         frame, _ = combine(fs, self.combination, cfg, rows=np.array([0]))
         rec = frame.iloc[0].to_dict()
-        return {
+        row = {
             "user_id": str(rec["user_id"]),
             "risk": float(rec["risk"]),
             "graph_risk": float(rec["graph_risk"]),
@@ -271,6 +287,7 @@ class ApplicantScorer:
             "ring_id": None,
             **_policy_outputs(rec),
         }
+        return row, fs
 
 
 def _policy_outputs(rec: dict[str, Any]) -> dict[str, Any]:

@@ -306,6 +306,11 @@ class FeatureSet:
         Label-free structure features (negative ratings received, for the social reasons).
     rings : ndarray of str
         Ring id of each user ("" when none).
+    population : dict, optional
+        Column standings of the scored population that changed rows are placed against
+        (:func:`combine_rows`); None when :attr:`standings` are that population's (the batch
+        scoring). An applicant's subgraph holds a handful of users: its rows are placed against
+        the population its standings were placed against.
     """
 
     X: pd.DataFrame
@@ -315,6 +320,7 @@ class FeatureSet:
     standings: dict[str, Any]
     structure: pd.DataFrame
     rings: np.ndarray
+    population: dict[str, Any] | None = None
 
 
 def dimension_frame(column_dims: pd.DataFrame, labels: pd.DataFrame, structure: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -559,7 +565,8 @@ def combine_rows(
     dims = features.dims.iloc[rows].reset_index(drop=True).copy()
     usr = frame[[c for c in frame.columns if c.startswith("usr_")]]
     usr.columns = [c[4:] for c in usr.columns]
-    placed = column_dimensions(column_standings(usr, cfg, population=features.standings), len(rows))
+    population = features.population if features.population is not None else features.standings
+    placed = column_dimensions(column_standings(usr, cfg, population=population), len(rows))
     for dim in placed.columns:
         dims[dim] = placed[dim].to_numpy()
     if "lnk_lift_fraud" in frame and "lnk_lift_benign" in frame:

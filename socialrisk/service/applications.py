@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from graph.explain import explain_placed
+from graph.explain import explain_placed, ident_label
 from graph.live import LiveFull, LiveGraph
 from graph.store import GraphStore
 from loaders.errors import DataError, NotFoundError, ParameterError
@@ -144,7 +144,8 @@ class ApplicationDesk:
         if not commit:
             if missing:  # a what-if cannot create users: it scores without those relations
                 created = []
-            out = scorer.score(app, links=links, relations=rels, commit=False, explain=self._explainer(runtime))
+            out = scorer.score(app, links=links, relations=rels, commit=False, explain=self._explainer(runtime),
+                               recourse=bool(body.get("recourse")), ident_label=ident_label)
             return self._answer(out, runtime, event_id=None, moved=0, stale=stale, created=created, missing=missing)
         event_id = uuid.uuid4().hex
         now = pd.Timestamp.now(tz="UTC")
@@ -158,7 +159,8 @@ class ApplicationDesk:
         with self.lock:
             self._check_room(scorer, 1 + len(missing))
             self.journal.accept(record)
-            out, moved = self._place(scorer, record, graph=runtime.graph, table=table, stored=None, runtime=runtime)
+            out, moved = self._place(scorer, record, graph=runtime.graph, table=table, stored=None, runtime=runtime,
+                                     recourse=bool(body.get("recourse")))
             answer = self._answer(out, runtime, event_id=event_id, moved=moved, stale=stale, created=missing, missing=[])
             self.served[user_id] = {**answer_score(answer), "snapshot": answer["snapshot"]}
             self.pending += 1
@@ -256,7 +258,7 @@ class ApplicationDesk:
                               f"(service.live_capacity = {live.capacity:,}); the next full scoring makes room", retry_after=60)
 
     def _place(self, scorer: ApplicantScorer, record: dict[str, Any], *, graph: Any, table: Any, stored: set[str] | None,
-               runtime: Any = None) -> tuple[Any, int]:
+               runtime: Any = None, recourse: bool = False) -> tuple[Any, int]:
         """Commit one journaled event to the live graph; move the served scores its edges reach."""
         users = record["users"]
         tables = _tables([], record["links"], record["relations"])
@@ -271,7 +273,8 @@ class ApplicationDesk:
         features = {k: v for k, v in main.items() if k != "user_id"}
         app = Application(user_id=main["user_id"], features=features)
         try:
-            out = scorer.score(app, links=links, relations=rels, commit=True, explain=self._explainer(runtime) if runtime is not None else None)
+            out = scorer.score(app, links=links, relations=rels, commit=True, explain=self._explainer(runtime) if runtime is not None else None,
+                               recourse=recourse, ident_label=ident_label)
         except LiveFull as exc:
                 raise Unavailable(str(exc), retry_after=60) from None
         moved = 0
@@ -302,7 +305,24 @@ class ApplicationDesk:
             "model_version": table.meta.get("model_version") if table is not None else None,
             "snapshot": int(graph.snapshot) if graph is not None else 0, "pending_events": int(self.pending), "stale": bool(stale),
             "users_moved": int(moved), "ignored_features": list(out.ignored_features), "created": list(created),
-            "updated": False, "neutral": False,
+            "updated": False, "neutral": False, "recourse": out.recourse.to_dict() if out.recourse is not None else None,
+        }
+
+    def recourse(self, user_id: str, *, runtime: Any) -> dict[str, Any]:
+        """A known user's recourse, on its features in the live graph with the current model
+        (a what-if with nothing added: the graph is left as it was)."""
+        scorer = self.need()
+        if user_id in self.erased or not scorer.live.knows(user_id):
+            raise NotFoundError(f"unknown user {user_id!r}: not in the live graph")
+        app = Application(user_id=user_id)
+        links, rels = canonical_frames(app, key=self.key, source="recourse", normalisation=self.settings.normalise)
+        out = scorer.score(app, links=links, relations=rels, commit=False, recourse=True, ident_label=ident_label)
+        if out.recourse is None:
+            raise ParameterError(f"User {user_id!r} is approved (credit score {out.row['credit_score']}): recourse is for refused or reviewed users.")
+        table, graph = runtime.table, runtime.graph
+        return {
+            **out.recourse.to_dict(), "model_version": table.meta.get("model_version") if table is not None else None,
+            "snapshot": int(graph.snapshot) if graph is not None else 0, "pending_events": int(self.pending), "stale": bool(runtime.stale),
         }
 
     def _explainer(self, runtime: Any) -> Any:

@@ -297,6 +297,40 @@ class ApplicationRequest(_Request):
     relations: list[RelationIn] = Field(default_factory=list, max_length=MAX_ITEMS, description=f"At most {MAX_ITEMS:,} relations.")
     commit: bool = Field(False, description="false: a what-if, nothing stored; true: journaled, added to the live graph and written to the store.")
     create_missing: bool = Field(False, description="Create users that relations name and the service does not know (bare, no profile).")
+    recourse: bool = Field(False, description="For a refused or reviewed applicant: also the smallest changes that would bring an approval.")
+
+
+class RecourseAction(BaseModel):
+    code: str = Field(description="REPAY_LATE, VERIFY_IDENTITY, ADD_ALTERNATIVE_PAYMENTS or DISPUTE_LINK.")
+    text: str = Field(description="What the user would do, in words.")
+    target: str | None = Field(None, description="The identifier a DISPUTE_LINK is about (pseudonymised short label).")
+
+
+class RecourseOption(BaseModel):
+    actions: list[RecourseAction]
+    credit_score: int = Field(description="The credit score the model gives once these actions are done.")
+    decision: str
+    risk: float
+
+
+class Recourse(BaseModel):
+    """The smallest sets of actions open to a refused or reviewed user that would bring an
+    approval, each scored with the model (``socialrisk explain --recourse``)."""
+
+    user_id: str
+    credit_score: int = Field(description="Today's credit score, on the features the options were scored against.")
+    decision: str
+    approves: bool = Field(description="Whether some option reaches approve; when none does, the options are the best improvements found.")
+    options: list[RecourseOption]
+    considered: list[RecourseAction] = Field(description="Every action open to this user.")
+    note: str | None = Field(None, description="Why no action can help, when none can.")
+
+
+class UserRecourse(Recourse):
+    model_version: str | None
+    snapshot: int
+    pending_events: int = Field(description="Committed events not yet written to the store (they are in the live graph).")
+    stale: bool
 
 
 class Application(Score):
@@ -311,6 +345,7 @@ class Application(Score):
     users_moved: int = Field(description="Other users whose fraud exposure moved (committed applications only).")
     ignored_features: list[str] = Field(description="Features sent that are not profile columns of the load.")
     created: list[str] = Field(default_factory=list, description="Users created for relations (create_missing).")
+    recourse: Recourse | None = Field(None, description="Asked for with recourse: true, for an applicant not approved.")
 
 
 class EventUser(_Request):

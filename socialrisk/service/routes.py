@@ -16,6 +16,7 @@ from socialrisk.service.models import (
     AppealRequest,
     AppealStatus,
     Application,
+    UserRecourse,
     ApplicationRequest,
     EventsAccepted,
     EventsRequest,
@@ -157,6 +158,15 @@ def explanation(
     """The served score with its reasons and dimensions, and the flagged accounts behind its
     graph risk with the most probable path from each (``socialrisk explain``)."""
     return runtime.explanation(user_id, top=top)
+
+
+@users.get("/{user_id}/recourse", response_model=UserRecourse, responses=_404, summary="What would bring a refused user an approval")
+def user_recourse(user_id: UserPath, runtime: RuntimeDep) -> Any:
+    """For a refused or reviewed user: the smallest sets of actions it can take (repay late
+    repayments, verify its identity, add alternative-payment history, dispute a link) that
+    would bring ``approve``, each with the score the current model gives, computed on the live
+    graph (``socialrisk explain --recourse``). 422 for an approved user."""
+    return runtime.recourse(user_id)
 
 
 @users.get("/{user_id}/neighbourhood", response_model=Neighbourhood, responses=_404, summary="A bounded neighbourhood with risks")

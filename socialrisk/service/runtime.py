@@ -552,6 +552,11 @@ class ServiceRuntime:
         self._need_graph()
         return self.desk.application(body, runtime=self, idempotency_key=idempotency_key, actor=actor)
 
+    def recourse(self, user_id: str) -> dict[str, Any]:
+        self._need_table()
+        self._need_graph()
+        return self.desk.recourse(user_id, runtime=self)
+
     def account_events(self, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
         self._need_table()
         self._need_graph()

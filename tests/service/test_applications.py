@@ -193,3 +193,58 @@ def test_a_store_outage_keeps_what_ifs_and_journals_commits(ws: Path, population
         wait_for(lambda: client.get("/readyz").json()["events_pending"] == 0, timeout=30, what="the commit to be written once the store is back")
     with EmbeddedStore(ws) as store:
         assert (store.read_tables().links["user_id"] == "outage-2").sum() == 3
+
+
+def _refused_and_approved(ws: Path) -> tuple[str, str]:
+    """A refused (review or reject) user with no flag of its own, and an approved one."""
+    with EmbeddedStore(ws) as store:
+        scores, _ = store.read_result("scores")
+        flagged = set(store.read_tables().flags["user_id"].astype(str))
+    scores = scores[~scores["user_id"].astype(str).isin(flagged)]
+    refused = scores[scores["decision"] != "approve"].sort_values("credit_score")
+    approved = scores[scores["decision"] == "approve"]
+    assert len(refused) and len(approved)
+    return str(refused["user_id"].iloc[len(refused) // 2]), str(approved["user_id"].iloc[0])
+
+
+def test_a_refused_users_recourse_is_what_explain_finds(client: TestClient, ws: Path) -> None:
+    from scoring.recourse import ACTIONS
+    from socialrisk import workflow
+    from socialrisk.settings import Settings
+
+    refused, approved = _refused_and_approved(ws)
+    r = client.get(f"/v1/users/{refused}/recourse", headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user_id"] == refused and body["decision"] != "approve" and body["model_version"]
+    with EmbeddedStore(ws) as store:
+        batch = workflow.recourse(store, Settings(), refused, workspace=ws).to_dict()
+    # the actions open to the user come from its own record and links: the same in the live graph
+    named = lambda actions: [(a["code"], a.get("target") or "") for a in actions]  # noqa: E731
+    assert named(body["considered"]) == named(batch["considered"]) and body["considered"]
+    assert {a["code"] for a in body["considered"]} <= set(ACTIONS)
+    assert abs(body["credit_score"] - batch["credit_score"]) <= 2
+    for option in body["options"]:
+        assert option["credit_score"] > body["credit_score"]
+        assert (option["decision"] == "approve") == body["approves"] or not body["approves"]
+    assert [[a["code"] for a in o["actions"]] for o in body["options"]] == [[a["code"] for a in o["actions"]] for o in batch["options"]]
+
+    r = client.get(f"/v1/users/{approved}/recourse", headers=AUTH)
+    assert r.status_code == 422 and "recourse is for refused or reviewed users" in r.json()["detail"], r.text
+    assert client.get("/v1/users/nobody-at-all/recourse", headers=AUTH).status_code == 404
+
+
+def test_an_application_can_ask_for_its_recourse(client: TestClient, population: Path) -> None:
+    device, _ = _fraud_device(population)
+    body = {"user_id": "applicant-r", "features": {"tenure_days": 5}, "links": [{"kind": "device", "value": device}]}
+    plain = _post(client, body)
+    assert plain["recourse"] is None  # not asked for
+    asked = _post(client, {**body, "recourse": True})
+    assert asked["risk"] == plain["risk"]
+    if asked["decision"] == "approve":
+        assert asked["recourse"] is None
+    else:
+        found = asked["recourse"]
+        assert found["user_id"] == "applicant-r" and found["credit_score"] == asked["credit_score"]
+        # the device shared with an account confirmed as fraud may be disputed
+        assert any(a["code"] == "DISPUTE_LINK" and a["target"].startswith("device") for a in found["considered"]), found
