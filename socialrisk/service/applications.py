@@ -232,14 +232,15 @@ class ApplicationDesk:
         return {"event_ids": ids, "users": len(users), "links": len(links), "relations": len(rels), "users_moved": moved_total,
                 "pending_events": self.pending}
 
-    def unscored(self, user_id: str, runtime: Any) -> dict[str, Any] | None:
+    def unscored(self, user_id: str, runtime: Any, *, again: bool = False) -> dict[str, Any] | None:
         """The score of a user the live graph holds but no scoring has scored yet (committed
-        before a restart, or loaded since the last scoring): placed as it is, scored, kept."""
+        before a restart, or loaded since the last scoring): placed as it is, scored, kept.
+        ``again``: scored anew (its own flag changed)."""
         scorer = self.scorer
         if scorer is None or user_id in self.erased or not scorer.live.knows(user_id):
             return None
         with self.lock:
-            if user_id in self.served:
+            if user_id in self.served and not again:
                 return self.served[user_id]
             app = Application(user_id=user_id)
             lf, rf = canonical_frames(app, key=self.key)

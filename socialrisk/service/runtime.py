@@ -488,6 +488,9 @@ class ServiceRuntime:
         table = self._need_table()
         graph = self._need_graph()
         if user_id not in graph.node_of:
+            scorer = self.desk.scorer
+            if scorer is not None and scorer.live.knows(user_id) and user_id not in self.desk.erased:
+                return self._flag_applicant(user_id, label, canonical, severity, note=note, actor=actor)
             raise NotFoundError(f"unknown user {user_id!r}: not in the loaded graph")
         flag_id = uuid.uuid4().hex
         record = {
@@ -519,6 +522,42 @@ class ServiceRuntime:
             "flag_id": flag_id, "user_id": user_id, "label": canonical, "severity": float(severity), "persisted": False,
             "users_moved": effect.users_moved, "error_bound": effect.error_bound, "scores_changed": changes[:20],
             "scores_changed_total": len(changes), "status_url": f"/v1/flags/{flag_id}",
+        }
+
+    def _flag_applicant(self, user_id: str, label: str, canonical: str, severity: float, *, note: str, actor: str) -> dict[str, Any]:
+        """A flag on a user committed through an application or event since the graph view was
+        read: journaled and queued like any flag (the writer stores it after the user, in
+        acceptance order), pushed through the live graph at once, and the user's served score
+        computed again with its own flag. The graph view does not hold the user, so the users
+        linked to it move in the live graph (the next applicants' scores) and at the next
+        scoring, not in the served table."""
+        scorer = self.desk.scorer
+        assert scorer is not None
+        flag_id = uuid.uuid4().hex
+        record = {
+            "flag_id": flag_id, "user_id": user_id, "label": label.strip().lower(), "canonical": canonical, "severity": float(severity),
+            "note": note, "actor": actor, "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
+        }
+        with self._flag_lock:
+            t0 = time.perf_counter()
+            self.journal.accept(record)
+            before = self.desk.unscored(user_id, self)
+            scorer.live.set_flag(user_id, fraud=float(severity) if canonical == "fraud" else 0.0, benign=float(severity) if canonical == "benign" else 0.0)
+            after = self.desk.unscored(user_id, self, again=True)
+            self.metrics.flag_apply.observe(time.perf_counter() - t0)
+            self._note_flag(flag_id, {"flag_id": flag_id, "user_id": user_id, "label": canonical, "persisted": False, "failed": None,
+                                      "snapshot": None})
+            self.writer.enqueue({"kind": "flag", "record": {**record, "users_moved": 0, "error_bound": 0.0}, "replay": False})
+        self.metrics.flags.labels(canonical).inc()
+        changes = []
+        if before is not None and after is not None:
+            changes = [{"user_id": user_id, "risk_before": float(before["risk"]), "risk_after": float(after["risk"]),
+                        "credit_score_before": int(before["credit_score"]), "credit_score_after": int(after["credit_score"]),
+                        "decision_before": str(before["decision"]), "decision_after": str(after["decision"])}]
+        return {
+            "flag_id": flag_id, "user_id": user_id, "label": canonical, "severity": float(severity), "persisted": False,
+            "users_moved": 0, "error_bound": 0.0, "scores_changed": changes, "scores_changed_total": len(changes),
+            "status_url": f"/v1/flags/{flag_id}",
         }
 
     def flag_state(self, flag_id: str) -> dict[str, Any]:

@@ -248,3 +248,23 @@ def test_an_application_can_ask_for_its_recourse(client: TestClient, population:
         assert found["user_id"] == "applicant-r" and found["credit_score"] == asked["credit_score"]
         # the device shared with an account confirmed as fraud may be disputed
         assert any(a["code"] == "DISPUTE_LINK" and a["target"].startswith("device") for a in found["considered"]), found
+
+
+def test_a_committed_applicant_can_be_flagged_before_the_next_scoring(client: TestClient, population: Path, ws: Path) -> None:
+    plain = _post(client, {"user_id": "applicant-f", "features": {"tenure_days": 300}, "links": [{"kind": "phone", "value": "+44 20 7946 0999"}],
+                           "commit": True})
+    probe = {"user_id": "applicant-g", "links": [{"kind": "phone", "value": "+44 20 7946 0999"}]}
+    before = _post(client, probe)
+    r = client.post("/v1/flags", json={"user_id": "applicant-f", "label": "fraud", "severity": 1.0}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    accepted = r.json()
+    assert accepted["scores_changed"][0]["user_id"] == "applicant-f" and accepted["scores_changed"][0]["risk_before"] == pytest.approx(plain["risk"])
+    served = client.post("/v1/enrich", json={"user_id": "applicant-f"}, headers=AUTH).json()
+    assert served["flag"] == "fraud" and served["risk"] >= 0.99 and served["decision"] == "reject"
+    # the next applicant sharing its phone meets an account confirmed as fraud
+    after = _post(client, probe)
+    assert after["graph_risk"] > before["graph_risk"] and "LINKED_FRAUD_PHONE" in after["reason_codes"], after
+    wait_for(lambda: client.get(accepted["status_url"], headers=AUTH).json()["persisted"], timeout=20, what="the flag to reach the store")
+    with EmbeddedStore(ws) as store:
+        flags = store.read_tables().flags
+    assert ((flags["user_id"] == "applicant-f") & (flags["label"] == "fraud")).sum() == 1
