@@ -963,6 +963,21 @@ def neo4j_status() -> None:
     _run(body)
 
 
+def _service_logging() -> None:
+    """The service's log lines on stderr, each with the id of the request it was written in."""
+    import logging
+
+    from socialrisk.service.requests import LOG_FORMAT, RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("socialrisk")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 @app.command("serve")
 def serve_cmd(
     workspace: WorkspaceOpt = Path(DEFAULT_WORKSPACE),
@@ -988,6 +1003,7 @@ def serve_cmd(
         bind_host, bind_port = host or settings.service.host, port or settings.service.port
         if bind_host not in ("127.0.0.1", "localhost", "::1"):
             _notice(f"listening on {bind_host}: reachable from other machines, and the API has no TLS; put a TLS proxy in front")
+        _service_logging()
         with _steps("serve") as step:
             step("loading scores")
             runtime.start()

@@ -19,6 +19,7 @@ from socialrisk import __version__
 from socialrisk.service import routes
 from socialrisk.service.auth import ApiKeys, api_keys
 from socialrisk.service.metrics import MetricsMiddleware
+from socialrisk.service.requests import RequestIdMiddleware
 from socialrisk.service.runtime import ServiceRuntime, Unavailable
 from socialrisk.settings import DEFAULT_WORKSPACE, Settings
 
@@ -94,6 +95,7 @@ def create_app(
         app.include_router(router)
     _handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=runtime.metrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: errors and metrics see the id too
     return app
 
 

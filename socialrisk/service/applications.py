@@ -37,6 +37,7 @@ from scoring.pipeline import Combination
 from socialrisk.service.errors import Unavailable
 from socialrisk.service.incremental import exposure_shift
 from socialrisk.service.journal import FlagJournal
+from socialrisk.service.requests import current_request_id
 from socialrisk.service.scores import FlagEvent
 from socialrisk.settings import Settings, resolve_key
 
@@ -152,7 +153,7 @@ class ApplicationDesk:
         links = links.assign(first_seen=links["first_seen"].fillna(now), last_seen=links["last_seen"].fillna(now))
         rels = rels.assign(ts=rels["ts"].fillna(now))
         record = {
-            "event_id": event_id, "kind": "application", "actor": actor, "accepted_at": now.isoformat(),
+            "event_id": event_id, "kind": "application", "actor": actor, "request_id": current_request_id(), "accepted_at": now.isoformat(),
             "users": [{"user_id": user_id, **_plain_features(app.features, scorer)}] + [{"user_id": m} for m in missing],
             "links": _records(links), "relations": _records(_relations_for_missing(rels, missing, user_id, relations, self.key)),
         }
@@ -218,7 +219,7 @@ class ApplicationDesk:
                 event_id = uuid.uuid4().hex
                 lf2 = lf.assign(first_seen=lf["first_seen"].fillna(now), last_seen=lf["last_seen"].fillna(now))
                 rf2 = rf.assign(ts=rf["ts"].fillna(now))
-                record = {"event_id": event_id, "kind": "events", "actor": actor, "accepted_at": now.isoformat(),
+                record = {"event_id": event_id, "kind": "events", "actor": actor, "request_id": current_request_id(), "accepted_at": now.isoformat(),
                           "users": [{"user_id": u, **_plain_features(app.features, scorer)}], "links": _records(lf2), "relations": _records(rf2)}
                 self.journal.accept(record)
                 out, moved = self._place(scorer, record, graph=runtime.graph, table=runtime.table, stored=None, runtime=runtime)

@@ -51,6 +51,7 @@ from socialrisk.service.connection import StoreConnection
 from socialrisk.service.errors import Unavailable
 from socialrisk.service.graphview import GraphView
 from socialrisk.service.journal import FlagJournal
+from socialrisk.service.requests import current_request_id
 from socialrisk.service.metrics import Metrics
 from graph.neighbourhood import UserAttributes, neighbourhood as graph_neighbourhood
 from socialrisk.service.scores import FlagEvent, ScoreTable, load_cache, save_cache
@@ -495,7 +496,7 @@ class ServiceRuntime:
         flag_id = uuid.uuid4().hex
         record = {
             "flag_id": flag_id, "user_id": user_id, "label": label.strip().lower(), "canonical": canonical, "severity": float(severity),
-            "note": note, "actor": actor, "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
+            "note": note, "actor": actor, "request_id": current_request_id(), "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
         }
         with self._flag_lock:
             t0 = time.perf_counter()
@@ -536,7 +537,7 @@ class ServiceRuntime:
         flag_id = uuid.uuid4().hex
         record = {
             "flag_id": flag_id, "user_id": user_id, "label": label.strip().lower(), "canonical": canonical, "severity": float(severity),
-            "note": note, "actor": actor, "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
+            "note": note, "actor": actor, "request_id": current_request_id(), "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
         }
         with self._flag_lock:
             t0 = time.perf_counter()

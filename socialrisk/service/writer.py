@@ -286,7 +286,8 @@ def write_flags(store: GraphStore, settings: Settings, workspace: str | Path, re
         {
             "user_id": r["user_id"], "label": r["label"], "canonical": r["canonical"], "severity": r["severity"], "ts": r["ts"],
             "source": f"socialrisk serve flag {r['flag_id']}", "actor": r["actor"], "note": r.get("note", ""),
-            "detail": {"flag_id": r["flag_id"], "via": "socialrisk serve", "users_moved": r.get("users_moved"), "error_bound": r.get("error_bound")},
+            "detail": {"flag_id": r["flag_id"], "via": "socialrisk serve", "users_moved": r.get("users_moved"), "error_bound": r.get("error_bound"),
+                       **({"request_id": r["request_id"]} if r.get("request_id") else {})},
         }
         for r in records
     ], replay=replay)

@@ -373,3 +373,34 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
 def test_the_served_schema_is_the_committed_one(client: TestClient) -> None:
     committed = json.loads((ROOT / "docs" / "openapi.json").read_text())
     assert client.get("/openapi.json").json() == committed, "regenerate it: .venv/bin/python -m socialrisk.service.openapi"
+
+
+def test_every_answer_carries_a_request_id_that_reaches_the_journal_and_the_audit(client: TestClient, ws: Path, scores: pd.DataFrame) -> None:
+    import logging
+
+    from socialrisk.service.requests import REQUEST_ID, RequestIdFilter
+
+    fresh = client.get("/healthz").headers["x-request-id"]
+    assert len(fresh) == 32 and fresh != client.get("/healthz").headers["x-request-id"]
+    assert client.get("/healthz", headers={"X-Request-Id": "trace-7"}).headers["x-request-id"] == "trace-7"
+    for bad in ("has space", "x" * 129):  # not echoed: replaced by an id of ours
+        assert client.get("/healthz", headers={"X-Request-Id": bad}).headers["x-request-id"] not in (bad, "")
+    uid = str(scores["user_id"].iloc[3])
+    r = client.post("/v1/flags", json={"user_id": uid, "label": "fraud", "severity": 0.5}, headers={**AUTH, "X-Request-Id": "trace-flag-1"})
+    assert r.status_code == 202 and r.headers["x-request-id"] == "trace-flag-1"
+    journal = (ws / "service" / "flags.jsonl").read_text()
+    assert '"request_id": "trace-flag-1"' in journal or '"request_id":"trace-flag-1"' in journal
+    wait_for(lambda: _persisted(client, r.json()["flag_id"]), timeout=20, what="the flag to reach the store")
+    with EmbeddedStore(ws) as store:
+        assert store.read_audit(uid)[-1].detail["request_id"] == "trace-flag-1"
+    # log lines written while a request runs name it ("-" outside requests)
+    record = logging.LogRecord("socialrisk.service", logging.WARNING, __file__, 1, "x", None, None)
+    token = REQUEST_ID.set("trace-log")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        REQUEST_ID.reset(token)
+    assert record.request_id == "trace-log"
+    outside = logging.LogRecord("socialrisk.service", logging.WARNING, __file__, 1, "x", None, None)
+    RequestIdFilter().filter(outside)
+    assert outside.request_id == "-"
