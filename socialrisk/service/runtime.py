@@ -493,11 +493,8 @@ class ServiceRuntime:
             if scorer is not None and scorer.live.knows(user_id) and user_id not in self.desk.erased:
                 return self._flag_applicant(user_id, label, canonical, severity, note=note, actor=actor)
             raise NotFoundError(f"unknown user {user_id!r}: not in the loaded graph")
-        flag_id = uuid.uuid4().hex
-        record = {
-            "flag_id": flag_id, "user_id": user_id, "label": label.strip().lower(), "canonical": canonical, "severity": float(severity),
-            "note": note, "actor": actor, "request_id": current_request_id(), "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
-        }
+        record = _flag_record(user_id, label, canonical, severity, note=note, actor=actor)
+        flag_id = record["flag_id"]
         with self._flag_lock:
             t0 = time.perf_counter()
             self.journal.accept(record)
@@ -534,11 +531,8 @@ class ServiceRuntime:
         scoring, not in the served table."""
         scorer = self.desk.scorer
         assert scorer is not None
-        flag_id = uuid.uuid4().hex
-        record = {
-            "flag_id": flag_id, "user_id": user_id, "label": label.strip().lower(), "canonical": canonical, "severity": float(severity),
-            "note": note, "actor": actor, "request_id": current_request_id(), "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
-        }
+        record = _flag_record(user_id, label, canonical, severity, note=note, actor=actor)
+        flag_id = record["flag_id"]
         with self._flag_lock:
             t0 = time.perf_counter()
             self.journal.accept(record)
@@ -721,6 +715,14 @@ class ServiceRuntime:
             "flags_pending": self.writer.pending("flag"),
             "events_pending": self.writer.pending("event"),
         }
+
+
+def _flag_record(user_id: str, label: str, canonical: str, severity: float, *, note: str, actor: str) -> dict[str, Any]:
+    """A flag as the journal keeps it and the writer stores it."""
+    return {
+        "flag_id": uuid.uuid4().hex, "user_id": user_id, "label": label.strip().lower(), "canonical": canonical, "severity": float(severity),
+        "note": note, "actor": actor, "request_id": current_request_id(), "ts": pd.Timestamp.now(tz="UTC").isoformat(timespec="milliseconds"),
+    }
 
 
 class _Served:
