@@ -18,7 +18,7 @@ Tiers:
   time a writer waits for the site);
 - ``fresh-clone``: what CI runs: ``CI=true .ci/run`` in a fresh clone of the committed ``HEAD``
   (``../shared`` linked beside it), from creating the virtualenv and provisioning Neo4j to the
-  last test. Run it with nothing else on the machine.
+  last test, kept as ``fresh-clone@COMMIT``. Run it with nothing else on the machine.
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = json.loads(OUT.read_text()) if OUT.exists() else {"tiers": {}}
     for name in args.tiers:
-        results["tiers"][name] = run(name)
+        result = run(name)
+        # CI's own run is kept per commit, so that runs before and after a change sit side by side
+        results["tiers"][f"{name}@{result['commit']}" if name == "fresh-clone" else name] = result
         results["machine"] = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
         OUT.write_text(json.dumps(results, indent=2))
     print(f"written {OUT}")

@@ -414,7 +414,7 @@ def ci_tiers() -> str:
     parts = [table, _source("ci-tiers.json", command="python benchmarks/ci_tiers.py TIER ...")]
     for name, r in tiers.items():
         slow = [s for s in r["slowest"] if s["phase"] == "call"][:15]
-        if slow and (name.startswith("spark") or name == "fresh-clone"):
+        if slow and (name.startswith("spark") or name.startswith("fresh-clone")):
             lines = "\n".join(f"| {s['seconds']:.1f} s | `{s['test']}` |" for s in slow)
             parts.append(f"Slowest tests of `{name}`:\n\n| time | test |\n|---:|:---|\n" + lines)
     return "\n\n".join(parts)
@@ -542,8 +542,63 @@ def config_reference() -> str:
     return "\n\n".join(parts) + "\n\n<small>Generated from the settings model (`socialrisk/settings.py`) and the docstrings of " \
         + ", ".join(f"`{n}`" for _m, n in CONFIG_CLASSES.values()) + ", `Settings`.</small>"
 
+# -- decisions (benchmarks/decisions.py) -----------------------------------------------------------
+
+_POLICY_NAMES = {"default": "`default`", "default+review": "`default` + `graph_evidence = \"review\"`", "eu": "`eu`"}
+
+
+def _when(part: dict[str, Any]) -> str:
+    # a part measured by the first, partial run carries no conditions of its own: the file's
+    c = part.get("conditions") or _load("decisions.json").get("conditions", {})
+    load = c.get("load_average") or c.get("load_average_at_transcription")
+    return f"{c.get('date', '?')[:16].replace('T', ' ')}, load average {load[0]:.1f}" if load else str(c.get("date", "?"))
+
+
+def decisions_policies() -> str:
+    part = _load("decisions.json")["policies"]
+    rows = []
+    for data, by_policy in part["datasets"].items():
+        for name, m in by_policy.items():
+            rows.append([data, _POLICY_NAMES.get(name, f"`{name}`"), _f(m["auroc_risk"], 4), _f(m["auprc_risk"], 4), _f(m["auroc_fraud_risk"], 4),
+                         _f(m["auprc_fraud_risk"], 4), _f(m.get("auroc_credit_risk"), 4), f"{m['fraud_recall']:.1%}", f"{m['good_refused']:.1%}",
+                         f"{m['good_rejected_graph_alone']:g}", f"{m.get('good_reviewed_graph_alone', 0):g}"])
+    table = _table(["data", "policy", "AUROC `risk`", "AUPRC `risk`", "AUROC `fraud_risk`", "AUPRC `fraud_risk`", "AUROC `credit_risk`",
+                    "fraud recall", "good refused", "good rejected on graph evidence alone", "good sent to review on graph evidence alone"],
+                   ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"], rows)
+    return table + "\n\n" + _source("decisions.json", date=_when(part), command=f"python benchmarks/decisions.py --parts policies --repeats {part['repeats']}")
+
+
+def decisions_thin() -> str:
+    part = _load("decisions.json")["thin"]
+    rows = []
+    for policy in ("default", "eu"):
+        for alt in ("with", "without"):
+            m = part.get(f"{policy}_{alt}_alternative_data")
+            if m is None:
+                continue
+            rows.append([f"`{policy}`", alt if alt == "with" else "without (columns dropped)", f"{m['thin_good_users']:,}", f"{m['refused']:.2%}",
+                         f"{m['rejected']:.2%}", f"{m['thin_good_users_with_a_record']:,}", f"{m['refused_those_with_a_record']:.2%}", f"{m['fraud_recall_all']:.1%}"])
+    table = _table(["policy", "alternative data", "thin-file good users", "refused", "rejected", "of them with a record", "those refused", "fraud refused (all)"],
+                   ["l", "l", "r", "r", "r", "r", "r", "r"], rows)
+    return table + "\n\n" + _source("decisions.json", date=_when(part), command=f"python benchmarks/decisions.py --parts thin --users {part['users']}")
+
+
+def decisions_recourse() -> str:
+    r = _load("decisions.json")["recourse"]
+    timed = "ms_per_user_median" in r
+    rows = [[f"{r['users']:,}", f"{r['refused_good_users']:,}", f"{r['sampled']:,}", f"{r['with_an_approving_recourse']:.1%}",
+             f"{r['with_a_recourse_of_at_most_two_actions']:.1%}", _f(r.get("actions_median"), 1),
+             f"{r['ms_per_user_median']:.1f} ms" if timed else "not timed", f"{r['ms_per_user_p95']:.1f} ms" if timed else "not timed"]]
+    table = _table(["users", "refused good users", "sampled", "with an approving recourse", "within two actions", "actions (median)",
+                    "time per user (median)", "p95"], ["r", "r", "r", "r", "r", "r", "r", "r"], rows)
+    return table + "\n\n" + _source("decisions.json", date=_when(r), command=f"python benchmarks/decisions.py --parts recourse --recourse-users {r['users']}")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "applications-parity": applications_parity,
+    "decisions-policies": decisions_policies,
+    "decisions-thin": decisions_thin,
+    "decisions-recourse": decisions_recourse,
     "quality-ranking": quality_ranking,
     "quality-misjudgment": quality_misjudgment,
     "quality-tradeoff": quality_tradeoff,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 KEY = b"test-key-0123456789abcdef"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -160,3 +162,47 @@ class WorkspaceCli:
         assert result.exit_code == 0, result.output
         self.logs[" ".join(args)] = result.output
         return result.output
+
+
+def shared_sample(name: str, dest: Path, *, users: int, seed: int = 0) -> Path:
+    """A connected part of a shared dataset: breadth-first over its relations (either direction)
+    from 40 fraud and 40 benign flagged users drawn with ``seed``, until ``users`` users; every
+    table restricted to them. Ids, weights, signs and times are the dataset's own; ``users``
+    0 gives the whole dataset."""
+    src = SHARED_DATA / name
+    assert src.is_dir(), f"{src} is missing: the shared data sits beside the repository"
+    if users <= 0:
+        return src
+    tables = {f.stem: pd.read_csv(f, dtype=str, keep_default_na=False) for f in sorted(src.glob("*.csv"))}
+    rel, flags = tables["relations"], tables["flags"]
+    rng = np.random.default_rng(seed)
+    starts = []
+    for label in ("fraud", "benign"):
+        ids = flags.loc[flags["label"] == label, "user_id"].to_numpy()
+        starts += list(rng.choice(ids, size=min(40, len(ids)), replace=False))
+    codes, ids = pd.factorize(pd.concat([rel["src"], rel["dst"], pd.Series(starts)], ignore_index=True))
+    n, m = len(ids), len(rel)
+    a, b = codes[:m], codes[m : 2 * m]
+    adjacency = sp.csr_matrix((np.ones(2 * m), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
+    seen = np.zeros(n, dtype=bool)
+    order = list(dict.fromkeys(codes[2 * m :].tolist()))
+    seen[order] = True
+    frontier = np.array(order)
+    while len(frontier) and len(order) < users:
+        reached = adjacency[frontier].indices  # row by row, in frontier order
+        new = pd.unique(reached[~seen[reached]])[: users - len(order)]
+        seen[new] = True
+        order += new.tolist()
+        frontier = new
+    kept = dict.fromkeys(ids[order])
+    keep = set(kept)
+    dest.mkdir(parents=True)
+    for table, frame in tables.items():
+        if table == "relations":
+            frame = frame[frame["src"].isin(keep) & frame["dst"].isin(keep)]
+        elif "user_id" in frame.columns:
+            frame = frame[frame["user_id"].isin(keep)]
+        frame.to_csv(dest / f"{table}.csv", index=False)
+    sample_flags = flags[flags["user_id"].isin(keep)]["label"].value_counts()
+    assert sample_flags.get("fraud", 0) >= 20 and sample_flags.get("benign", 0) >= 20, sample_flags
+    return dest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from graph.store import EmbeddedStore
 from loaders import ConfigError, NotFoundError, key_fingerprint, load
 from socialrisk.settings import Settings
 from socialrisk.workflow import score
-from tests.conftest import KEY, SHARED_DATA, tiny_frames
+from tests.conftest import KEY, shared_sample, tiny_frames
 
 pytestmark = pytest.mark.neo4j
 
@@ -103,7 +104,9 @@ def test_a_different_key_is_refused(neo4j_store) -> None:  # type: ignore[no-unt
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["bitcoin-otc", "amlsim-20k_fanin200cycle200", "tolokers"])
 def test_parity_with_the_embedded_store(neo4j_store, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
-    data = SHARED_DATA / name
+    # a connected sample keeps the dataset's shape (signs, degree skew, fan-in); loading speed at
+    # scale is benchmarks/neo4j_scale.py's. SOCIALRISK_STORE_PARITY_USERS=0: the whole dataset
+    data = shared_sample(name, tmp_path / "data", users=int(os.environ.get("SOCIALRISK_STORE_PARITY_USERS", "4000")))
     load(data, neo4j_store, key=KEY)
     embedded = EmbeddedStore(tmp_path / "ws")
     load(data, embedded, key=KEY)

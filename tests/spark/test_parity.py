@@ -28,7 +28,7 @@ from scoring.config import ScoringConfig
 from socialrisk import workflow
 from socialrisk.cli import app
 from socialrisk.settings import Settings
-from tests.conftest import SHARED_DATA, tiny_frames, write_dir
+from tests.conftest import SHARED_DATA, shared_sample, tiny_frames, write_dir
 
 pytestmark = pytest.mark.spark
 KEY = "spark-parity-key-0123456789"
@@ -253,51 +253,8 @@ def test_score_matches_single_machine_on_generated_data(spark: Any, generated: P
 SHARED_SAMPLE_USERS = int(os.environ.get("SOCIALRISK_PARITY_SAMPLE_USERS", "1500"))
 
 
-def _shared_sample(name: str, dest: Path, *, users: int = SHARED_SAMPLE_USERS, seed: int = 0) -> Path:
-    """A connected part of a shared dataset: breadth-first over its relations (either direction)
-    from 40 fraud and 40 benign flagged users drawn with ``seed``, until ``users`` users; every
-    table restricted to them. Ids, weights, signs and times are the dataset's own."""
-    src = SHARED_DATA / name
-    assert src.is_dir(), f"{src} is missing: the shared data sits beside the repository"
-    if users <= 0:
-        return src
-    tables = {f.stem: pd.read_csv(f, dtype=str, keep_default_na=False) for f in sorted(src.glob("*.csv"))}
-    rel, flags = tables["relations"], tables["flags"]
-    rng = np.random.default_rng(seed)
-    starts = []
-    for label in ("fraud", "benign"):
-        ids = flags.loc[flags["label"] == label, "user_id"].to_numpy()
-        starts += list(rng.choice(ids, size=min(40, len(ids)), replace=False))
-    codes, ids = pd.factorize(pd.concat([rel["src"], rel["dst"], pd.Series(starts)], ignore_index=True))
-    n, m = len(ids), len(rel)
-    a, b = codes[:m], codes[m : 2 * m]
-    adjacency = sp.csr_matrix((np.ones(2 * m), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
-    seen = np.zeros(n, dtype=bool)
-    order = list(dict.fromkeys(codes[2 * m :].tolist()))
-    seen[order] = True
-    frontier = np.array(order)
-    while len(frontier) and len(order) < users:
-        reached = adjacency[frontier].indices  # row by row, in frontier order
-        new = pd.unique(reached[~seen[reached]])[: users - len(order)]
-        seen[new] = True
-        order += new.tolist()
-        frontier = new
-    kept = dict.fromkeys(ids[order])
-    keep = set(kept)
-    dest.mkdir(parents=True)
-    for table, frame in tables.items():
-        if table == "relations":
-            frame = frame[frame["src"].isin(keep) & frame["dst"].isin(keep)]
-        elif "user_id" in frame.columns:
-            frame = frame[frame["user_id"].isin(keep)]
-        frame.to_csv(dest / f"{table}.csv", index=False)
-    sample_flags = flags[flags["user_id"].isin(keep)]["label"].value_counts()
-    assert sample_flags.get("fraud", 0) >= 20 and sample_flags.get("benign", 0) >= 20, sample_flags
-    return dest
-
-
 def test_shared_sample_is_connected_and_keeps_the_data(tmp_path: Path) -> None:
-    data = _shared_sample("bitcoin-otc", tmp_path / "s", users=300)
+    data = shared_sample("bitcoin-otc", tmp_path / "s", users=300)
     users = pd.read_csv(data / "users.csv", dtype=str)
     rel = pd.read_csv(data / "relations.csv", dtype=str)
     assert len(users) == 300 and set(rel["src"]) | set(rel["dst"]) <= set(users["user_id"])
@@ -308,7 +265,7 @@ def test_shared_sample_is_connected_and_keeps_the_data(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", SHARED)
 def test_score_matches_single_machine_on_shared_data(spark: Any, name: str, tmp_path: Path) -> None:
-    path = _shared_sample(name, tmp_path / "data")
+    path = shared_sample(name, tmp_path / "data", users=SHARED_SAMPLE_USERS)
     t0 = time.perf_counter()
     single, other, order = _score_both(path, tmp_path, Settings())
     _check_scores(single, other, order)
@@ -317,7 +274,7 @@ def test_score_matches_single_machine_on_shared_data(spark: Any, name: str, tmp_
 
 def test_propagate_matches_single_machine_on_signed_shared_data(spark: Any, tmp_path: Path) -> None:
     """bitcoin-otc: directed ratings, 10% of them negative."""
-    store = _loaded(_shared_sample("bitcoin-otc", tmp_path / "data"), tmp_path / "ws", Settings())
+    store = _loaded(shared_sample("bitcoin-otc", tmp_path / "data", users=SHARED_SAMPLE_USERS), tmp_path / "ws", Settings())
     single, other = _propagate_both(store, Settings())
     np.testing.assert_allclose(other.to_numpy(), single.to_numpy(), rtol=0, atol=TOL)
 
