@@ -109,14 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tiers", nargs="+", choices=sorted(TIERS))
     args = parser.parse_args(argv)
     results = json.loads(OUT.read_text()) if OUT.exists() else {"tiers": {}}
+    codes = []
     for name in args.tiers:
         result = run(name)
+        codes.append(result["exit_code"])
         # CI's own run is kept per commit, so that runs before and after a change sit side by side
         results["tiers"][f"{name}@{result['commit']}" if name == "fresh-clone" else name] = result
         results["machine"] = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
         OUT.write_text(json.dumps(results, indent=2))
     print(f"written {OUT}")
-    return 0 if all(results["tiers"][n]["exit_code"] == 0 for n in args.tiers) else 1
+    return 0 if all(c == 0 for c in codes) else 1
 
 
 if __name__ == "__main__":
