@@ -594,11 +594,27 @@ def decisions_recourse() -> str:
     return table + "\n\n" + _source("decisions.json", date=_when(r), command=f"python benchmarks/decisions.py --parts recourse --recourse-users {r['users']}")
 
 
+def decisions_fairness() -> str:
+    part = _load("decisions.json")["fairness"]
+    rows = []
+    for key, outs in part.items():
+        if not isinstance(outs, dict) or "credit" not in outs:
+            continue
+        policy, _, how = key.partition("_")
+        for o in ("credit", "fraud"):
+            v = outs[o]
+            rates = ", ".join(f"{seg} {rate:.1%}" for seg, rate in sorted(v["approval_rate"].items()))
+            rows.append([f"`{policy}`", how.replace("_", " "), f"`{o}_risk`", _f(v["adverse_impact_ratio_min"]), rates])
+    table = _table(["policy", "population", "output", "lowest adverse impact ratio", "approval rate by age band"], ["l", "l", "l", "r", "l"], rows)
+    return table + "\n\n" + _source("decisions.json", date=_when(part), command=f"python benchmarks/decisions.py --parts fairness --users {part['users']}")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "applications-parity": applications_parity,
     "decisions-policies": decisions_policies,
     "decisions-thin": decisions_thin,
     "decisions-recourse": decisions_recourse,
+    "decisions-fairness": decisions_fairness,
     "quality-ranking": quality_ranking,
     "quality-misjudgment": quality_misjudgment,
     "quality-tradeoff": quality_tradeoff,
