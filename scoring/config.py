@@ -90,12 +90,17 @@ class ColumnSpec:
         Words for a reason code, formatted with ``{value}``, ``{denominator}`` and ``{pct}``
         (the share of users doing better, in percent), e.g. ``"{value:.0f} of {denominator:.0f}
         repayments late"``. When absent, a generic sentence names the column.
+    no_history : str or None
+        Words for a user whose ``denominator`` is zero (no repayment at all: a thin file), who
+        has no ratio to quote, e.g. ``"no repayment history"``; when absent, ``"no
+        <denominator> on record"``.
     """
 
     column: str
     higher_is_riskier: bool = True
     denominator: str | None = None
     reason: str | None = None
+    no_history: str | None = None
 
 
 def _default_columns() -> Mapping[str, tuple[ColumnSpec, ...]]:
@@ -107,7 +112,11 @@ def _default_columns() -> Mapping[str, tuple[ColumnSpec, ...]]:
             ),
             "repayment": (
                 ColumnSpec(
-                    "repayments_late", True, denominator="repayments_total", reason="{value:.0f} of {denominator:.0f} repayments late"
+                    "repayments_late",
+                    True,
+                    denominator="repayments_total",
+                    reason="{value:.0f} of {denominator:.0f} repayments late",
+                    no_history="no repayment history",
                 ),
             ),
             "identity": (

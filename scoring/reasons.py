@@ -200,6 +200,10 @@ def column_reason(dimension: str, standings: list[ColumnStanding], row: int) -> 
     pct = 100.0 * float(np.nan_to_num(worst.worse[row]))
     value = float(worst.value[row])
     denom = float(worst.denominator[row]) if worst.denominator is not None else float("nan")
+    if worst.denominator is not None and not denom > 0:
+        # a thin file: nothing to take a share of; say so rather than "0 of 0 repayments late"
+        text = worst.spec.no_history or f"no {worst.spec.denominator.replace('_', ' ')} on record"
+        return Reason(f"{dimension.upper()}_NO_HISTORY", text)
     if worst.spec.reason:
         try:
             text = worst.spec.reason.format(value=value, denominator=denom, pct=pct)

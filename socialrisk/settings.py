@@ -54,6 +54,7 @@ class _ColumnModel(_Strict):
     higher_is_riskier: bool = True
     denominator: str | None = None
     reason: str | None = None
+    no_history: str | None = None
 
 
 class _PolicyModel(_Strict):
@@ -275,7 +276,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         scoring_kwargs["policy"] = _policy(s)
         if s.columns is not None:
             scoring_kwargs["columns"] = {
-                dim: tuple(ColumnSpec(c.column, c.higher_is_riskier, c.denominator, c.reason) for c in cols)
+                dim: tuple(ColumnSpec(c.column, c.higher_is_riskier, c.denominator, c.reason, c.no_history) for c in cols)
                 for dim, cols in s.columns.items()
             }
         if s.scorecard_weights is not None:

@@ -181,3 +181,15 @@ def test_config_errors(kwargs: dict[str, object], match: str | None) -> None:
         return
     with pytest.raises(ParameterError, match=match):
         ScoringConfig(**kwargs)
+
+
+def test_a_thin_file_is_told_it_has_no_repayment_history_not_a_share_of_none() -> None:
+    from scoring.config import ScoringConfig as Cfg
+    from scoring.dimensions import column_standings
+    from scoring.reasons import column_reason
+
+    users = pd.DataFrame({"repayments_late": [3, 0], "repayments_total": [5, 0]})
+    standings = column_standings(users, Cfg())["repayment"]
+    assert column_reason("repayment", standings, 0).text == "3 of 5 repayments late"
+    thin = column_reason("repayment", standings, 1)
+    assert (thin.code, thin.text) == ("REPAYMENT_NO_HISTORY", "no repayment history")
