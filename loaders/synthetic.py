@@ -18,7 +18,8 @@ evaluation. The population contains:
   for many good ones it is their only evidence of paying on time;
 * an age band drawn independently of everything else (no effect on fraud nor
   on behaviour), or, with ``bias_age_band``, one band whose good users carry a
-  worse repayment record, so that a fairness report has a known answer.
+  worse recorded history and some wrong fraud flags, so that a fairness report
+  has a known answer.
 
 Everything is vectorised with numpy and driven by a single
 ``np.random.default_rng(seed)``, so the output is a pure function of the
@@ -86,6 +87,9 @@ _START = _END - _WINDOW_DAYS * _DAY
 # deviations of the latent). Tuned so that gradient boosting on the user
 # features alone reaches an AUROC of about 0.8 (heavy overlap).
 _LATENT_SHIFT = np.array([0.0, 0.0, 1.85, 1.0, 2.0])
+#: How much worse ``bias_age_band`` records the band's good users, by default: their recorded
+#: history is drawn from a latent risk this much higher (that of a fraud ring member is 1.85).
+BIAS_STRENGTH = 1.5
 
 _ASCII_DIGITS = np.frombuffer(b"0123456789", dtype=np.uint8)
 _ASCII_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
@@ -351,6 +355,8 @@ def generate(
     flag_rate: float = 0.5,
     benign_flag_rate: float = 0.05,
     bias_age_band: str | None = None,
+    bias_strength: float = BIAS_STRENGTH,
+    bias_flag_rate: float = 0.1,
 ) -> dict[str, pd.DataFrame]:
     """Generate a synthetic payments-app population with fraud structure.
 
@@ -371,9 +377,16 @@ def generate(
         Share of good users carrying a ``benign`` flag, in ``[0, 1]``.
     bias_age_band : str or None, default=None
         One of :data:`AGE_BANDS`: the good users of that band get a worse
-        record (about a third of their repayments more marked late, a third of
-        the tenure, 30% of them unverified), as in historical data recorded
-        unfairly; fraud is unchanged. None: the age band has no effect at all.
+        record (tenure, late repayments, identity verification and chargebacks
+        drawn as for a latent risk ``bias_strength`` higher), as in historical
+        data recorded unfairly; a share ``bias_flag_rate`` of them also stand
+        confirmed as fraud in ``flags`` (wrongly: ``truth`` says they are good),
+        as when past decisions were themselves unfair. Fraud and every other
+        user are unchanged. None: the age band has no effect at all.
+    bias_strength : float, default=1.5
+        How much higher (a fraud ring member's is 1.85, a good user's 0), >= 0.
+    bias_flag_rate : float, default=0.1
+        Share of the band's good users wrongly flagged as fraud, in ``[0, 1]``.
 
     Returns
     -------
@@ -423,6 +436,9 @@ def generate(
             f"The 'bias_age_band' parameter of generate must be one of {', '.join(AGE_BANDS)} or None. "
             f"Got {bias_age_band!r} instead."
         )
+    bias_flag_rate = _check_rate("bias_flag_rate", bias_flag_rate)
+    if not (np.isfinite(bias_strength) and bias_strength >= 0):
+        raise ParameterError(f"The 'bias_strength' parameter of generate must be a number >= 0. Got {bias_strength!r} instead.")
     rng = np.random.default_rng(seed)
     # The columns added after the first release draw from their own stream, so that every
     # earlier column stays what it was for a given seed.
@@ -508,11 +524,25 @@ def generate(
     alt_on_time[~has_alt] = np.nan
     age_band = side.choice(len(AGE_BANDS), size=n, p=[0.14, 0.26, 0.30, 0.20, 0.10])
     if bias_age_band is not None:
+        # the band's good users are recorded as if their latent risk were bias_strength higher
+        # (a fraudster's is 1-2 higher): tenure, late repayments, verification and chargebacks
+        # drawn again from that shifted latent, from their own stream so that every other
+        # column, and every other user, is what it is without the bias
         biased = (age_band == AGE_BANDS.index(bias_age_band)) & ~is_fraud
-        extra_late = side.binomial(repay_total, 0.35)
-        repay_late = np.where(biased, np.minimum(repay_total, repay_late + extra_late), repay_late).astype(np.int64)
-        tenure = np.where(biased, np.maximum(1, tenure // 3), tenure).astype(np.int64)
-        id_verified = np.where(biased & (side.random(n) < 0.3), 0, id_verified).astype(np.int64)
+        bias = np.random.default_rng([seed, 30])
+        shifted = latent + bias_strength
+
+        def biased_view(alpha: float) -> np.ndarray:
+            return alpha * shifted + np.sqrt(1 - alpha**2) * bias.standard_normal(n)
+
+        tenure_b = np.exp(np.log(650.0) - 0.75 * biased_view(0.75) + 0.25 * bias.standard_normal(n))
+        tenure = np.where(biased, np.clip(np.rint(tenure_b), 1, 4_000), tenure).astype(np.int64)
+        late_b = bias.binomial(repay_total, 1.0 / (1.0 + np.exp(3.0 - 0.8 * biased_view(0.7))))
+        repay_late = np.where(biased, late_b, repay_late).astype(np.int64)
+        verified_b = bias.random(n) < 1.0 / (1.0 + np.exp(-(2.0 - 0.7 * biased_view(0.6))))
+        id_verified = np.where(biased, verified_b, id_verified).astype(np.int64)
+        chargebacks_b = bias.poisson(np.exp(-3.3 + 0.8 * biased_view(0.7)))
+        chargebacks = np.where(biased, chargebacks_b, chargebacks).astype(np.int64)
 
     # Account creation time (within the two-year window).
     created = _END - np.minimum(tenure, _WINDOW_DAYS) * _DAY + rng.integers(0, _DAY, n)
@@ -760,6 +790,19 @@ def generate(
     flag_created = created[flag_user]
     flag_ts = _uniform_between(rng, flag_created + (_END - flag_created) // 2, np.full(flag_user.size, _END))
     id_verified[flag_user[source_code == len(_FRAUD_SOURCES)]] = 1  # kyc_verified
+    if bias_age_band is not None and bias_flag_rate > 0:
+        # the band's history was also judged unfairly: a share of its good users stand confirmed
+        # as fraud (a benign flag they held becomes a fraud flag), from the bias stream
+        wrong = np.flatnonzero(biased & (bias.random(n) < bias_flag_rate))
+        held = np.isin(flag_user, wrong)
+        flag_fraud = flag_fraud | held
+        new = np.setdiff1d(wrong, flag_user)
+        flag_user = np.concatenate([flag_user, new])
+        flag_fraud = np.concatenate([flag_fraud, np.ones(new.size, dtype=bool)])
+        severity = np.concatenate([np.where(held, np.round(bias.uniform(0.6, 1.0, held.size), 2), severity), np.round(bias.uniform(0.6, 1.0, new.size), 2)])
+        source_code = np.concatenate([np.where(held, 0, source_code), np.zeros(new.size, dtype=source_code.dtype)])
+        new_created = created[new]
+        flag_ts = np.concatenate([flag_ts, _uniform_between(bias, new_created + (_END - new_created) // 2, np.full(new.size, _END))])
     order = np.argsort(flag_ts, kind="stable")
     flag_user, flag_fraud, severity, source_code, flag_ts = (
         a[order] for a in (flag_user, flag_fraud, severity, source_code, flag_ts)
