@@ -8,17 +8,23 @@ Parts (``--parts``, comma-separated; all by default):
     ``default`` with ``graph_evidence = "review"`` and ``eu``, on the same splits: AUROC and
     AUPRC of ``risk`` and of ``fraud_risk``, fraud recall at the default cut-off (hidden fraud
     users refused, ``review`` or ``reject``), good users refused and rejected, and the good
-    users rejected although neither output would reject them without their graph features.
+    users rejected although neither output would reject them without their graph features;
+    on the generated populations (``--users`` and the demo's), also the full scoring with every
+    flag: good users nobody flagged rejected on graph evidence alone, and what the family
+    members of fraudsters are given.
 ``thin``
     Generated population, every flag: the refusal rate of thin-file good users (ground truth)
-    with the alternative-payment columns and with them dropped, under ``default`` and ``eu``.
+    with the alternative-payment columns and with them dropped, under ``default`` and ``eu``:
+    all of them, those with a good record (:data:`GOOD_RECORD`), a poor one and none, beside
+    the good users with a full file.
 ``recourse``
     Generated population (``--recourse-users``), ``eu``: for refused good users (ground truth,
     no flag), the share with a recourse of at most two actions, and the time per user
     (median, p95), features computed once. Timed: run under ``flock /work/bench.lock``.
 ``fairness``
     Generated population by ``age_band``: adverse impact ratios per output, as generated (no
-    effect) and with ``bias_age_band=18-24``.
+    effect), with ``bias_age_band=18-24`` (worse history and 10% wrong fraud flags, the
+    generator's default bias) and with the worse history only (``bias_flag_rate=0``).
 
 Writes ``benchmarks/results/decisions.json`` (each part under its key; a part run again
 replaces its key) with the machine's load average.
@@ -63,15 +69,34 @@ POLICIES = {
 }
 
 
-def _generated(users: int, seed: int, bias: str | None = None) -> Path:
-    out = ROOT / "benchmarks" / "out" / "decisions" / f"{users}-{seed}{'-bias-' + bias if bias else ''}"
+def _generated(users: int, seed: int, bias: str | None = None, bias_flag_rate: float = 0.1) -> Path:
+    out = ROOT / "benchmarks" / "out" / "decisions" / f"{users}-{seed}{f'-bias-{bias}-flags-{bias_flag_rate:g}' if bias else ''}"
     if not (out / "users.parquet").exists():
-        write_tables(generate(n_users=users, seed=seed, bias_age_band=bias), out, fmt="parquet")
+        write_tables(generate(n_users=users, seed=seed, bias_age_band=bias, bias_flag_rate=bias_flag_rate), out, fmt="parquet")
     return out
+
+
+def _full_scoring(scorer: Scorer, tables: Any, truth: pd.DataFrame) -> dict[str, Any]:
+    """A generated population scored with every flag, as ``socialrisk score`` (and the demo) do:
+    what the good users nobody flagged get, and the family members of fraudsters among them."""
+    s = scorer.score(scorer.flags_from(tables.flags)).scores.set_index("user_id")
+    t = truth.reindex(s.index)
+    good = (t["is_fraud"] == 0) & (s["flag"] == "")
+    family = good & (t["role"] == "family")
+    graph_alone = s["graph_evidence_only"].astype(bool)
+    return {
+        "good_unflagged": int(good.sum()),
+        "good_rejected": int((good & (s["decision"] == "reject")).sum()),
+        "good_rejected_graph_alone": int((good & (s["decision"] == "reject") & graph_alone).sum()),
+        "good_reviewed_graph_alone": int((good & (s["decision_basis"] == "graph_evidence_review")).sum()),
+        "family": {d: int((family & (s["decision"] == d)).sum()) for d in ("approve", "review", "reject")},
+        "fraud_unflagged_refused": float((s["decision"][(t["is_fraud"] == 1) & (s["flag"] == "")] != "approve").mean()),
+    }
 
 
 def _policies(data: Path, repeats: int) -> dict[str, Any]:
     tables = read_tables(data, key=KEY)
+    truth = pd.read_parquet(data / "truth.parquet").set_index("user_id") if (data / "truth.parquet").exists() else None
     projection = project(tables, Settings().graph)
     out: dict[str, Any] = {}
     for name, policy in POLICIES.items():
@@ -96,7 +121,9 @@ def _policies(data: Path, repeats: int) -> dict[str, Any]:
             })
         frame = pd.DataFrame(runs)
         out[name] = {k: float(frame[k].mean()) for k in frame.columns} | {"seconds": round(time.perf_counter() - t0, 1)}
-        print(f"  {data.name} {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in out[name].items()), flush=True)
+        if truth is not None:
+            out[name]["full_scoring"] = _full_scoring(scorer, tables, truth)
+        print(f"  {data.name} {name}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in out[name].items()), flush=True)
     return out
 
 
@@ -106,10 +133,14 @@ def _score(data: Path | dict[str, pd.DataFrame], policy: str) -> pd.DataFrame:
     return scorer.score(scorer.flags_from(tables.flags)).scores
 
 
+#: A good alternative-payment record: at least this share on time over at least this many months.
+GOOD_RECORD = (0.95, 12)
+
+
 def _thin(users: int, seed: int) -> dict[str, Any]:
     frames = generate(n_users=users, seed=seed)
     truth = frames.pop("truth").set_index("user_id")
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"good_record": {"on_time_share_at_least": GOOD_RECORD[0], "months_at_least": GOOD_RECORD[1]}}
     for policy in ("default", "eu"):
         for alt in (True, False):
             f = dict(frames)
@@ -117,16 +148,24 @@ def _thin(users: int, seed: int) -> dict[str, Any]:
                 f["users"] = f["users"].drop(columns=["altpay_on_time_share", "altpay_months"])
             s = _score(f, policy).set_index("user_id")
             t = truth.reindex(s.index)
-            mask = (t["thin_file"] == 1) & (t["is_fraud"] == 0) & (s["flag"] == "")
-            with_alt = mask & frames["users"].set_index("user_id").reindex(s.index)["altpay_months"].notna()
+            u = frames["users"].set_index("user_id").reindex(s.index)
+            good = (t["is_fraud"] == 0) & (s["flag"] == "")
+            thin = good & (t["thin_file"] == 1)
+            record = thin & u["altpay_months"].notna()
+            good_record = record & (u["altpay_on_time_share"] >= GOOD_RECORD[0]) & (u["altpay_months"] >= GOOD_RECORD[1])
+            groups = {
+                "thin": thin, "good_record": good_record, "poor_record": record & ~good_record, "no_record": thin & ~record,
+                "thick": good & (t["thin_file"] == 0),
+            }
+            refused = s["decision"] != "approve"
             key = f"{policy}_{'with' if alt else 'without'}_alternative_data"
             out[key] = {
-                "thin_good_users": int(mask.sum()),
-                "refused": float((s["decision"][mask] != "approve").mean()),
-                "rejected": float((s["decision"][mask] == "reject").mean()),
-                "thin_good_users_with_a_record": int(with_alt.sum()),
-                "refused_those_with_a_record": float((s["decision"][with_alt] != "approve").mean()),
-                "fraud_recall_all": float((s["decision"][t["is_fraud"] == 1] != "approve").mean()),
+                **{f"{g}_good_users": int(m.sum()) for g, m in groups.items()},
+                **{f"{g}_refused": float(refused[m].mean()) for g, m in groups.items()},
+                "thin_rejected": float((s["decision"][thin] == "reject").mean()),
+                # what the refused thin files with a good record are told first
+                "good_record_refused_first_reasons": s.loc[good_record & refused, "principal_reason_codes"].str.split(";").str[0].value_counts().head(5).to_dict(),
+                "fraud_recall_all": float(refused[t["is_fraud"] == 1].mean()),
             }
             print(f"  thin {key}: {out[key]}", flush=True)
     return out
@@ -174,15 +213,18 @@ def _recourse(users: int, seed: int, sample: int) -> dict[str, Any]:
     return out
 
 
-def _fairness(users: int, seed: int) -> dict[str, Any]:
+def _fairness(users: int, seed: int, only: set[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for bias in (None, "18-24"):
-        data = _generated(users, seed, bias)
+    # as generated; biased history and labels (the generator's default bias); biased history only
+    for bias, flag_rate, label in ((None, 0.0, "as_generated"), ("18-24", 0.1, "biased_18-24"), ("18-24", 0.0, "biased_18-24_history_only")):
+        if only and label not in only:
+            continue
+        data = _generated(users, seed, bias, flag_rate)
         for policy in ("default", "eu"):
             settings = Settings(scoring=ScoringConfig(policy=policy_named(policy)))
             report = workflow.fairness_dir(data, settings, segment="age_band", repeats=1)
             t = report.table
-            key = f"{policy}_{'biased_18-24' if bias else 'as_generated'}"
+            key = f"{policy}_{label}"
             out[key] = {
                 o: {
                     "adverse_impact_ratio_min": float(t.loc[t["output"] == o, "adverse_impact_ratio"].min()),
@@ -207,8 +249,10 @@ def main() -> None:
     ap.add_argument("--recourse-users", type=int, default=50_000)
     ap.add_argument("--recourse-sample", type=int, default=300)
     ap.add_argument("--untimed", action="store_true", help="recourse: leave the times out (a run outside the bench lock)")
+    ap.add_argument("--fairness-populations", default="", help="fairness: only these (as_generated, biased_18-24, biased_18-24_history_only)")
     args = ap.parse_args()
     results: dict[str, Any] = {}
+    merged_before = json.loads(OUT.read_text()) if OUT.exists() else {}
     parts = args.parts.split(",")
     conditions = {"load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count()}
     if "policies" in parts:
@@ -217,6 +261,8 @@ def main() -> None:
             pol[name] = _policies(args.data / name, args.repeats)
         if args.generated:
             pol[f"generated-{args.users}"] = _policies(_generated(args.users, args.seed), args.repeats)
+            # the demo's population (socialrisk demo: 20,000 users, seed 7)
+            pol["demo-20000"] = _policies(_generated(20_000, 7), args.repeats)
         results["policies"] = {"repeats": args.repeats, "train_frac": 0.4, "seed": 0, "datasets": pol, "conditions": conditions}
     if "thin" in parts:
         results["thin"] = {"users": args.users, **_thin(args.users, args.seed), "conditions": conditions}
@@ -226,7 +272,11 @@ def main() -> None:
             found = {k: v for k, v in found.items() if not k.startswith("ms_") and k != "scoring_seconds"} | {"timed": False}
         results["recourse"] = {**found, "conditions": {**conditions, "load_average_after": os.getloadavg()}}
     if "fairness" in parts:
-        results["fairness"] = {"users": args.users, **_fairness(args.users, args.seed), "conditions": conditions}
+        only = set(args.fairness_populations.split(",")) if args.fairness_populations else None
+        results["fairness"] = {"users": args.users, **_fairness(args.users, args.seed, only), "conditions": conditions}
+        if only and "fairness" in merged_before:
+            # populations measured by separate runs are kept side by side
+            results["fairness"] = {**merged_before["fairness"], **results["fairness"]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     # read again just before writing: parts run side by side each replace only their own key
     merged = json.loads(OUT.read_text()) if OUT.exists() else {}

@@ -568,6 +568,22 @@ def decisions_policies() -> str:
     return table + "\n\n" + _source("decisions.json", date=_when(part), command=f"python benchmarks/decisions.py --parts policies --repeats {part['repeats']}")
 
 
+def decisions_full_scoring() -> str:
+    part = _load("decisions.json")["policies"]
+    rows = []
+    for data, by_policy in part["datasets"].items():
+        for name, m in by_policy.items():
+            f = m.get("full_scoring")
+            if f is None:
+                continue
+            fam = f["family"]
+            rows.append([data, _POLICY_NAMES.get(name, f"`{name}`"), f"{f['good_unflagged']:,}", f"{f['good_rejected']:,}", f"{f['good_rejected_graph_alone']:,}",
+                         f"{f['good_reviewed_graph_alone']:,}", f"{fam['approve']} / {fam['review']} / {fam['reject']}", f"{f['fraud_unflagged_refused']:.1%}"])
+    table = _table(["data", "policy", "good users nobody flagged", "rejected", "rejected on graph evidence alone", "sent to review on graph evidence alone",
+                    "family members of fraudsters: approved / review / rejected", "unflagged fraud refused"], ["l", "l", "r", "r", "r", "r", "r", "r"], rows)
+    return table + "\n\n" + _source("decisions.json", date=_when(part), command=f"python benchmarks/decisions.py --parts policies --repeats {part['repeats']}")
+
+
 def decisions_thin() -> str:
     part = _load("decisions.json")["thin"]
     rows = []
@@ -576,10 +592,12 @@ def decisions_thin() -> str:
             m = part.get(f"{policy}_{alt}_alternative_data")
             if m is None:
                 continue
-            rows.append([f"`{policy}`", alt if alt == "with" else "without (columns dropped)", f"{m['thin_good_users']:,}", f"{m['refused']:.2%}",
-                         f"{m['rejected']:.2%}", f"{m['thin_good_users_with_a_record']:,}", f"{m['refused_those_with_a_record']:.2%}", f"{m['fraud_recall_all']:.1%}"])
-    table = _table(["policy", "alternative data", "thin-file good users", "refused", "rejected", "of them with a record", "those refused", "fraud refused (all)"],
-                   ["l", "l", "r", "r", "r", "r", "r", "r"], rows)
+            cell = lambda g: f"{m[g + '_refused']:.2%} ({m[g + '_good_users']:,})"  # noqa: E731
+            rows.append([f"`{policy}`", alt if alt == "with" else "without (columns dropped)", cell("thin"), cell("good_record"),
+                         cell("poor_record"), cell("no_record"), cell("thick"), f"{m['fraud_recall_all']:.1%}"])
+    good = part["good_record"]
+    table = _table(["policy", "alternative data", "thin file: all", f"good record (>= {good['on_time_share_at_least']:.0%} on time, >= {good['months_at_least']} months)",
+                    "poor record", "no record", "full file", "fraud refused (all)"], ["l", "l", "r", "r", "r", "r", "r", "r"], rows)
     return table + "\n\n" + _source("decisions.json", date=_when(part), command=f"python benchmarks/decisions.py --parts thin --users {part['users']}")
 
 
@@ -612,6 +630,7 @@ def decisions_fairness() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "applications-parity": applications_parity,
     "decisions-policies": decisions_policies,
+    "decisions-full-scoring": decisions_full_scoring,
     "decisions-thin": decisions_thin,
     "decisions-recourse": decisions_recourse,
     "decisions-fairness": decisions_fairness,
