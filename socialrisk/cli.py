@@ -66,6 +66,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="parquet, csv or csv.gz.")] = "parquet",
     bias_age_band: Annotated[Optional[str], typer.Option("--bias-age-band", help="Give the good users of this age band (18-24, 25-34, 35-49, 50-64, 65+) a worse repayment record, to test a fairness report.")] = None,
+    emails: Annotated[bool, typer.Option("--emails", help="Also give every user an email link (family mailboxes in households, reused mailboxes and throwaway domains in fraud rings); every other row stays the same.")] = False,
 ) -> None:
     """Write a synthetic payments-app population in the contract format (plus truth labels)."""
 
@@ -74,7 +75,7 @@ def generate(
 
         with _steps("generate") as step:
             step(f"{users:,} users")
-            tables = make(n_users=users, seed=seed, bias_age_band=bias_age_band)
+            tables = make(n_users=users, seed=seed, bias_age_band=bias_age_band, emails=emails)
             step("writing")
             paths = write_tables(tables, out_dir, fmt=fmt)
         for name, path in paths.items():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from loaders.errors import ParameterError
+from loaders.normalise import normalise_email
 from loaders.synthetic import AGE_BANDS, FORMATS, OUTPUT_TABLES, ROLES, _iso_utc, generate, write_tables
 
 N = 5_000
@@ -468,3 +471,75 @@ def test_age_band_has_no_effect_unless_biased() -> None:
 def test_bias_age_band_must_be_a_band() -> None:
     with pytest.raises(ValueError, match="'bias_age_band' parameter of generate must be one of 18-24"):
         generate(n_users=100, bias_age_band="teen")
+
+
+# ---------------------------------------------------------------- emails
+
+#: SHA-256 of the five tables of ``generate(n_users=500, seed=7)`` as CSV, as they were before
+#: the ``emails`` option: published figures and many tests depend on this default output.
+DEFAULT_500_SEED_7 = "01947df17a0e07cbccdc3dbd1a70043d898903c0e379b7f564a404a3be61cdb0"
+EMAIL = r"(?:[a-z]{8}|[a-z]{1,6}\.[a-z]{2,7})(?:\d\d)?@[a-z]+\.(?:com|example)"  # eight letters, maybe a dot
+
+
+@pytest.fixture(scope="module")
+def with_emails() -> dict[str, pd.DataFrame]:
+    return generate(n_users=N, seed=3, emails=True)
+
+
+def test_default_output_is_what_it_was_before_emails() -> None:
+    digest = hashlib.sha256()
+    for name, frame in generate(n_users=500, seed=7, emails=False).items():
+        digest.update(name.encode())
+        digest.update(frame.to_csv(index=False).encode())
+    assert digest.hexdigest() == DEFAULT_500_SEED_7
+
+
+def test_emails_only_add_email_rows(tables: dict[str, pd.DataFrame], with_emails: dict[str, pd.DataFrame]) -> None:
+    assert "email" not in set(tables["links"]["kind"])
+    for name in ("users", "relations", "flags", "truth"):
+        pd.testing.assert_frame_equal(with_emails[name], tables[name])
+    links = with_emails["links"]
+    others = links[links["kind"] != "email"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(others, tables["links"])
+    mail = links[links["kind"] == "email"]
+    assert mail["user_id"].tolist() == tables["users"]["user_id"].tolist()  # one mailbox each, in user order
+    assert (mail["first_seen"] <= mail["last_seen"]).all()
+    assert mail["first_seen"].between(WINDOW_START, WINDOW_END).all()
+    # each user's email row comes after their other links
+    assert (links.groupby("user_id", sort=False)["kind"].last() == "email").all()
+
+
+def test_email_addresses_and_domains(with_emails: dict[str, pd.DataFrame]) -> None:
+    mail = with_emails["links"].loc[lambda d: d["kind"] == "email", "value"]
+    assert mail.str.fullmatch(EMAIL).all()
+    assert (mail.str.split("@").str[0].str.count(r"[a-z]") == 8).all()
+    domains = mail.str.split("@").str[1].value_counts(normalize=True)
+    assert {"gmail.com", "googlemail.com", "outlook.com", "yahoo.com"} <= set(domains.index)
+    assert 0.35 < domains["gmail.com"] < 0.5 and domains["googlemail.com"] < 0.06
+    assert mail.str.contains(".", regex=False).mean() > 0.3  # dotted local parts, as people write them
+    # distinct mailboxes stay distinct once normalised (no two Gmail addresses differ only by dots)
+    distinct = mail.drop_duplicates()
+    assert distinct.map(normalise_email).is_unique
+
+
+def test_households_and_rings_share_mailboxes(with_emails: dict[str, pd.DataFrame], truth: pd.DataFrame) -> None:
+    mail = with_emails["links"].loc[lambda d: d["kind"] == "email"]
+    role = truth.loc[mail["user_id"], "role"].to_numpy()
+    users_per_box = mail.groupby("value")["user_id"].transform("nunique").to_numpy()
+    shared = users_per_box >= 2
+    good_shared = mail.loc[shared & (role == "good")]
+    assert good_shared.groupby("value").size().between(2, 4).all()  # family mailboxes: one household each
+    n_good = (truth["role"] == "good").sum()
+    assert 0.005 * n_good < len(good_shared) < 0.05 * n_good
+    assert (shared & (role == "ring")).sum() >= 3
+    # rings never share a mailbox with good users, and some rings open theirs on one throwaway domain
+    for box in mail.loc[shared & (role == "ring"), "value"].unique():
+        assert set(truth.loc[mail.loc[mail["value"] == box, "user_id"], "role"]) == {"ring"}
+    throwaway = mail["value"].str.endswith(("tempinbox.example", "burnermail.example", "quickdrop.example")).to_numpy()
+    assert throwaway.sum() > 0
+    assert set(role[throwaway]) <= {"ring", "mule", "cashout"}
+
+
+def test_the_emails_parameter_must_be_a_bool() -> None:
+    with pytest.raises(ParameterError, match="'emails' parameter of generate must be a bool. Got 'yes' instead"):
+        generate(n_users=100, emails="yes")  # type: ignore[arg-type]
