@@ -49,6 +49,7 @@ import pandas as pd
 import pyarrow as pa
 
 from loaders.errors import ParameterError
+from loaders.normalise import EmailRule, Normalisation
 
 __all__ = ["AGE_BANDS", "FORMATS", "ROLES", "OUTPUT_TABLES", "generate", "write_tables", "vary_formats"]
 
@@ -1047,30 +1048,61 @@ def write_tables(
     return paths
 
 
-def vary_formats(links: pd.DataFrame, *, share: float, seed: int = 0) -> pd.DataFrame:
-    """The links with a ``share`` of the phone numbers and device ids written another way, as
-    real sources write them: phones ``+1 (555) 012-3456``, ``15550123456``, ``555.012.3456``
-    (national, read in region US) or ``+1 555 012 3456`` instead of ``+1-555-0123456``; device
-    ids upper-cased or padded with spaces. The same identifier then has several spellings, and
-    only normalisation (``loaders.normalise``, ``default_region="US"``) links them again.
+def vary_formats(
+    links: pd.DataFrame, *, share: float, seed: int = 0, email_providers: Mapping[str, EmailRule] | None = None
+) -> pd.DataFrame:
+    """The links with a ``share`` of the phone numbers, device ids and email addresses written
+    another way, as real sources write them: phones ``+1 (555) 012-3456``, ``15550123456``,
+    ``555.012.3456`` (national, read in region US) or ``+1 555 012 3456`` instead of
+    ``+1-555-0123456``; device ids upper-cased or padded with spaces; emails capitalised
+    (``Jane.Doe@Gmail.com``), upper-cased, padded with spaces, and, where the address's
+    provider ignores them (``email_providers``), with their dots moved or dropped
+    (``janedoe@gmail.com``), a ``+tag`` (``jane.doe+shop@outlook.com``) or the provider's other
+    domain (``googlemail.com``). The same identifier then has several spellings, and only
+    normalisation (``loaders.normalise``, ``default_region="US"``, the same provider rules)
+    links them again: every spelling written here normalises back to the original's.
 
     Parameters
     ----------
     links : DataFrame
         The ``links`` table of :func:`generate` (``kind``, ``value``).
     share : float
-        Share of the phone and device rows rewritten, in ``[0, 1]``.
+        Share of the phone, device and email rows rewritten, in ``[0, 1]``.
     seed : int
         Seed of ``np.random.default_rng``: which rows, which spelling.
+    email_providers : mapping of str to EmailRule, optional
+        The provider rules the data will be normalised with
+        (:attr:`loaders.normalise.Normalisation.email_providers`; default: its defaults).
+        Dots, ``+tags`` and other domains are only written where these rules undo them.
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``links`` with the rewritten values; other columns and rows unchanged.
+
+    Raises
+    ------
+    ParameterError
+        If ``share`` is not a number in ``[0, 1]``.
 
     Examples
     --------
     >>> links = pd.DataFrame({"user_id": ["a", "b"], "kind": ["phone", "device"], "value": ["+1-555-0123456", "dev-00ab"]})
     >>> vary_formats(links, share=1.0, seed=0)["value"].tolist()
     ['15550123456', 'DEV-00AB']
+    >>> mail = pd.DataFrame({"user_id": ["a", "b", "c"], "kind": "email",
+    ...                      "value": ["jane.doe@gmail.com", "jane.doe@outlook.com", "jdoe@yahoo.com"]})
+    >>> varied = vary_formats(mail, share=1.0, seed=2)["value"]
+    >>> varied.tolist()
+    ['jane.doe+pay@gmail.com', 'JANE.DOE@OUTLOOK.COM', 'Jdoe@Yahoo.com']
+    >>> from loaders.normalise import normalise_email
+    >>> [normalise_email(v) for v in varied] == [normalise_email(v) for v in mail["value"]]
+    True
     """
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"The 'share' parameter of vary_formats must be in [0, 1]. Got {share!r} instead.")
+    ok = isinstance(share, numbers.Real) and not isinstance(share, bool)
+    if not ok or not 0.0 <= float(share) <= 1.0:  # also rejects NaN
+        raise ParameterError(f"The 'share' parameter of vary_formats must be a float in the range [0.0, 1.0]. Got {share!r} instead.")
+    providers = Normalisation().email_providers if email_providers is None else {d.lower(): r for d, r in email_providers.items()}
     rng = np.random.default_rng(seed)
     out = links.copy()
     values = out["value"].astype(str).to_numpy(dtype=object)
@@ -1083,5 +1115,51 @@ def vary_formats(links: pd.DataFrame, *, share: float, seed: int = 0) -> pd.Data
         values[i] = (f"+1 ({area}) {mid}-{end}", f"1{digits}", f"{area}.{mid}.{end}", f"+1 {area} {mid} {end}")[style[i]]
     for i in np.flatnonzero(pick & (kinds == "device")).tolist():
         values[i] = (values[i].upper(), f" {values[i]} ", values[i].upper() + " ", f" {values[i]} ")[style[i]]
+    # Drawn after the phone and device spellings, which stay what they were before emails.
+    is_email = np.flatnonzero(pick & (kinds == "email"))
+    draws = rng.random((is_email.size, 3))
+    for i, (u, v, w) in zip(is_email.tolist(), draws.tolist()):
+        values[i] = _email_variant(values[i], providers, u, v, w)
     out["value"] = values
     return out
+
+
+_TAGS = ("shop", "pay", "news", "bank", "signup", "2026")
+
+
+def _email_variant(value: str, providers: Mapping[str, EmailRule], u: float, v: float, w: float) -> str:
+    """Another spelling of the address ``value`` that ``providers``' rules fold back into it.
+
+    ``u`` chooses the kind of change among those the provider allows, ``v`` and ``w`` its
+    details (where a dot goes, which tag, which other domain); all in ``[0, 1)``.
+    """
+    local, domain = value.rsplit("@", 1)
+    rule = providers.get(domain.lower())
+    changes = ["capitalised", "upper", "spaces"]
+    aliases: list[str] = []
+    if rule is not None:
+        if rule.dots and len(local.replace(".", "")) >= 2:
+            changes.append("dots")
+        if rule.plus:
+            changes.append("tag")
+        folded = rule.canonical_domain or domain
+        aliases = sorted(d for d, r in providers.items() if d != domain and r == rule and (r.canonical_domain or d) == folded)
+        if aliases:
+            changes.append("domain")
+    change = changes[int(u * len(changes))]
+    if change == "capitalised":
+        return ".".join(part[:1].upper() + part[1:] for part in local.split(".")) + "@" + domain[:1].upper() + domain[1:]
+    if change == "upper":
+        return value.upper()
+    if change == "spaces":
+        return (f" {value} ", f"{value} ", f"\t{value}")[int(v * 3)]
+    if change == "dots":
+        bare = local.replace(".", "")
+        if "." in local and v < 0.5:
+            return f"{bare}@{domain}"  # dots dropped
+        at = 1 + int(w * (len(bare) - 1))  # a dot between two letters, never first or last
+        moved = f"{bare[:at]}.{bare[at:]}"
+        return f"{moved if moved != local else bare}@{domain}"
+    if change == "tag":
+        return f"{local}+{_TAGS[int(v * len(_TAGS))]}@{domain}"
+    return f"{local}@{aliases[int(v * len(aliases))]}"

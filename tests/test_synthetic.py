@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from loaders.errors import ParameterError
-from loaders.normalise import normalise_email
-from loaders.synthetic import AGE_BANDS, FORMATS, OUTPUT_TABLES, ROLES, _iso_utc, generate, write_tables
+from loaders.normalise import EmailRule, Normalisation, normalise_email, normalise_identifiers
+from loaders.pseudonym import pseudonymise
+from loaders.synthetic import AGE_BANDS, FORMATS, OUTPUT_TABLES, ROLES, _iso_utc, generate, vary_formats, write_tables
 
 N = 5_000
 ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
@@ -543,3 +544,73 @@ def test_households_and_rings_share_mailboxes(with_emails: dict[str, pd.DataFram
 def test_the_emails_parameter_must_be_a_bool() -> None:
     with pytest.raises(ParameterError, match="'emails' parameter of generate must be a bool. Got 'yes' instead"):
         generate(n_users=100, emails="yes")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- vary_formats
+
+KEY = b"synthetic-test-key-0123456789"
+MAIL = pd.DataFrame(
+    {
+        "user_id": list("abcde"),
+        "kind": "email",
+        "value": ["jane.doe@gmail.com", "jdoe84@googlemail.com", "jane.doe@outlook.com", "jdoe@yahoo.com", "j.doe@northwind.example"],
+    }
+)
+
+
+def _pseudonyms(frame: pd.DataFrame, config: Normalisation) -> pd.Series:
+    kinds = frame["kind"].astype("string")
+    canonical = normalise_identifiers(kinds, frame["value"].astype("string"), config=config)
+    assert not canonical.failed
+    return pseudonymise(kinds, canonical.values, key=KEY)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_email_variants_normalise_back_to_the_original_pseudonym(seed: int) -> None:
+    varied = vary_formats(MAIL, share=1.0, seed=seed)
+    assert (varied["value"] != MAIL["value"]).all()  # every row written another way
+    config = Normalisation()
+    assert _pseudonyms(varied, config).tolist() == _pseudonyms(MAIL, config).tolist()
+
+
+def test_email_variants_by_provider() -> None:
+    rows = pd.DataFrame({"user_id": "a", "kind": "email", "value": ["jane.doe@gmail.com"] * 200 + ["jane.doe@outlook.com"] * 200 + ["jdoe@yahoo.com"] * 200})
+    varied = vary_formats(rows, share=1.0, seed=0)["value"]
+    gmail, outlook, yahoo = varied[:200], varied[200:400], varied[400:]
+    # Gmail: dots moved or dropped, +tags, the other domain; Outlook: +tags but its dots kept
+    assert gmail.isin(["janedoe@gmail.com"]).any() and gmail.str.contains("+", regex=False).any()
+    assert gmail.str.endswith("@googlemail.com").any()
+    assert outlook.str.contains("+", regex=False).any()
+    assert (outlook.str.lower().str.strip().str.replace(r"\+\w+@", "@", regex=True) == "jane.doe@outlook.com").all()
+    # Yahoo is in no provider rule: only case and surrounding spaces change
+    assert (yahoo.str.lower().str.strip() == "jdoe@yahoo.com").all()
+
+
+def test_email_variants_follow_the_configured_provider_rules() -> None:
+    # With no provider rules, only case and spaces may change, even at gmail.com
+    varied = vary_formats(MAIL, share=1.0, seed=0, email_providers={})["value"]
+    assert (varied.str.lower().str.strip() == MAIL["value"]).all()
+    # A company domain whose rule drops dots gets dotted variants, which link under that rule
+    rules = {"northwind.example": EmailRule(dots=True, plus=True)}
+    rows = pd.DataFrame({"user_id": "a", "kind": "email", "value": ["j.doe@northwind.example"] * 50})
+    varied = vary_formats(rows, share=1.0, seed=1, email_providers=rules)
+    assert varied["value"].eq("jdoe@northwind.example").any()
+    config = Normalisation(email_providers=rules)
+    assert _pseudonyms(varied, config).nunique() == 1
+
+
+def test_vary_formats_leaves_other_kinds_and_unpicked_rows_alone(with_emails: dict[str, pd.DataFrame]) -> None:
+    links = with_emails["links"]
+    assert vary_formats(links, share=0.0, seed=1).equals(links)
+    varied = vary_formats(links, share=0.5, seed=1)
+    fixed = ~links["kind"].isin(["phone", "device", "email"])
+    assert varied.loc[fixed, "value"].equals(links.loc[fixed, "value"])
+    mail = (links["kind"] == "email").to_numpy()
+    assert 0.45 < (varied["value"] != links["value"]).to_numpy()[mail].mean() < 0.55
+    assert (varied.loc[mail, "value"].map(normalise_email) == links.loc[mail, "value"].map(normalise_email)).all()
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half", True])
+def test_vary_formats_bad_share(share: object) -> None:
+    with pytest.raises(ParameterError, match="'share' parameter of vary_formats must be a float in the range"):
+        vary_formats(MAIL, share=share)  # type: ignore[arg-type]
