@@ -1,10 +1,12 @@
 """Link recovery: the share of true links kept when identifiers are written in other formats.
 
-A generated population (``socialrisk generate``) has one spelling per identifier; a share of its
-phone numbers and device ids is then rewritten (``loaders.synthetic.vary_formats``). A true link
-is a pair of users sharing an identifier in the generated data; it is recovered when the two
-users' pseudonyms are still equal, hashed with normalisation (``loaders.normalise``,
-``default_region="US"``) and without (the raw value hashed, as before normalisation existed).
+A generated population with emails (``socialrisk generate --emails``) has one spelling per
+identifier; a share of its phone numbers, device ids and email addresses is then rewritten
+(``loaders.synthetic.vary_formats``, only in spellings the normalisation rules undo). A true
+link is a pair of users sharing an identifier in the generated data; it is recovered when the
+two users' pseudonyms are still equal, hashed with normalisation (``loaders.normalise``,
+``default_region="US"``, the default email provider rules) and without (the raw value hashed, as
+before normalisation existed).
 Writes ``benchmarks/results/linking.json``.
 
     .venv/bin/python benchmarks/linking.py [--users 50000] [--shares 0.1,0.3,0.5]
@@ -26,6 +28,7 @@ from loaders.synthetic import generate, vary_formats
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"linking-benchmark-key-0123456789"
+KINDS = ("phone", "device", "email")
 
 
 def recovered(truth: pd.Series, ident: pd.Series) -> tuple[int, int]:
@@ -42,12 +45,12 @@ def main() -> None:
     parser.add_argument("--shares", default="0.1,0.3,0.5")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "linking.json")
     args = parser.parse_args()
-    links = generate(n_users=args.users, seed=args.seed)["links"]
-    links = links[links["kind"].isin(["phone", "device"])].drop_duplicates(["user_id", "kind", "value"]).reset_index(drop=True)
+    links = generate(n_users=args.users, seed=args.seed, emails=True)["links"]
+    links = links[links["kind"].isin(KINDS)].drop_duplicates(["user_id", "kind", "value"]).reset_index(drop=True)
     config = Normalisation(default_region="US")
     rows = []
     for share in [float(s) for s in args.shares.split(",")]:
-        varied = vary_formats(links, share=share, seed=args.seed)
+        varied = vary_formats(links, share=share, seed=args.seed, email_providers=config.email_providers)
         kinds = varied["kind"].astype("string")
         t0 = time.perf_counter()
         canonical = normalise_identifiers(kinds, varied["value"].astype("string"), config=config)
@@ -56,7 +59,7 @@ def main() -> None:
         raw = pseudonymise(kinds, varied["value"].astype("string"), key=KEY)
         normal = pseudonymise(kinds, canonical.values, key=KEY)
         truth = kinds + ":" + links["value"].astype("string")
-        for kind in ("phone", "device"):
+        for kind in KINDS:
             mask = (kinds == kind).to_numpy()
             true_pairs, kept_raw = recovered(truth[mask], raw[mask])
             _, kept_norm = recovered(truth[mask], normal[mask])
@@ -66,7 +69,7 @@ def main() -> None:
                 "recovered_with": kept_norm / true_pairs if true_pairs else None,
             })
         rows[-1]["normalise_seconds_all_kinds"] = round(seconds, 2)
-        print(f"share {share:.0%}: " + "; ".join(f"{r['kind']} {r['recovered_without']:.3f} -> {r['recovered_with']:.3f}" for r in rows[-2:]), flush=True)
+        print(f"share {share:.0%}: " + "; ".join(f"{r['kind']} {r['recovered_without']:.3f} -> {r['recovered_with']:.3f}" for r in rows[-len(KINDS):]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "users": args.users, "seed": args.seed, "results": rows}, indent=2))
     print()

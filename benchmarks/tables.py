@@ -199,6 +199,15 @@ def quality_propagation() -> str:
     return table + "\n\n" + _source("quality-propagation-*.json", date=", ".join(sorted(dates)))
 
 
+def linking_recovery() -> str:
+    r = _load("linking.json")
+    rows = [[f"{x['share_rewritten']:.0%}", x["kind"], _int(x["true_pairs"]), _f(x["recovered_without"]), _f(x["recovered_with"])]
+            for x in r["results"]]
+    table = _table(["share rewritten", "kind", "true links (pairs)", "recovered without normalisation", "with normalisation"],
+                   ["r", "l", "r", "r", "r"], rows)
+    return table + "\n\n" + _source("linking.json", date=r["date"], command=f"python benchmarks/linking.py --users {r['users']} --seed {r['seed']}")
+
+
 # -- speed ----------------------------------------------------------------------------------------
 
 
@@ -639,6 +648,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "quality-tradeoff": quality_tradeoff,
     "quality-ablation": quality_ablation,
     "quality-propagation": quality_propagation,
+    "linking-recovery": linking_recovery,
     "propagation-speed": propagation_speed,
     "scale": scale,
     "service-speed": service_speed,

@@ -19,11 +19,15 @@ evaluation. The population contains:
 * an age band drawn independently of everything else (no effect on fraud nor
   on behaviour), or, with ``bias_age_band``, one band whose good users carry a
   worse recorded history and some wrong fraud flags, so that a fairness report
-  has a known answer.
+  has a known answer;
+* with ``emails``, one mailbox per user at the large providers or an
+  employer's domain, family mailboxes in households, and fraud rings reusing
+  one mailbox or opening theirs at one throwaway domain.
 
-Everything is vectorised with numpy and driven by a single
-``np.random.default_rng(seed)``, so the output is a pure function of the
-arguments.
+Everything is vectorised with numpy and driven by ``np.random.default_rng(seed)``
+(the columns and options added later by side streams of their own, so that
+they leave the earlier output as it was), so the output is a pure function of
+the arguments.
 
 Examples
 --------
@@ -46,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 
 from loaders.errors import ParameterError
+from loaders.normalise import EmailRule, Normalisation
 
 __all__ = ["AGE_BANDS", "FORMATS", "ROLES", "OUTPUT_TABLES", "generate", "write_tables", "vary_formats"]
 
@@ -59,8 +64,8 @@ ROLES: tuple[str, ...] = ("good", "family", "ring", "mule", "cashout")
 AGE_BANDS: tuple[str, ...] = ("18-24", "25-34", "35-49", "50-64", "65+")
 
 _GOOD, _FAMILY, _RING, _MULE, _CASHOUT = range(5)
-_LINK_KINDS = ("device", "phone", "card", "ip", "account")
-_DEVICE, _PHONE, _CARD, _IP, _ACCOUNT = range(5)
+_LINK_KINDS = ("device", "phone", "card", "ip", "account", "email")
+_DEVICE, _PHONE, _CARD, _IP, _ACCOUNT, _EMAIL = range(6)
 _REL_KINDS = ("transfer", "contact")
 _TRANSFER, _CONTACT = range(2)
 _REGIONS = (
@@ -93,6 +98,16 @@ BIAS_STRENGTH = 1.5
 
 _ASCII_DIGITS = np.frombuffer(b"0123456789", dtype=np.uint8)
 _ASCII_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+#: Mail domains of the generated addresses and the share of mailboxes at each: the large
+#: providers (Gmail under both of its domains), then employers' domains.
+_MAIL_DOMAINS = (
+    "gmail.com", "googlemail.com", "outlook.com", "yahoo.com",
+    "northwind.example", "contoso.example", "fabrikam.example",
+)  # fmt: skip
+_MAIL_SHARES = np.array([0.42, 0.03, 0.22, 0.15, 0.08, 0.06, 0.04])
+#: Throwaway-mailbox domains, used by fraud rings, mules and cash-out accounts.
+_DISPOSABLE_DOMAINS = ("tempinbox.example", "burnermail.example", "quickdrop.example")
+_ASCII_LOWER = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
 # Public first octets used for residential and hub IP addresses.
 _IP_FIRST_OCTETS = np.array(
     [23, 24, 31, 37, 45, 50, 62, 66, 68, 71, 73, 76, 81, 84, 86, 92, 98, 104,
@@ -289,6 +304,46 @@ def _format_identifiers(
     return out, lengths
 
 
+def _format_emails(key: np.ndarray, domain: np.ndarray, salt: int) -> tuple[np.ndarray, np.ndarray]:
+    """Email addresses for mailbox keys ``key`` at ``domain`` (indices into the mail domains).
+
+    The local part is eight letters spelling a bijection of the key (so distinct keys never
+    share a local part, with or without its dots), a dot after one of the first six letters
+    for half of the mailboxes and a two-digit suffix for four in ten: ``kqzr.tmwa17``.
+    """
+    m = key.size
+    code = _mix_bits(key, 36, salt)  # 2**36 < 26**8: eight letters tell every key apart
+    letters = np.empty((m, 8), dtype=np.uint8)
+    for j in range(8):
+        letters[:, j] = _ASCII_LOWER[((code // np.uint64(26**j)) % np.uint64(26)).astype(np.int64)]
+    shape = _mix_bits(key, 36, salt + 1).astype(np.int64)
+    has_dot = shape % 2 == 0
+    dot_at = 1 + (shape // 2) % 6
+    has_digits = (shape // 12) % 10 < 4
+    domains = [d.encode() for d in _MAIL_DOMAINS + _DISPOSABLE_DOMAINS]
+    dom_len = np.array([len(d) for d in domains], dtype=np.int64)
+    dom_mat = np.zeros((len(domains), int(dom_len.max())), dtype=np.uint8)
+    for i, d in enumerate(domains):
+        dom_mat[i, : len(d)] = np.frombuffer(d, dtype=np.uint8)
+    out = np.zeros((m, 9 + 2 + 1 + dom_mat.shape[1]), dtype=np.uint8)
+    out[:, :8] = letters
+    for j in range(1, 9):  # splice the dot in: letters at and after it move one place right
+        spliced = np.where(j < dot_at, letters[:, min(j, 7)], np.where(j == dot_at, ord("."), letters[:, j - 1]))
+        out[has_dot, j] = spliced[has_dot]
+    pos = 8 + has_dot.astype(np.int64)
+    rows = np.arange(m)
+    digits = (shape // 120) % 100
+    out[rows[has_digits], pos[has_digits]] = _ASCII_DIGITS[digits[has_digits] // 10]
+    out[rows[has_digits], pos[has_digits] + 1] = _ASCII_DIGITS[digits[has_digits] % 10]
+    pos = pos + 2 * has_digits
+    out[rows, pos] = ord("@")
+    pos = pos + 1
+    for j in range(dom_mat.shape[1]):
+        m_j = j < dom_len[domain]
+        out[rows[m_j], pos[m_j] + j] = dom_mat[domain[m_j], j]
+    return out, pos + dom_len[domain]
+
+
 # --------------------------------------------------------------------------
 # Small vectorised helpers
 # --------------------------------------------------------------------------
@@ -342,6 +397,56 @@ def _ring_sizes(rng: np.random.Generator, n: int) -> np.ndarray:
     return sizes
 
 
+def _email_links(
+    rng: np.random.Generator,
+    *,
+    created: np.ndarray,
+    role: np.ndarray,
+    household_members: np.ndarray,
+    household_heads: np.ndarray,
+    household_of_member: np.ndarray,
+    n_households: int,
+    ring_users: np.ndarray,
+    ring_of_member: np.ndarray,
+    n_rings: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One ``email`` link per user, drawn from ``rng`` alone.
+
+    Every user has a mailbox of their own (key = user index) at a domain drawn from the mail
+    domains, except that a third of the households read one family mailbox (the head's), and
+    fraud rings either reuse one mailbox per ring (four in ten rings; each member with
+    probability 0.7, tiny rings always) or open their own at the ring's throwaway domain (a
+    third of the rings); three in ten mules and cash-out accounts use a throwaway domain too.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``user``, ``key`` (mailbox), ``domain`` (index into the mail then throwaway domains),
+        ``first_seen`` and ``last_seen`` (epoch seconds), one row per user in user order.
+    """
+    n = created.size
+    n_ordinary = len(_MAIL_DOMAINS)
+    key = np.arange(n, dtype=np.int64)
+    # Mailbox keys: users 0..n-1, then one shared mailbox per ring.
+    domain = rng.choice(n_ordinary, size=n + n_rings, p=_MAIL_SHARES / _MAIL_SHARES.sum())
+    family_box = rng.random(n_households) < 1 / 3
+    share = family_box[household_of_member]
+    key[household_members[share]] = household_heads[share]
+    ring_style = rng.random(n_rings)
+    ring_domain = n_ordinary + rng.integers(0, len(_DISPOSABLE_DOMAINS), size=n_rings)
+    member_ring_size = np.bincount(ring_of_member, minlength=n_rings)[ring_of_member]
+    reuse = (ring_style[ring_of_member] < 0.4) & ((rng.random(ring_users.size) < 0.7) | (member_ring_size == 3))
+    key[ring_users[reuse]] = n + ring_of_member[reuse]
+    throwaway = (ring_style >= 0.4) & (ring_style < 0.4 + 1 / 3)
+    at_ring_domain = throwaway[ring_of_member]
+    domain[ring_users[at_ring_domain]] = ring_domain[ring_of_member[at_ring_domain]]
+    chain = np.flatnonzero(((role == _MULE) | (role == _CASHOUT)) & (rng.random(n) < 0.3))
+    domain[chain] = n_ordinary + rng.integers(0, len(_DISPOSABLE_DOMAINS), size=chain.size)
+    first_seen = _uniform_between(rng, created, created + ((_END - created) * 0.6).astype(np.int64))
+    last_seen = _END - ((_END - first_seen) * rng.random(n) ** 2).astype(np.int64)
+    return np.arange(n, dtype=np.int64), key, domain[key], first_seen, last_seen
+
+
 # --------------------------------------------------------------------------
 # Generator
 # --------------------------------------------------------------------------
@@ -357,6 +462,7 @@ def generate(
     bias_age_band: str | None = None,
     bias_strength: float = BIAS_STRENGTH,
     bias_flag_rate: float = 0.1,
+    emails: bool = False,
 ) -> dict[str, pd.DataFrame]:
     """Generate a synthetic payments-app population with fraud structure.
 
@@ -387,6 +493,13 @@ def generate(
         How much higher (a fraud ring member's is 1.85, a good user's 0), >= 0.
     bias_flag_rate : float, default=0.1
         Share of the band's good users wrongly flagged as fraud, in ``[0, 1]``.
+    emails : bool, default=False
+        Also give every user an ``email`` link: a mailbox at gmail.com (or
+        googlemail.com), outlook.com, yahoo.com or an employer's domain; a
+        third of the households share a family mailbox, and fraud rings reuse
+        one mailbox or open theirs at one throwaway domain. The emails come
+        from a random stream of their own: every other row of every table is
+        the same as with ``emails=False``.
 
     Returns
     -------
@@ -399,8 +512,9 @@ def generate(
             ``altpay_on_time_share`` and ``altpay_months`` (alternative
             payments; NaN for users who brought none), ``age_band``.
         ``links``
-            ``user_id``, ``kind`` (device, phone, card, ip, account),
-            ``value`` (raw identifier), ``first_seen``, ``last_seen``.
+            ``user_id``, ``kind`` (device, phone, card, ip, account; email
+            with ``emails``), ``value`` (raw identifier), ``first_seen``,
+            ``last_seen``.
         ``relations``
             ``src``, ``dst``, ``kind`` (transfer, contact), ``weight``
             (amount for transfers, 1.0 for contacts), ``ts``.
@@ -417,8 +531,8 @@ def generate(
     Raises
     ------
     ValueError
-        If ``n_users < 10``, a rate is outside ``[0, 1]`` or ``bias_age_band``
-        is not an age band.
+        If ``n_users < 10``, a rate is outside ``[0, 1]``, ``bias_age_band``
+        is not an age band or ``emails`` is not a bool.
 
     Notes
     -----
@@ -439,6 +553,8 @@ def generate(
     bias_flag_rate = _check_rate("bias_flag_rate", bias_flag_rate)
     if not (np.isfinite(bias_strength) and bias_strength >= 0):
         raise ParameterError(f"The 'bias_strength' parameter of generate must be a number >= 0. Got {bias_strength!r} instead.")
+    if not isinstance(emails, (bool, np.bool_)):
+        raise ParameterError(f"The 'emails' parameter of generate must be a bool. Got {emails!r} instead.")
     rng = np.random.default_rng(seed)
     # The columns added after the first release draw from their own stream, so that every
     # earlier column stays what it was for a given seed.
@@ -659,6 +775,22 @@ def generate(
         "ip_octet": int(rng.integers(0, 2**31)),
         "account": int(rng.integers(0, 2**40)),
     }
+    if emails:
+        # A stream of its own, so that every other row stays what it is without emails.
+        mail_rng = np.random.default_rng([seed, 21])
+        mail_user, mail_key, mail_domain, mail_first, mail_last = _email_links(
+            mail_rng,
+            created=created,
+            role=role,
+            household_members=members,
+            household_heads=heads,
+            household_of_member=hh_of[is_member],
+            n_households=hh_sizes.size,
+            ring_users=ring_users,
+            ring_of_member=ring_of_member,
+            n_rings=n_rings,
+        )
+        mail_mat, mail_len = _format_emails(mail_key, mail_domain, int(mail_rng.integers(0, 2**36)))
 
     # ---------------- relations ----------------
     rel_src: list[np.ndarray] = []
@@ -841,6 +973,19 @@ def generate(
         }
     )
     value_mat, value_len = _format_identifiers(link_kind, link_key, salts)
+    if emails:
+        # Each user's email row goes after their other links (its kind sorts last).
+        order = np.argsort(np.concatenate([link_user * 8 + link_kind, mail_user * 8 + _EMAIL]), kind="stable")
+        width = max(value_mat.shape[1], mail_mat.shape[1])
+        value_mat = np.concatenate(
+            [np.pad(value_mat, ((0, 0), (0, width - value_mat.shape[1]))), np.pad(mail_mat, ((0, 0), (0, width - mail_mat.shape[1])))]
+        )[order]
+        value_len = np.concatenate([value_len, mail_len])[order]
+        link_user = np.concatenate([link_user, mail_user])[order]
+        link_kind = np.concatenate([link_kind, np.full(mail_user.size, _EMAIL, dtype=np.int64)])[order]
+        first_seen = np.concatenate([first_seen, mail_first])[order]
+        last_seen = np.concatenate([last_seen, mail_last])[order]
+        del order, mail_mat, mail_len
     links = pd.DataFrame(
         {
             "user_id": uid(link_user),
@@ -946,30 +1091,61 @@ def write_tables(
     return paths
 
 
-def vary_formats(links: pd.DataFrame, *, share: float, seed: int = 0) -> pd.DataFrame:
-    """The links with a ``share`` of the phone numbers and device ids written another way, as
-    real sources write them: phones ``+1 (555) 012-3456``, ``15550123456``, ``555.012.3456``
-    (national, read in region US) or ``+1 555 012 3456`` instead of ``+1-555-0123456``; device
-    ids upper-cased or padded with spaces. The same identifier then has several spellings, and
-    only normalisation (``loaders.normalise``, ``default_region="US"``) links them again.
+def vary_formats(
+    links: pd.DataFrame, *, share: float, seed: int = 0, email_providers: Mapping[str, EmailRule] | None = None
+) -> pd.DataFrame:
+    """The links with a ``share`` of the phone numbers, device ids and email addresses written
+    another way, as real sources write them: phones ``+1 (555) 012-3456``, ``15550123456``,
+    ``555.012.3456`` (national, read in region US) or ``+1 555 012 3456`` instead of
+    ``+1-555-0123456``; device ids upper-cased or padded with spaces; emails capitalised
+    (``Jane.Doe@Gmail.com``), upper-cased, padded with spaces, and, where the address's
+    provider ignores them (``email_providers``), with their dots moved or dropped
+    (``janedoe@gmail.com``), a ``+tag`` (``jane.doe+shop@outlook.com``) or the provider's other
+    domain (``googlemail.com``). The same identifier then has several spellings, and only
+    normalisation (``loaders.normalise``, ``default_region="US"``, the same provider rules)
+    links them again: every spelling written here normalises back to the original's.
 
     Parameters
     ----------
     links : DataFrame
         The ``links`` table of :func:`generate` (``kind``, ``value``).
     share : float
-        Share of the phone and device rows rewritten, in ``[0, 1]``.
+        Share of the phone, device and email rows rewritten, in ``[0, 1]``.
     seed : int
         Seed of ``np.random.default_rng``: which rows, which spelling.
+    email_providers : mapping of str to EmailRule, optional
+        The provider rules the data will be normalised with
+        (:attr:`loaders.normalise.Normalisation.email_providers`; default: its defaults).
+        Dots, ``+tags`` and other domains are only written where these rules undo them.
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``links`` with the rewritten values; other columns and rows unchanged.
+
+    Raises
+    ------
+    ParameterError
+        If ``share`` is not a number in ``[0, 1]``.
 
     Examples
     --------
     >>> links = pd.DataFrame({"user_id": ["a", "b"], "kind": ["phone", "device"], "value": ["+1-555-0123456", "dev-00ab"]})
     >>> vary_formats(links, share=1.0, seed=0)["value"].tolist()
     ['15550123456', 'DEV-00AB']
+    >>> mail = pd.DataFrame({"user_id": ["a", "b", "c"], "kind": "email",
+    ...                      "value": ["jane.doe@gmail.com", "jane.doe@outlook.com", "jdoe@yahoo.com"]})
+    >>> varied = vary_formats(mail, share=1.0, seed=2)["value"]
+    >>> varied.tolist()
+    ['jane.doe+pay@gmail.com', 'JANE.DOE@OUTLOOK.COM', 'Jdoe@Yahoo.com']
+    >>> from loaders.normalise import normalise_email
+    >>> [normalise_email(v) for v in varied] == [normalise_email(v) for v in mail["value"]]
+    True
     """
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"The 'share' parameter of vary_formats must be in [0, 1]. Got {share!r} instead.")
+    ok = isinstance(share, numbers.Real) and not isinstance(share, bool)
+    if not ok or not 0.0 <= float(share) <= 1.0:  # also rejects NaN
+        raise ParameterError(f"The 'share' parameter of vary_formats must be a float in the range [0.0, 1.0]. Got {share!r} instead.")
+    providers = Normalisation().email_providers if email_providers is None else {d.lower(): r for d, r in email_providers.items()}
     rng = np.random.default_rng(seed)
     out = links.copy()
     values = out["value"].astype(str).to_numpy(dtype=object)
@@ -982,5 +1158,51 @@ def vary_formats(links: pd.DataFrame, *, share: float, seed: int = 0) -> pd.Data
         values[i] = (f"+1 ({area}) {mid}-{end}", f"1{digits}", f"{area}.{mid}.{end}", f"+1 {area} {mid} {end}")[style[i]]
     for i in np.flatnonzero(pick & (kinds == "device")).tolist():
         values[i] = (values[i].upper(), f" {values[i]} ", values[i].upper() + " ", f" {values[i]} ")[style[i]]
+    # Drawn after the phone and device spellings, which stay what they were before emails.
+    is_email = np.flatnonzero(pick & (kinds == "email"))
+    draws = rng.random((is_email.size, 3))
+    for i, (u, v, w) in zip(is_email.tolist(), draws.tolist()):
+        values[i] = _email_variant(values[i], providers, u, v, w)
     out["value"] = values
     return out
+
+
+_TAGS = ("shop", "pay", "news", "bank", "signup", "2026")
+
+
+def _email_variant(value: str, providers: Mapping[str, EmailRule], u: float, v: float, w: float) -> str:
+    """Another spelling of the address ``value`` that ``providers``' rules fold back into it.
+
+    ``u`` chooses the kind of change among those the provider allows, ``v`` and ``w`` its
+    details (where a dot goes, which tag, which other domain); all in ``[0, 1)``.
+    """
+    local, domain = value.rsplit("@", 1)
+    rule = providers.get(domain.lower())
+    changes = ["capitalised", "upper", "spaces"]
+    aliases: list[str] = []
+    if rule is not None:
+        if rule.dots and len(local.replace(".", "")) >= 2:
+            changes.append("dots")
+        if rule.plus:
+            changes.append("tag")
+        folded = rule.canonical_domain or domain
+        aliases = sorted(d for d, r in providers.items() if d != domain and r == rule and (r.canonical_domain or d) == folded)
+        if aliases:
+            changes.append("domain")
+    change = changes[int(u * len(changes))]
+    if change == "capitalised":
+        return ".".join(part[:1].upper() + part[1:] for part in local.split(".")) + "@" + domain[:1].upper() + domain[1:]
+    if change == "upper":
+        return value.upper()
+    if change == "spaces":
+        return (f" {value} ", f"{value} ", f"\t{value}")[int(v * 3)]
+    if change == "dots":
+        bare = local.replace(".", "")
+        if "." in local and v < 0.5:
+            return f"{bare}@{domain}"  # dots dropped
+        at = 1 + int(w * (len(bare) - 1))  # a dot between two letters, never first or last
+        moved = f"{bare[:at]}.{bare[at:]}"
+        return f"{moved if moved != local else bare}@{domain}"
+    if change == "tag":
+        return f"{local}+{_TAGS[int(v * len(_TAGS))]}@{domain}"
+    return f"{local}@{aliases[int(v * len(aliases))]}"

@@ -68,6 +68,7 @@ def generate(
     bias_age_band: Annotated[Optional[str], typer.Option("--bias-age-band", help="Give the good users of this age band (18-24, 25-34, 35-49, 50-64, 65+) a worse recorded history, to test a fairness report.")] = None,
     bias_strength: Annotated[float, typer.Option("--bias-strength", min=0.0, help="How much worse --bias-age-band records them: the latent risk their history is drawn from is this much higher (a fraud ring member's: 1.85).")] = 1.5,
     bias_flag_rate: Annotated[float, typer.Option("--bias-flag-rate", min=0.0, max=1.0, help="Share of the --bias-age-band good users wrongly flagged as fraud, as by unfair past decisions.")] = 0.1,
+    emails: Annotated[bool, typer.Option("--emails", help="Also give every user an email link (family mailboxes in households, reused mailboxes and throwaway domains in fraud rings); every other row stays the same.")] = False,
 ) -> None:
     """Write a synthetic payments-app population in the contract format (plus truth labels)."""
 
@@ -76,7 +77,7 @@ def generate(
 
         with _steps("generate") as step:
             step(f"{users:,} users")
-            tables = make(n_users=users, seed=seed, bias_age_band=bias_age_band, bias_strength=bias_strength, bias_flag_rate=bias_flag_rate)
+            tables = make(n_users=users, seed=seed, bias_age_band=bias_age_band, bias_strength=bias_strength, bias_flag_rate=bias_flag_rate, emails=emails)
             step("writing")
             paths = write_tables(tables, out_dir, fmt=fmt)
         for name, path in paths.items():

@@ -33,6 +33,18 @@ def test_every_command_has_help() -> None:
         assert result.exit_code == 0, command  # type: ignore[attr-defined]
 
 
+def test_generate_writes_emails_only_when_asked(tmp_path: Path) -> None:
+    for flag, expected in (([], 0), (["--emails"], 200)):
+        out = tmp_path / ("with" if flag else "without")
+        result = invoke("generate", "--users", "200", "--seed", "1", "--format", "csv", "--out", str(out), *flag)
+        assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+        links = pd.read_csv(out / "links.csv")
+        assert (links["kind"] == "email").sum() == expected
+    without = pd.read_csv(tmp_path / "without" / "links.csv")
+    with_emails = pd.read_csv(tmp_path / "with" / "links.csv")
+    pd.testing.assert_frame_equal(with_emails[with_emails["kind"] != "email"].reset_index(drop=True), without)
+
+
 def test_score_writes_the_contract_table(tmp_path: Path, tiny_dir: Path) -> None:
     out = tmp_path / "scores.csv"
     result = invoke("score", str(tiny_dir), "--out", str(out), "--workspace", str(tmp_path / "ws"))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from loaders.synthetic import AGE_BANDS, FORMATS, OUTPUT_TABLES, ROLES, _iso_utc, generate, write_tables
+from loaders.errors import ParameterError
+from loaders.normalise import EmailRule, Normalisation, normalise_email, normalise_identifiers
+from loaders.pseudonym import pseudonymise
+from loaders.synthetic import AGE_BANDS, FORMATS, OUTPUT_TABLES, ROLES, _iso_utc, generate, vary_formats, write_tables
 
 N = 5_000
 ISO = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z"
@@ -487,3 +491,145 @@ def test_bias_strength_zero_changes_nobody_and_more_worsens_more() -> None:
     assert abs(none["tenure_days"][band].median() / plain["tenure_days"][band].median() - 1) < 0.15
     assert strong["tenure_days"][band].median() < 0.4 * plain["tenure_days"][band].median()
     assert strong["id_verified"][band].mean() < plain["id_verified"][band].mean() - 0.1
+
+
+# ---------------------------------------------------------------- emails
+
+#: SHA-256 of the five tables of ``generate(n_users=500, seed=7)`` as CSV, as they were before
+#: the ``emails`` option: published figures and many tests depend on this default output.
+DEFAULT_500_SEED_7 = "01947df17a0e07cbccdc3dbd1a70043d898903c0e379b7f564a404a3be61cdb0"
+EMAIL = r"(?:[a-z]{8}|[a-z]{1,6}\.[a-z]{2,7})(?:\d\d)?@[a-z]+\.(?:com|example)"  # eight letters, maybe a dot
+
+
+@pytest.fixture(scope="module")
+def with_emails() -> dict[str, pd.DataFrame]:
+    return generate(n_users=N, seed=3, emails=True)
+
+
+def test_default_output_is_what_it_was_before_emails() -> None:
+    digest = hashlib.sha256()
+    for name, frame in generate(n_users=500, seed=7, emails=False).items():
+        digest.update(name.encode())
+        digest.update(frame.to_csv(index=False).encode())
+    assert digest.hexdigest() == DEFAULT_500_SEED_7
+
+
+def test_emails_only_add_email_rows(tables: dict[str, pd.DataFrame], with_emails: dict[str, pd.DataFrame]) -> None:
+    assert "email" not in set(tables["links"]["kind"])
+    for name in ("users", "relations", "flags", "truth"):
+        pd.testing.assert_frame_equal(with_emails[name], tables[name])
+    links = with_emails["links"]
+    others = links[links["kind"] != "email"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(others, tables["links"])
+    mail = links[links["kind"] == "email"]
+    assert mail["user_id"].tolist() == tables["users"]["user_id"].tolist()  # one mailbox each, in user order
+    assert (mail["first_seen"] <= mail["last_seen"]).all()
+    assert mail["first_seen"].between(WINDOW_START, WINDOW_END).all()
+    # each user's email row comes after their other links
+    assert (links.groupby("user_id", sort=False)["kind"].last() == "email").all()
+
+
+def test_email_addresses_and_domains(with_emails: dict[str, pd.DataFrame]) -> None:
+    mail = with_emails["links"].loc[lambda d: d["kind"] == "email", "value"]
+    assert mail.str.fullmatch(EMAIL).all()
+    assert (mail.str.split("@").str[0].str.count(r"[a-z]") == 8).all()
+    domains = mail.str.split("@").str[1].value_counts(normalize=True)
+    assert {"gmail.com", "googlemail.com", "outlook.com", "yahoo.com"} <= set(domains.index)
+    assert 0.35 < domains["gmail.com"] < 0.5 and domains["googlemail.com"] < 0.06
+    assert mail.str.contains(".", regex=False).mean() > 0.3  # dotted local parts, as people write them
+    # distinct mailboxes stay distinct once normalised (no two Gmail addresses differ only by dots)
+    distinct = mail.drop_duplicates()
+    assert distinct.map(normalise_email).is_unique
+
+
+def test_households_and_rings_share_mailboxes(with_emails: dict[str, pd.DataFrame], truth: pd.DataFrame) -> None:
+    mail = with_emails["links"].loc[lambda d: d["kind"] == "email"]
+    role = truth.loc[mail["user_id"], "role"].to_numpy()
+    users_per_box = mail.groupby("value")["user_id"].transform("nunique").to_numpy()
+    shared = users_per_box >= 2
+    good_shared = mail.loc[shared & (role == "good")]
+    assert good_shared.groupby("value").size().between(2, 4).all()  # family mailboxes: one household each
+    n_good = (truth["role"] == "good").sum()
+    assert 0.005 * n_good < len(good_shared) < 0.05 * n_good
+    assert (shared & (role == "ring")).sum() >= 3
+    # rings never share a mailbox with good users, and some rings open theirs on one throwaway domain
+    for box in mail.loc[shared & (role == "ring"), "value"].unique():
+        assert set(truth.loc[mail.loc[mail["value"] == box, "user_id"], "role"]) == {"ring"}
+    throwaway = mail["value"].str.endswith(("tempinbox.example", "burnermail.example", "quickdrop.example")).to_numpy()
+    assert throwaway.sum() > 0
+    assert set(role[throwaway]) <= {"ring", "mule", "cashout"}
+
+
+def test_the_emails_parameter_must_be_a_bool() -> None:
+    with pytest.raises(ParameterError, match="'emails' parameter of generate must be a bool. Got 'yes' instead"):
+        generate(n_users=100, emails="yes")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- vary_formats
+
+KEY = b"synthetic-test-key-0123456789"
+MAIL = pd.DataFrame(
+    {
+        "user_id": list("abcde"),
+        "kind": "email",
+        "value": ["jane.doe@gmail.com", "jdoe84@googlemail.com", "jane.doe@outlook.com", "jdoe@yahoo.com", "j.doe@northwind.example"],
+    }
+)
+
+
+def _pseudonyms(frame: pd.DataFrame, config: Normalisation) -> pd.Series:
+    kinds = frame["kind"].astype("string")
+    canonical = normalise_identifiers(kinds, frame["value"].astype("string"), config=config)
+    assert not canonical.failed
+    return pseudonymise(kinds, canonical.values, key=KEY)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_email_variants_normalise_back_to_the_original_pseudonym(seed: int) -> None:
+    varied = vary_formats(MAIL, share=1.0, seed=seed)
+    assert (varied["value"] != MAIL["value"]).all()  # every row written another way
+    config = Normalisation()
+    assert _pseudonyms(varied, config).tolist() == _pseudonyms(MAIL, config).tolist()
+
+
+def test_email_variants_by_provider() -> None:
+    rows = pd.DataFrame({"user_id": "a", "kind": "email", "value": ["jane.doe@gmail.com"] * 200 + ["jane.doe@outlook.com"] * 200 + ["jdoe@yahoo.com"] * 200})
+    varied = vary_formats(rows, share=1.0, seed=0)["value"]
+    gmail, outlook, yahoo = varied[:200], varied[200:400], varied[400:]
+    # Gmail: dots moved or dropped, +tags, the other domain; Outlook: +tags but its dots kept
+    assert gmail.isin(["janedoe@gmail.com"]).any() and gmail.str.contains("+", regex=False).any()
+    assert gmail.str.endswith("@googlemail.com").any()
+    assert outlook.str.contains("+", regex=False).any()
+    assert (outlook.str.lower().str.strip().str.replace(r"\+\w+@", "@", regex=True) == "jane.doe@outlook.com").all()
+    # Yahoo is in no provider rule: only case and surrounding spaces change
+    assert (yahoo.str.lower().str.strip() == "jdoe@yahoo.com").all()
+
+
+def test_email_variants_follow_the_configured_provider_rules() -> None:
+    # With no provider rules, only case and spaces may change, even at gmail.com
+    varied = vary_formats(MAIL, share=1.0, seed=0, email_providers={})["value"]
+    assert (varied.str.lower().str.strip() == MAIL["value"]).all()
+    # A company domain whose rule drops dots gets dotted variants, which link under that rule
+    rules = {"northwind.example": EmailRule(dots=True, plus=True)}
+    rows = pd.DataFrame({"user_id": "a", "kind": "email", "value": ["j.doe@northwind.example"] * 50})
+    varied = vary_formats(rows, share=1.0, seed=1, email_providers=rules)
+    assert varied["value"].eq("jdoe@northwind.example").any()
+    config = Normalisation(email_providers=rules)
+    assert _pseudonyms(varied, config).nunique() == 1
+
+
+def test_vary_formats_leaves_other_kinds_and_unpicked_rows_alone(with_emails: dict[str, pd.DataFrame]) -> None:
+    links = with_emails["links"]
+    assert vary_formats(links, share=0.0, seed=1).equals(links)
+    varied = vary_formats(links, share=0.5, seed=1)
+    fixed = ~links["kind"].isin(["phone", "device", "email"])
+    assert varied.loc[fixed, "value"].equals(links.loc[fixed, "value"])
+    mail = (links["kind"] == "email").to_numpy()
+    assert 0.45 < (varied["value"] != links["value"]).to_numpy()[mail].mean() < 0.55
+    assert (varied.loc[mail, "value"].map(normalise_email) == links.loc[mail, "value"].map(normalise_email)).all()
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan"), "half", True])
+def test_vary_formats_bad_share(share: object) -> None:
+    with pytest.raises(ParameterError, match="'share' parameter of vary_formats must be a float in the range"):
+        vary_formats(MAIL, share=share)  # type: ignore[arg-type]
