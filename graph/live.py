@@ -260,7 +260,7 @@ class LiveGraph:
         uniform = np.zeros(n + m)
         uniform[:n] = 1.0
         for layer, links, relations in (("lnk", True, False), ("rel", False, True), ("all", True, True)):
-            A = walk_matrix(projection, hub_exponent=config.hub_exponent, links=links, relations=relations)
+            A = walk_matrix(projection, hub_exponent=config.hub_exponent, hub_exponents=config.hub_exponents, links=links, relations=relations)
             if A.nnz == 0 and layer != "all":
                 continue
             for name, seeds in (("fraud", self.fraud), ("benign", self.benign), ("uniform", uniform)):
@@ -548,7 +548,7 @@ class LiveGraph:
         moved = (np.zeros(0, dtype=np.int64), np.zeros(0))
         in_edges: list[tuple[int, float, Any]] = []
         bound = 0.0
-        walks = _local_walks(P, self.config.hub_exponent)
+        walks = _local_walks(P, self.config)
         for layer in ("lnk", "rel", "all"):
             keys = [k for k in self.states if k[0] == layer]
             if not keys:
@@ -718,11 +718,12 @@ class LiveGraph:
             self._totals.clear()
 
 
-def _local_walks(P: Projection, hub_exponent: float) -> dict[str, sp.csr_matrix]:
+def _local_walks(P: Projection, config: GraphConfig) -> dict[str, sp.csr_matrix]:
     """The walk matrices of a local subgraph, each layer and both (``walk_matrix``'s blocks:
     the layers' entries are disjoint, so both is their sum)."""
-    lnk = sp.csr_matrix(walk_matrix(P, hub_exponent=hub_exponent, links=True, relations=False))
-    rel = sp.csr_matrix(walk_matrix(P, hub_exponent=hub_exponent, links=False, relations=True))
+    damping = {"hub_exponent": config.hub_exponent, "hub_exponents": config.hub_exponents}
+    lnk = sp.csr_matrix(walk_matrix(P, **damping, links=True, relations=False))
+    rel = sp.csr_matrix(walk_matrix(P, **damping, links=False, relations=True))
     lnk.eliminate_zeros()
     rel.eliminate_zeros()
     both = sp.csr_matrix(lnk + rel)
