@@ -17,9 +17,10 @@ be compared run by run (same splits):
 - ``--unsigned``: relation signs ignored, a negative weight read as its magnitude, as a graph
   without signs would hold it (``quality-unsigned.json``); only data with negative relations
   changes;
-- ``--without FAMILY``: the per-kind identifier evidence (``per-kind``: co-users, flagged
-  co-users and their shares per identifier kind), the same-person evidence (``same-person``) or
-  the velocity (``velocity``) taken out of the model (``quality-without-<family>.json``);
+- ``--without FAMILY``: the per-kind identifier evidence (``per-kind``: co-users, the co-users'
+  own sharing, flagged co-users and their shares per identifier kind), the same-person evidence
+  (``same-person``) or the velocity (``velocity``) taken out of the model
+  (``quality-without-<family>.json``);
 - ``--split time``: the out-of-time protocol (``evaluate --split time``) beside the random one,
   on the datasets that have times (``quality-time.json``);
 - ``--no-benign``: benign flags stay training labels of the combination but seed no graph
@@ -65,7 +66,7 @@ REFERENCE = {
 }
 #: Feature families that ``--without`` takes away, by the column names they make.
 ABLATIONS = {
-    "per-kind": lambda c: any(c.startswith(f"lnk_{p}") for p in ("co_users_", "fraud_co_users_", "benign_co_users_", "fraud_share_", "benign_share_", "fraud_rate_")),
+    "per-kind": lambda c: any(c.startswith(f"lnk_{p}") for p in ("co_users_", "fraud_co_users_", "benign_co_users_", "fraud_share_", "benign_share_", "fraud_rate_", "via_")),
     "same-person": lambda c: c.startswith("lnk_same_person"),
     "velocity": lambda c: c.startswith("lnk_joined_"),
 }

@@ -57,7 +57,7 @@ def single_machine(ws: Path) -> dict[str, Any]:
     solves = []
     entries = 0
     for name, links, relations in (("lnk", True, False), ("rel", False, True)):
-        A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent, links=links, relations=relations)
+        A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents, links=links, relations=relations)
         if not A.nnz:
             continue
         entries += int(A.nnz)

@@ -66,6 +66,10 @@ class GraphConfig:
         Hub damping: a user steps to an identifier shared by ``d`` users with weight
         proportional to ``d ** -hub_exponent`` (0 = no damping). A public Wi-Fi IP shared by
         thousands then carries almost no risk, a device shared by two carries most.
+    hub_exponents : mapping of str to float
+        Hub damping of some identifier kinds, by kind, instead of ``hub_exponent`` (an IP
+        address shared by ten users says less than an email shared by ten: it may be damped
+        harder). Kinds not named use ``hub_exponent``; empty by default.
     hub_max_degree : int or None
         Identifiers shared by more users than this are left out of propagation entirely
         (kept in the store and in features). ``None`` keeps all.
@@ -96,6 +100,7 @@ class GraphConfig:
     default_relation: RelationKind = RelationKind(1.0, "both")
     weight_transform: WeightTransform = "log1p"
     hub_exponent: float = 1.0
+    hub_exponents: Mapping[str, float] = field(default_factory=lambda: _frozen({}))  # type: ignore[arg-type]
     hub_max_degree: int | None = 10_000
     half_life_days: float | None = None
     dispute_weights: Mapping[str, float] = field(
@@ -117,6 +122,9 @@ class GraphConfig:
             )
         if not self.hub_exponent >= 0:
             raise ParameterError(f"The 'hub_exponent' parameter must be >= 0. Got {self.hub_exponent!r} instead.")
+        for kind, h in self.hub_exponents.items():
+            if not h >= 0:
+                raise ParameterError(f"The hub exponent of kind {kind!r} must be >= 0. Got {h!r} instead.")
         if self.hub_max_degree is not None and self.hub_max_degree < 2:
             raise ParameterError(f"The 'hub_max_degree' parameter must be >= 2 or None. Got {self.hub_max_degree!r} instead.")
         if self.half_life_days is not None and not self.half_life_days > 0:
@@ -127,6 +135,10 @@ class GraphConfig:
         if reason not in self.dispute_weights:
             raise ParameterError(f"Unknown dispute reason {reason!r}; expected one of {', '.join(sorted(self.dispute_weights))}.")
         return float(self.dispute_weights[reason])
+
+    def hub_exponent_of(self, kind: str) -> float:
+        """The hub damping exponent of identifiers of ``kind``."""
+        return float(self.hub_exponents.get(kind, self.hub_exponent))
 
     def link_weight(self, kind: str) -> float:
         return float(self.link_weights.get(kind, self.default_link_weight))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,7 +104,7 @@ class ExplainContext:
         The graph.
     fraud : ndarray, shape (n_users,)
         Seed weights (severity) of confirmed fraud per user.
-    hub_exponent, alpha
+    hub_exponent, hub_exponents, alpha
         As used for scoring.
     eps : float
         Finest reverse-push threshold: a seed contributing less than ``eps`` (in probability
@@ -115,13 +116,13 @@ class ExplainContext:
 
     def __init__(
         self, tables: Tables, projection: Projection, fraud: np.ndarray, *, hub_exponent: float = 1.0, alpha: float = 0.85, eps: float = 1e-7,
-        first_eps: float = 1e-4,
+        first_eps: float = 1e-4, hub_exponents: Mapping[str, float] | None = None,
     ) -> None:
         if not 0.0 < alpha < 1.0:
             raise ParameterError(f"The 'alpha' parameter of ExplainContext must be in (0, 1). Got {alpha!r} instead.")
         self.tables, self.projection, self.alpha, self.eps, self.first_eps = tables, projection, alpha, eps, first_eps
         n = projection.n_users
-        self.PT, self.dangling = walk_transition(projection, hub_exponent=hub_exponent)
+        self.PT, self.dangling = walk_transition(projection, hub_exponent=hub_exponent, hub_exponents=hub_exponents)
         self.seeds = np.zeros(self.PT.shape[0])
         self.seeds[:n] = np.asarray(fraud, dtype=np.float64)
         flags = tables.flags
@@ -233,6 +234,7 @@ def explain_user(
     fraud: np.ndarray,
     *,
     hub_exponent: float = 1.0,
+    hub_exponents: Mapping[str, float] | None = None,
     alpha: float = 0.85,
     top: int = 5,
 ) -> Explanation:
@@ -246,7 +248,7 @@ def explain_user(
     """
     if top < 1:
         raise ParameterError(f"The 'top' parameter of explain_user must be >= 1. Got {top!r} instead.")
-    return ExplainContext(tables, projection, fraud, hub_exponent=hub_exponent, alpha=alpha).explain(user_id, top=top)
+    return ExplainContext(tables, projection, fraud, hub_exponent=hub_exponent, hub_exponents=hub_exponents, alpha=alpha).explain(user_id, top=top)
 
 
 def _reverse_push(PT: sp.csr_matrix, dangling: np.ndarray, v: int, alpha: float, eps: float) -> tuple[np.ndarray, np.ndarray]:

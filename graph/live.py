@@ -25,6 +25,7 @@ on dangling ones (:func:`batch_scores`).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -82,6 +83,10 @@ class LocalGraph:
         Live node of each local shared identifier (-1 for one that becomes shared now).
     new : bool
         Whether the applicant is a user the live graph does not know.
+    wider : Tables or None
+        :attr:`tables` and, besides, every link of the co-users and every link of their
+        identifiers: what the co-users' own identifier sharing is computed from
+        (:func:`scoring.features.co_user_sharing`). Its users are a superset of :attr:`tables`'.
     """
 
     user_ids: np.ndarray
@@ -91,6 +96,7 @@ class LocalGraph:
     ident_nodes: np.ndarray
     ident_keys: np.ndarray
     new: bool
+    wider: Tables | None = None
 
 
 @dataclass(frozen=True)
@@ -254,7 +260,7 @@ class LiveGraph:
         uniform = np.zeros(n + m)
         uniform[:n] = 1.0
         for layer, links, relations in (("lnk", True, False), ("rel", False, True), ("all", True, True)):
-            A = walk_matrix(projection, hub_exponent=config.hub_exponent, links=links, relations=relations)
+            A = walk_matrix(projection, hub_exponent=config.hub_exponent, hub_exponents=config.hub_exponents, links=links, relations=relations)
             if A.nnz == 0 and layer != "all":
                 continue
             for name, seeds in (("fraud", self.fraud), ("benign", self.benign), ("uniform", uniform)):
@@ -397,7 +403,25 @@ class LiveGraph:
         ident_nodes = np.array([self.ident_node.get(int(k), -1) for k in ikeys.tolist()], dtype=np.int64)
         ident_nodes[idents == "\x00pad"] = -2  # never placed
         return LocalGraph(user_ids=projection.user_ids, nodes=nodes, tables=local_tables, projection=projection, ident_nodes=ident_nodes,
-                          ident_keys=ikeys, new=new)
+                          ident_keys=ikeys, new=new, wider=self._wider(local_tables, user_id, co_links))
+
+    def _wider(self, local_tables: Tables, user_id: str, co_links: pd.DataFrame) -> Tables:
+        """``local_tables`` with every link of the co-users and of their identifiers added."""
+        co_nodes = np.unique(np.array([self.node_of[str(u)] for u in co_links["user_id"].astype(str).tolist() if str(u) in self.node_of], dtype=np.int64))
+        if not len(co_nodes):
+            return local_tables
+        theirs = self._link_frame(self._link_rows_of_users(co_nodes))
+        keys = np.unique(_ident_key(theirs["kind"].to_numpy(dtype=object), theirs["ident"].to_numpy(dtype=object), self.kind_code))
+        more = self._link_frame(np.union1d(self._link_rows_of_users(co_nodes), self._link_rows_of_idents(keys)))
+        # the rows the local tables hold already (the applicant's, its identifiers') stay once
+        more = more[(more["user_id"].astype(str) != user_id) & ~more["_row"].isin(co_links["_row"])]
+        if not len(more):
+            return local_tables
+        links = pd.concat([local_tables.links, more[local_tables.links.columns]], ignore_index=True)
+        known = set(local_tables.users["user_id"].astype(str).tolist())
+        added = pd.unique(more["user_id"].astype(str).to_numpy())
+        users = pd.concat([local_tables.users, pd.DataFrame({"user_id": [u for u in added.tolist() if u not in known]})], ignore_index=True)
+        return dataclasses.replace(local_tables, users=users, links=links)
 
     def _link_rows_of_users(self, nodes: np.ndarray) -> np.ndarray:
         return self._by_link_user.rows_of(nodes)
@@ -524,7 +548,7 @@ class LiveGraph:
         moved = (np.zeros(0, dtype=np.int64), np.zeros(0))
         in_edges: list[tuple[int, float, Any]] = []
         bound = 0.0
-        walks = _local_walks(P, self.config.hub_exponent)
+        walks = _local_walks(P, self.config)
         for layer in ("lnk", "rel", "all"):
             keys = [k for k in self.states if k[0] == layer]
             if not keys:
@@ -694,11 +718,12 @@ class LiveGraph:
             self._totals.clear()
 
 
-def _local_walks(P: Projection, hub_exponent: float) -> dict[str, sp.csr_matrix]:
+def _local_walks(P: Projection, config: GraphConfig) -> dict[str, sp.csr_matrix]:
     """The walk matrices of a local subgraph, each layer and both (``walk_matrix``'s blocks:
     the layers' entries are disjoint, so both is their sum)."""
-    lnk = sp.csr_matrix(walk_matrix(P, hub_exponent=hub_exponent, links=True, relations=False))
-    rel = sp.csr_matrix(walk_matrix(P, hub_exponent=hub_exponent, links=False, relations=True))
+    damping = {"hub_exponent": config.hub_exponent, "hub_exponents": config.hub_exponents}
+    lnk = sp.csr_matrix(walk_matrix(P, **damping, links=True, relations=False))
+    rel = sp.csr_matrix(walk_matrix(P, **damping, links=False, relations=True))
     lnk.eliminate_zeros()
     rel.eliminate_zeros()
     both = sp.csr_matrix(lnk + rel)

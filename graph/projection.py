@@ -533,6 +533,7 @@ def walk_matrix(
     projection: Projection,
     *,
     hub_exponent: float = 1.0,
+    hub_exponents: Mapping[str, float] | None = None,
     links: bool = True,
     relations: bool = True,
 ) -> sp.csr_matrix:
@@ -548,6 +549,9 @@ def walk_matrix(
     projection : Projection
     hub_exponent : float
         Damping exponent for identifier degree (0 = none).
+    hub_exponents : mapping of str to float, optional
+        Exponent of some identifier kinds instead of ``hub_exponent``
+        (``GraphConfig.hub_exponents``).
     links, relations : bool
         Which layers to include: shared identifiers, user-to-user relations.
 
@@ -559,7 +563,7 @@ def walk_matrix(
     rel = projection.relations_walk if relations else sp.csr_matrix((n, n))
     if links and m:
         back = scaled_transpose(projection.incidence, np.ones(n))
-        return block_csr(rel, projection.incidence, back, right_scale=_hub_damping(projection, hub_exponent))
+        return block_csr(rel, projection.incidence, back, right_scale=_hub_damping(projection, hub_exponent, hub_exponents))
     if not m:
         return sp.csr_matrix(rel)
     # the identifiers stay as nodes without edges, so that node numbers do not depend on the layer
@@ -572,6 +576,7 @@ def walk_transition(
     projection: Projection,
     *,
     hub_exponent: float = 1.0,
+    hub_exponents: Mapping[str, float] | None = None,
     links: bool = True,
     relations: bool = True,
 ) -> Transition:
@@ -599,7 +604,7 @@ def walk_transition(
     RT = R if projection.walk_symmetric or not relations else scaled_transpose(R, np.ones(n))
     with_links = links and m > 0
     inc = projection.incidence if with_links else sp.csr_matrix((n, m))
-    damp = _hub_damping(projection, hub_exponent)
+    damp = _hub_damping(projection, hub_exponent, hub_exponents)
     out_user = walk_out_degree(R, inc, damp)
     out_ident = np.bincount(inc.indices, weights=inc.data, minlength=m) if with_links else np.zeros(m)
     degree = np.concatenate([out_user, out_ident])
@@ -612,8 +617,13 @@ def walk_transition(
     return Transition(PT, dangling, reversible=projection.walk_symmetric or not relations)
 
 
-def _hub_damping(projection: Projection, hub_exponent: float) -> np.ndarray:
-    return np.power(np.maximum(projection.ident_degree, 1).astype(np.float64), -hub_exponent)
+def _hub_damping(projection: Projection, hub_exponent: float, hub_exponents: Mapping[str, float] | None = None) -> np.ndarray:
+    """``degree ** -exponent`` of each identifier, the exponent of its kind."""
+    exponent: float | np.ndarray = hub_exponent
+    if hub_exponents:
+        by_kind = np.array([float(hub_exponents.get(k, hub_exponent)) for k in projection.ident_kinds] or [hub_exponent])
+        exponent = by_kind[projection.ident_kind] if projection.n_idents else np.zeros(0)
+    return np.power(np.maximum(projection.ident_degree, 1).astype(np.float64), -exponent)
 
 
 def _decay(times: np.ndarray, as_of: int, half_life_days: float | None) -> np.ndarray:

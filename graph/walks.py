@@ -9,6 +9,8 @@ in Spark instead. Names of the optional propagations are those of
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -29,7 +31,9 @@ class Walks:
     negative ones (distrust) as negative weights, for belief propagation.
     """
 
-    def __init__(self, projection: Projection, *, hub_exponent: float, alpha: float, tol: float) -> None:
+    def __init__(
+        self, projection: Projection, *, hub_exponent: float, alpha: float, tol: float, hub_exponents: Mapping[str, float] | None = None
+    ) -> None:
         self.projection = projection
         self.alpha = alpha
         self.tol = tol
@@ -37,13 +41,13 @@ class Walks:
         self.fields: dict[str, sp.csr_matrix] = {}
         n = projection.n_users
         for name, links, relations in (("lnk", True, False), ("rel", False, True)):
-            A = walk_matrix(projection, hub_exponent=hub_exponent, links=links, relations=relations)
+            A = walk_matrix(projection, hub_exponent=hub_exponent, hub_exponents=hub_exponents, links=links, relations=relations)
             if A.nnz == 0:
                 continue
             # as a plain pair: features are solved by power iteration, step for step as the Spark
             # engine solves them (same iteration counts, parity within 1e-6), not by the
             # Chebyshev steps a reversible transition would get
-            PT, dangling = walk_transition(projection, hub_exponent=hub_exponent, links=links, relations=relations)
+            PT, dangling = walk_transition(projection, hub_exponent=hub_exponent, hub_exponents=hub_exponents, links=links, relations=relations)
             transition = (PT, dangling)
             uniform = np.zeros(A.shape[0])
             uniform[:n] = 1.0

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from graph.config import GraphConfig
 from graph.live import LiveGraph, LocalGraph, Placement
-from graph.projection import Projection
+from graph.projection import Projection, project
 from loaders.errors import DataError, ParameterError
 from loaders.read import RawTable, read_frame
 from loaders.normalise import Normalisation
@@ -256,7 +257,7 @@ class ApplicantScorer:
         live = self.live
         standings = column_standings(profile, cfg, population=self.population)
         column_dims = column_dimensions(standings, n)
-        structure = structural_features(local.tables, P)
+        structure = _structure(local, live.config)
         neighbours = neighbour_means(profile, P)
         nodes = local.nodes.copy()
         nodes[0] = placement.node
@@ -288,6 +289,17 @@ class ApplicantScorer:
             **_policy_outputs(rec),
         }
         return row, fs
+
+
+def _structure(local: LocalGraph, config: GraphConfig) -> pd.DataFrame:
+    """Label-free structure of the local users; the applicant's row as the whole graph gives it.
+
+    The co-users' own identifier sharing (:func:`scoring.features.co_user_sharing`) reaches two
+    identifiers beyond the applicant: it is computed on :attr:`LocalGraph.wider`, which holds them."""
+    if local.wider is None or local.wider is local.tables:
+        return structural_features(local.tables, local.projection)
+    wider = project(local.wider, config)
+    return structural_features(local.wider, wider).iloc[wider.index_of(local.projection.user_ids)].reset_index(drop=True)
 
 
 def _policy_outputs(rec: dict[str, Any]) -> dict[str, Any]:

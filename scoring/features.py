@@ -29,6 +29,7 @@ __all__ = [
     "structural_features",
     "overlap_matrix",
     "joined_within",
+    "co_user_sharing",
     "SAME_PERSON_MAX_DEGREE",
     "VELOCITY_WINDOWS",
     "neighbour_means",
@@ -124,6 +125,7 @@ def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
         mask[idents] = 1.0
         cols[f"lnk_shared_{kind}"] = B @ mask
         cols[f"lnk_co_users_{kind}"] = B @ (mask * np.maximum(deg - 1, 0))
+    cols.update(co_user_sharing(projection, cols))
     if projection.n_idents:
         cols["lnk_same_person"] = _row_max(overlap_matrix(projection), n)
         for name, days in VELOCITY_WINDOWS.items():
@@ -187,6 +189,54 @@ def overlap_matrix(projection: Projection, *, max_degree: int = SAME_PERSON_MAX_
     O.setdiag(0)
     O.eliminate_zeros()
     return O
+
+
+def co_user_sharing(projection: Projection, co_users: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per identifier kind the user shares (``via``) and kind: the mean, over the co-users met
+    through identifiers of kind ``via``, of their own co-users through identifiers of the kind
+    (``lnk_via_{via}_co_users_{kind}``); 0 without such co-users, as for a kind nobody shares
+    (a column that a subgraph without the kind does not make is read as 0, :func:`scoring.pipeline.align_features`).
+
+    Label-free evidence about *which* identifier a user joined: the IP address behind one email
+    shows little of it, but the other accounts on that email being mostly on IP addresses nobody
+    else uses says that the email gathers throw-away accounts, whether or not any of them is
+    flagged. A co-user is counted once per identifier of kind ``via`` it shares with the user
+    (as ``lnk_co_users_{via}`` counts it), never the user itself.
+
+    Parameters
+    ----------
+    projection : Projection
+    co_users : mapping of str to ndarray
+        ``lnk_co_users_{kind}`` of every user for each kind (:func:`structural_features`).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from graph.projection import project
+    >>> from loaders import read_tables
+    >>> links = pd.DataFrame({"user_id": ["a", "b", "c", "a", "b", "d"], "kind": ["email"] * 3 + ["ip"] * 3,
+    ...                       "value": ["x@y.org"] * 3 + ["203.0.113.7", "203.0.113.9", "203.0.113.9"]})
+    >>> p = project(read_tables({"links": links}, key=b"doctest-key-0123456789"))
+    >>> f = structural_features(read_tables({"links": links}, key=b"doctest-key-0123456789"), p)
+    >>> f["lnk_via_email_co_users_ip"].tolist()  # a: b has one IP co-user, c none; d: no email co-user
+    [0.5, 0.0, 0.5, 0.0]
+    """
+    n = projection.n_users
+    out: dict[str, np.ndarray] = {}
+    if not projection.n_idents:
+        return out
+    B = projection.shared
+    deg = np.maximum(projection.ident_degree.astype(np.float64) - 1, 0)
+    kinds = [k for k, _ in projection.shared_kinds if f"lnk_co_users_{k}" in co_users]
+    for via, cols in projection.shared_kinds:
+        Bv = sp.csr_matrix(B[:, cols])
+        n_via = np.asarray(Bv.sum(axis=1)).ravel()
+        met = Bv @ deg[cols]
+        for kind in kinds:
+            c = np.asarray(co_users[f"lnk_co_users_{kind}"], dtype=np.float64)
+            total = Bv @ (Bv.T @ c) - c * n_via
+            out[f"lnk_via_{via}_co_users_{kind}"] = np.divide(total, met, out=np.zeros(n), where=met > 0)
+    return out
 
 
 def joined_within(tables: Tables, projection: Projection, *, days: float) -> np.ndarray:

@@ -120,7 +120,8 @@ class Scorer:
         self.neighbours = neighbour_means(self.user_frame, projection)
         say("random-walk operators")
         self.walks = walks if walks is not None else Walks(
-            projection, hub_exponent=self.graph_config.hub_exponent, alpha=self.config.alpha, tol=self.config.tol
+            projection, hub_exponent=self.graph_config.hub_exponent, hub_exponents=self.graph_config.hub_exponents,
+            alpha=self.config.alpha, tol=self.config.tol,
         )
         self.rings = ring_ids(projection)
         usr = self.user_frame.add_prefix("usr_")

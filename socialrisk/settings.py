@@ -44,6 +44,7 @@ class _GraphModel(_Strict):
     relation_kinds: dict[str, _RelationKindModel] | None = None
     weight_transform: Literal["log1p", "linear", "unit"] | None = None
     hub_exponent: float | None = Field(None, ge=0)
+    hub_exponents: dict[str, float] | None = None
     hub_max_degree: int | None = Field(None, ge=2)
     half_life_days: float | None = Field(None, gt=0)
     dispute_weights: dict[str, float] | None = None
@@ -214,8 +215,11 @@ class Settings:
 
     def config_hash(self) -> str:
         """A stable hash of everything that changes scores (not the key)."""
+        graph = _jsonable(self.graph)
+        if not graph["hub_exponents"]:
+            del graph["hub_exponents"]  # unset, the hash of every configuration from before it existed
         payload = {
-            "graph": _jsonable(self.graph),
+            "graph": graph,
             "scoring": _jsonable(self.scoring),
             "labels": self.label_map,
             "normalise": self.normalise.fingerprint(),
@@ -253,6 +257,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
             graph_kwargs["link_weights"] = {**GraphConfig().link_weights, **g.link_weights}
         if g.dispute_weights is not None:
             graph_kwargs["dispute_weights"] = {**GraphConfig().dispute_weights, **g.dispute_weights}
+        if g.hub_exponents is not None:
+            graph_kwargs["hub_exponents"] = dict(g.hub_exponents)
         if g.relation_kinds is not None:
             kinds = dict(GraphConfig().relation_kinds)
             kinds.update({k: RelationKind(v.weight, v.direction) for k, v in g.relation_kinds.items()})

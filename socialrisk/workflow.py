@@ -253,7 +253,7 @@ def propagate(store: GraphStore, settings: Settings, *, progress: Progress | Non
     if not (flags.fraud > 0).any():
         raise NotFoundError("no user is flagged fraud: there is no risk to propagate. Load a flags table with label=fraud.")
     say("propagating")
-    walks = Walks(projection, hub_exponent=settings.graph.hub_exponent, alpha=settings.scoring.alpha, tol=settings.scoring.tol)
+    walks = Walks(projection, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents, alpha=settings.scoring.alpha, tol=settings.scoring.tol)
     frame = pd.DataFrame({"user_id": projection.user_ids})
     for layer in walks.layers:
         lf = walks.lifts(layer, flags.fraud[:, None])[:, 0]
@@ -451,7 +451,7 @@ def explain(store: GraphStore, settings: Settings, user_id: str, *, top: int = 5
     tables = store.read_tables()
     flags = flag_vectors(tables.flags, projection)
     explanation = explain_user(
-        tables, projection, user_id, flags.fraud, hub_exponent=settings.graph.hub_exponent, alpha=settings.scoring.alpha, top=top
+        tables, projection, user_id, flags.fraud, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents, alpha=settings.scoring.alpha, top=top
     )
     return row.iloc[0], explanation, meta
 
@@ -828,7 +828,7 @@ def flag(
         fraud = flag_vectors(store.read_table("flags"), projection).fraud
         if not (fraud > 0).any():
             raise NotFoundError("no user is flagged fraud yet: load a flags table before flagging incrementally")
-        A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent)
+        A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents)
         seeds = np.zeros(A.shape[0])
         seeds[: projection.n_users] = fraud
         state = push_state(A, seeds, alpha=settings.scoring.alpha, tol=1e-10)
@@ -1017,7 +1017,7 @@ def _dispute_exposure(store: GraphStore, settings: Settings, workspace: str | Pa
         return 0, None
     state, user_ids = loaded
     projection = store.projection(settings.graph)  # disputes in force, the new one included
-    W = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent)
+    W = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents)
     u = int(projection.index_of([user_id])[0])
     if target == "identifier":
         v = projection.n_users + int(np.flatnonzero(projection.ident_keys == other)[0])
@@ -1180,7 +1180,7 @@ def applicant_scorer(store: GraphStore, settings: Settings, workspace: str | Pat
     combination = load_model(store, settings, workspace, str(version)) if version else Combination(
         "scorecard", (), scorecard_weights=dict(settings.scoring.scorecard_weights))
     scorer = ApplicantScorer(live, user_columns(tables, projection), combination=combination, config=settings.scoring)
-    context = ExplainContext(tables, projection, flags.fraud, hub_exponent=settings.graph.hub_exponent, alpha=settings.scoring.alpha)
+    context = ExplainContext(tables, projection, flags.fraud, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents, alpha=settings.scoring.alpha)
     return scorer, context, {"model_version": version, "snapshot": int(store.metadata().get("snapshot", 0))}
 
 

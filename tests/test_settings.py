@@ -10,6 +10,11 @@ from socialrisk.settings import ENV_KEY, Settings, load_settings, resolve_key
 
 def test_defaults_and_hash_is_stable() -> None:
     assert Settings().config_hash() == Settings().config_hash()
+    # no per-kind hub damping named: the hash of the configurations made before it existed
+    from graph.config import GraphConfig
+
+    assert Settings(graph=GraphConfig(hub_exponents={})).config_hash() == Settings().config_hash()
+    assert Settings(graph=GraphConfig(hub_exponents={"ip": 1.5})).config_hash() != Settings().config_hash()
 
 
 def test_toml_overrides(tmp_path: Path) -> None:
@@ -21,6 +26,8 @@ chargeback = "fraud"
 [graph]
 hub_exponent = 0.5
 half_life_days = 90
+[graph.hub_exponents]
+ip = 1.5
 [graph.relation_kinds.transfer]
 weight = 2.0
 direction = "forward"
@@ -33,6 +40,7 @@ repayment = [{column = "late", denominator = "total", reason = "{value:.0f} of {
     )
     s = load_settings(path)
     assert s.graph.hub_exponent == 0.5 and s.graph.half_life_days == 90
+    assert s.graph.hub_exponent_of("ip") == 1.5 and s.graph.hub_exponent_of("email") == 0.5
     assert s.graph.relation("transfer").direction == "forward" and s.graph.relation("contact").weight == 0.5
     assert s.scoring.approve_at == 700 and s.scoring.columns["repayment"][0].denominator == "total"
     assert s.scoring.propagation == ("label_spreading", "trustrank")
@@ -45,6 +53,7 @@ repayment = [{column = "late", denominator = "total", reason = "{value:.0f} of {
     [
         ("[graph]\nhub_exponnent = 1\n", "hub_exponnent"),
         ("[graph]\nhub_exponent = -1\n", "hub_exponent"),
+        ("[graph.hub_exponents]\nip = -1\n", "hub exponent of kind 'ip'"),
         ("[scoring]\napprove_at = 400\nreview_at = 600\n", "review_at"),
         ("not toml at all [", "not a readable TOML"),
         ('[scoring]\npropagation = ["pagerankk"]\n', "propagation"),

@@ -277,8 +277,13 @@ def project(tables: SparkTables, config: GraphConfig | None = None, *, disputes:
     n_idents = idents.count()
 
     # walk_matrix, links layer: user -> identifier w * degree^-h, identifier -> user w
-    damp = F.pow(F.greatest(F.col("degree"), F.lit(1)).cast(T.DoubleType()), F.lit(-float(config.hub_exponent)))
+    # the exponent of the identifier's kind (the key's part before the first ':')
+    exponent = _lookup(config.hub_exponents, config.hub_exponent, "kind")
+    damp = F.pow(F.greatest(F.col("degree"), F.lit(1)).cast(T.DoubleType()), -exponent)
     with_degree = incidence.join(degree, "i")
+    if config.hub_exponents:
+        kinds = idents.select(F.col("node").alias("i"), F.substring_index(F.col("key"), ":", 1).alias("kind"))
+        with_degree = with_degree.join(kinds, "i")
     lnk = with_degree.select(F.col("u").alias("src"), F.col("i").alias("dst"), (F.col("w") * damp).alias("w")).union(
         incidence.select(F.col("i").alias("src"), F.col("u").alias("dst"), F.col("w"))
     )

@@ -67,7 +67,7 @@ class GraphView:
         self.risk_map = risk_map
         self.neighbours = neighbours
         fraud = flag_vectors(tables.flags, projection).fraud
-        self.explainer = ExplainContext(tables, projection, fraud, hub_exponent=settings.graph.hub_exponent, alpha=settings.scoring.alpha)
+        self.explainer = ExplainContext(tables, projection, fraud, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents, alpha=settings.scoring.alpha)
         self.lock = threading.Lock()
         self._rows: tuple[int, np.ndarray] | None = None
 
@@ -105,7 +105,7 @@ class GraphView:
             fraud = flag_vectors(tables.flags, projection).fraud
         if not (fraud > 0).any():
             return None  # nothing to propagate yet; the first fraud flag solves
-        A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent)
+        A = walk_matrix(projection, hub_exponent=settings.graph.hub_exponent, hub_exponents=settings.graph.hub_exponents)
         seeds = np.zeros(A.shape[0])
         seeds[: projection.n_users] = fraud
         return push_state(A, seeds, alpha=settings.scoring.alpha, tol=1e-10)

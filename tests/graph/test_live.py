@@ -77,3 +77,30 @@ def test_committed_applicants_stay_and_a_resolve_keeps_their_scores(world: tuple
         lf, rf = canonical_frames(app, key=KEY)
         assert scorer.score(app, links=lf, relations=rf).row["risk"] == pytest.approx(again[u], abs=1e-3), u
     assert pd.Series(again).equals(pd.Series(again))
+
+
+def test_the_applicants_structure_reaches_its_co_users_own_identifiers(world: tuple[dict, ApplicantScorer]) -> None:
+    """The co-users' own identifier sharing is two identifiers away: the local subgraph carries
+    them, and a known user's structure row is the whole graph's."""
+    from scoring.application import _structure
+    from scoring.features import structural_features
+
+    raw, _ = world
+    tables = read_tables(raw, key=KEY)
+    projection = project(tables, GraphConfig())
+    flags = flag_vectors(tables.flags, projection)
+    # a graph of its own: the other tests commit applicants into the shared one
+    live = LiveGraph(tables, projection, config=GraphConfig(), fraud=flags.fraud, benign=flags.benign, alpha=0.85, tol=1e-8)
+    full = structural_features(tables, projection)
+    via = [c for c in full.columns if c.startswith("lnk_via_")]
+    assert via
+    checked = 0
+    for u in raw["links"]["user_id"].astype(str).drop_duplicates().iloc[:200].tolist():
+        lf, rf = canonical_frames(Application(user_id=u, features={}, links=[], relations=[]), key=KEY)
+        local = live.local(u, lf, rf)
+        # a column the subgraph does not make (a kind none of them shares) is read as 0
+        got = _structure(local, live.config).iloc[0].reindex(via, fill_value=0.0).to_numpy(dtype=float)
+        want = full.loc[int(projection.index_of([u])[0]), via].to_numpy(dtype=float)
+        assert np.allclose(got, want), u
+        checked += int((want > 0).any())
+    assert checked >= 10

@@ -7,6 +7,7 @@ import pytest
 from graph import GraphConfig, RelationKind, project, walk_matrix, walk_transition
 from graph.store.base import wait_for_kept_projection
 from loaders import read_tables
+from loaders.errors import ParameterError
 from tests.conftest import KEY, tiny_frames
 
 
@@ -81,6 +82,31 @@ def test_walk_matrix_hub_damping() -> None:
         assert np.isclose(A[n + j, f1], weight)  # identifier -> user not damped
     undamped = walk_matrix(p, hub_exponent=0.0)
     assert np.allclose(undamped[:n, n:].toarray(), p.incidence.toarray())
+
+
+def test_hub_damping_per_kind() -> None:
+    p = _proj()
+    n = p.n_users
+    f1 = p.index_of(["f1"])[0]
+    kind = {j: p.ident_kinds[p.ident_kind[j]] for j in range(p.n_idents)}
+    # the IP (4 users) damped by 4^-2, the device (2 users) by the global 2^-1
+    A = walk_matrix(p, hub_exponent=1.0, hub_exponents={"ip": 2.0})
+    for j, d in zip(range(p.n_idents), p.ident_degree):
+        assert np.isclose(A[f1, n + j], p.incidence[f1, j] * float(d) ** (-2.0 if kind[j] == "ip" else -1.0))
+    # naming every kind with the global exponent, or none, is the one damping
+    same = walk_matrix(p, hub_exponent=1.0, hub_exponents={"ip": 1.0, "device": 1.0, "phone": 1.0})
+    assert np.array_equal(same.toarray(), walk_matrix(p, hub_exponent=1.0).toarray())
+    PT, _ = walk_transition(p, hub_exponent=1.0, hub_exponents={"ip": 2.0})
+    W = A.toarray()
+    P = np.divide(W, W.sum(axis=1, keepdims=True), out=np.zeros_like(W), where=W.sum(axis=1, keepdims=True) > 0)
+    assert np.allclose(PT.toarray(), P.T)
+
+
+def test_hub_exponent_per_kind_is_checked() -> None:
+    assert GraphConfig(hub_exponents={"ip": 1.5}).hub_exponent_of("ip") == 1.5
+    assert GraphConfig(hub_exponents={"ip": 1.5}).hub_exponent_of("email") == 1.0
+    with pytest.raises(ParameterError, match="'ip'"):
+        GraphConfig(hub_exponents={"ip": -1.0})
 
 
 def _mapped(a: np.ndarray) -> bool:

@@ -9,7 +9,7 @@ import pytest
 from graph.config import GraphConfig
 from graph.projection import project
 from loaders import read_tables
-from scoring.features import direct_label_features, joined_within, overlap_matrix, structural_features
+from scoring.features import co_user_sharing, direct_label_features, joined_within, overlap_matrix, structural_features
 from scoring.reasons import linked_account_reasons, same_person_reasons
 from tests.conftest import identifier
 
@@ -77,6 +77,28 @@ def test_structural_features_are_per_kind() -> None:
     a = int(p.index_of(["a"])[0])
     assert X.loc[a, "lnk_co_users_phone"] == 2 and X.loc[a, "lnk_co_users_device"] == 1 and X.loc[a, "lnk_co_users_ip"] == 2
     assert X.loc[a, "lnk_same_person"] == 3 and X.loc[a, "lnk_joined_1d"] == 2
+
+
+def test_co_user_sharing_is_the_mean_over_the_co_users_of_one_kind() -> None:
+    tables, p = _graph(LINKS)
+    X = structural_features(tables, p)
+    a, b = (int(i) for i in p.index_of(["a", "b"]))
+    # a meets f and c on the phone (2 and 0 IP co-users), f alone on the device, f and b on the IP
+    assert X.loc[a, "lnk_via_phone_co_users_ip"] == 1.0 and X.loc[a, "lnk_via_device_co_users_ip"] == 2.0
+    assert X.loc[a, "lnk_via_ip_co_users_phone"] == 1.0 and X.loc[a, "lnk_via_ip_co_users_ip"] == 2.0
+    # b has no phone: nobody met through one; f and a each have one device co-user
+    assert X.loc[b, "lnk_via_phone_co_users_ip"] == 0.0 and X.loc[b, "lnk_via_ip_co_users_device"] == 1.0
+    kinds = [k for k, _ in p.shared_kinds]
+    assert sorted(c for c in X.columns if c.startswith("lnk_via_")) == sorted(f"lnk_via_{v}_co_users_{k}" for v in kinds for k in kinds)
+
+
+def test_co_user_sharing_counts_a_co_user_once_per_identifier_it_shares() -> None:
+    # b shares two emails with a; c one: b's single IP co-user counts twice, c's none once
+    _, p = _graph([("a", "email", "E1", None), ("a", "email", "E2", None), ("b", "email", "E1", None), ("b", "email", "E2", None),
+                   ("c", "email", "E1", None), ("b", "ip", "I1", None), ("d", "ip", "I1", None)])
+    out = co_user_sharing(p, {"lnk_co_users_email": np.zeros(p.n_users), "lnk_co_users_ip": (p.user_ids == "b") * 1.0 + (p.user_ids == "d") * 1.0})
+    assert _at(p, out["lnk_via_email_co_users_ip"], "a") == pytest.approx(2 / 3)
+    assert _at(p, out["lnk_via_email_co_users_ip"], "d") == 0.0  # no email
 
 
 def test_direct_label_features_per_kind_and_same_person_with_fraud() -> None:
