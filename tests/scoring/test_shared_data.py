@@ -16,6 +16,7 @@ FLOORS = {
     "bitcoin-otc": (0.989, 0.992),
     "tolokers": (0.844, 0.573),
     "amlsim-20k_fanin200cycle200": (0.90, 0.75),
+    "afd-registration-20k": (0.991, 0.959),
 }
 
 
