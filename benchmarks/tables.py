@@ -518,6 +518,25 @@ CONFIG_CLASSES = {
 }
 
 
+def applications_latency() -> str:
+    r = _load("applications-latency-embedded-1000000.json")
+    rows = []
+    for label, key, beside in (("what-if", "whatif", "enrich_beside_whatif"), ("committed", "commit", "enrich_beside_commit")):
+        m, e = r[key], r[beside]
+        errors = sum(m["errors"].values()) if m["errors"] else 0
+        rows.append([label, f"{m['rate']:g}/s", f"{m['answered']:,} of {m['sent']:,}", f"{errors:,}", _f(m["p50_ms"], 1), _f(m["p99_ms"], 1),
+                     f"{e['rate']:g}/s", _f(e["p50_ms"], 1), _f(e["p99_ms"], 1)])
+    for step in r.get("steps", []):
+        errors = sum(step["errors"].values()) if step["errors"] else 0
+        rows.append(["what-if (rate step)", f"{step['rate']:g}/s", f"{step['answered']:,} of {step['sent']:,}", f"{errors:,}", _f(step["p50_ms"], 1),
+                     _f(step["p99_ms"], 1), "-", "-", "-"])
+    table = _table(["applications", "rate", "answered", "timed out or failed", "p50 ms", "p99 ms", "enrich beside", "enrich p50 ms", "enrich p99 ms"],
+                   ["l", "r", "r", "r", "r", "r", "r", "r", "r"], rows)
+    load = ", ".join(f"{x:.1f}" for x in r["load_before"])
+    return table + "\n\n" + _source("applications-latency-embedded-1000000.json", date=r["machine"]["at"][:16].replace("T", " "),
+                                     command=f"python benchmarks/applications.py latency --users {r['users']}") + f" <small>Load average before: {load}.</small>"
+
+
 def applications_parity() -> str:
     rows, files = [], []
     for path in sorted(RESULTS.glob("applications-parity-*.json")):
@@ -660,6 +679,7 @@ def decisions_fairness() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
+    "applications-latency": applications_latency,
     "applications-parity": applications_parity,
     "decisions-policies": decisions_policies,
     "decisions-full-scoring": decisions_full_scoring,
