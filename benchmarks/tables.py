@@ -678,6 +678,51 @@ def decisions_fairness() -> str:
     return table + "\n\n" + _source("decisions.json", date=_when(part), command=f"python benchmarks/decisions.py --parts fairness --users {part['users']}")
 
 
+def neo4j_scale() -> str:
+    files = sorted(RESULTS.glob("neo4j-scale-*.json"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
+    if not files:
+        raise MissingResults("benchmarks/results/neo4j-scale-*.json is missing: run benchmarks/neo4j_scale.py")
+    load_rows, read_rows, ppr_rows, names, dates = [], [], [], [], set()
+    for f in files:
+        r = json.loads(f.read_text())
+        names.append(f.name)
+        dates.add(r["date"])
+        n = f"{r['users']:,}"
+        b, o = r["bulk_load"], r.get("online_load")
+        load_rows.append([n, f"{b['rows']:,}", f"{b['wall_s']:.1f}", f"{b['rows_per_s']:,}",
+                          f"{o['rows']:,}" if o else "-", f"{o['wall_s']:.1f}" if o else "-", f"{o['relationships_per_s']:,}" if o else "-"])
+        rd = r.get("read", {})
+        base = rd.get("tables_then_encode", {}).get("median_s")
+        for way, m in rd.items():
+            if not isinstance(m, dict) or "median_s" not in m:
+                continue
+            read_rows.append([n, way.replace("_", " "), f"{m['median_s']:.2f}", f"{m['edges_per_s']:,}",
+                              f"{base / m['median_s']:.1f}x" if base and m["median_s"] else "-"])
+        pr = r.get("pagerank")
+        if pr:
+            sr, g = pr["socialrisk"], pr.get("gds")
+            ppr_rows.append([n, f"{pr['nodes']:,}", f"{sr['read_and_matrix_s']:.2f} + {sr['ppr_s']:.2f} = {sr['total_s']:.2f}",
+                             f"{g['project_s']:.2f} + {g['pagerank_stream_s']:.2f} = {g['total_s']:.2f}" if g and "total_s" in g else (g or {}).get("error", "not run"),
+                             f"{pr['ratio_total_gds_over_socialrisk']:.2f}" if pr.get("ratio_total_gds_over_socialrisk") else "-"])
+    t1 = _table(["users", "rows", "bulk first load s", "rows/s", "online rows after", "online s", "online rows/s", ],
+                ["r", "r", "r", "r", "r", "r", "r"], load_rows)
+    t2 = _table(["users", "read", "median s", "edges/s", "faster than the tables read"], ["r", "l", "r", "r", "r"], read_rows)
+    t3 = _table(["users", "nodes", "socialrisk s: read and matrix + PageRank", "OpenGDS s: project + pageRank.stream", "GDS / socialrisk"],
+                ["r", "r", "r", "r", "r"], ppr_rows)
+    phases: list[str] = []
+    peaks: dict[str, dict[str, str]] = {}
+    for f in files:
+        r = json.loads(f.read_text())
+        for phase, m in r.get("peak_memory_mb", {}).items():
+            if phase not in phases:
+                phases.append(phase)
+            peaks.setdefault(phase, {})[f"{r['users']:,}"] = f"{m.get('neo4j_jvm_mb', 0):,} / {m.get('python_mb', 0):,}"
+    sizes = [f"{json.loads(f.read_text())['users']:,}" for f in files]
+    t4 = _table(["peak resident MiB, Neo4j JVM / Python", *(f"{n} users" for n in sizes)], ["l", *("r" for _ in sizes)],
+                [[phase.replace("_", " ").replace(":", ": "), *(peaks[phase].get(n, "-") for n in sizes)] for phase in phases])
+    return "\n\n".join([t1, t2, t3, t4]) + "\n\n" + _source(*names, date=", ".join(sorted(dates)), command="SOCIALRISK_NEO4J_GDS=1 python benchmarks/neo4j_scale.py --users N")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "applications-latency": applications_latency,
     "applications-parity": applications_parity,
@@ -699,6 +744,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "soak-routes": soak_routes,
     "soak-acceptance": soak_acceptance,
     "neo4j-store": neo4j_store,
+    "neo4j-scale": neo4j_scale,
     "gds-peer": gds_peer,
     "spark": spark,
     "config-reference": config_reference,
