@@ -194,6 +194,10 @@ def test_a_permanent_error_fails_score_and_calibrate_and_keeps_the_current_versi
             "CREATE CONSTRAINT writeback_test_version IF NOT EXISTS FOR (u:WritebackTrap) REQUIRE u.model_version IS UNIQUE",
             database_="neo4j",
         )
+        # a version id is the second it was made and its content: the same scorecard fitted
+        # within the same second is the same version; let the second turn so that calibrate
+        # registers a version of its own
+        time.sleep(1.05 - time.time() % 1.0)
         failed = _cli("calibrate", "--store", "neo4j", "--workspace", ws)
         assert failed.exit_code == 5 and "Traceback" not in failed.output, failed.output
         (line,) = _error_lines(failed.output)
