@@ -38,7 +38,7 @@ from loaders.normalise import Normalisation
 from loaders.validate import validate_links, validate_relations
 from scoring.config import DIMENSIONS, ScoringConfig
 from scoring.dimensions import column_dimensions, column_standings
-from scoring.features import FlagVectors, label_features, neighbour_means, structural_features
+from scoring.features import FlagVectors, co_user_sharing, co_users_per_kind, label_features, neighbour_means, structural_features
 from scoring.pipeline import Combination, FeatureSet, align_features, combine, dimension_frame
 from scoring.recourse import Recourse, recourse as find_recourse
 
@@ -296,10 +296,15 @@ def _structure(local: LocalGraph, config: GraphConfig) -> pd.DataFrame:
 
     The co-users' own identifier sharing (:func:`scoring.features.co_user_sharing`) reaches two
     identifiers beyond the applicant: it is computed on :attr:`LocalGraph.wider`, which holds them."""
+    structure = structural_features(local.tables, local.projection)
     if local.wider is None or local.wider is local.tables:
-        return structural_features(local.tables, local.projection)
+        return structure
+    # only the sharing two identifiers away needs the wider graph; the rest is the local one's
     wider = project(local.wider, config)
-    return structural_features(local.wider, wider).iloc[wider.index_of(local.projection.user_ids)].reset_index(drop=True)
+    rows = wider.index_of(local.projection.user_ids)
+    for column, values in co_user_sharing(wider, co_users_per_kind(wider)).items():
+        structure[column] = values[rows]
+    return structure
 
 
 def _policy_outputs(rec: dict[str, Any]) -> dict[str, Any]:

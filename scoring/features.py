@@ -120,11 +120,12 @@ def structural_features(tables: Tables, projection: Projection) -> pd.DataFrame:
     cols["lnk_n_shared"] = np.asarray(B.sum(axis=1)).ravel()
     cols["lnk_co_users"] = B @ np.maximum(deg - 1, 0)
     cols["lnk_max_ident_degree"] = _row_max(sp.csr_matrix(B @ sp.diags(deg)), n)
+    co_users = co_users_per_kind(projection)
     for kind, idents in projection.shared_kinds:
         mask = np.zeros(projection.n_idents)
         mask[idents] = 1.0
         cols[f"lnk_shared_{kind}"] = B @ mask
-        cols[f"lnk_co_users_{kind}"] = B @ (mask * np.maximum(deg - 1, 0))
+        cols[f"lnk_co_users_{kind}"] = co_users[f"lnk_co_users_{kind}"]
     cols.update(co_user_sharing(projection, cols))
     if projection.n_idents:
         cols["lnk_same_person"] = _row_max(overlap_matrix(projection), n)
@@ -189,6 +190,19 @@ def overlap_matrix(projection: Projection, *, max_degree: int = SAME_PERSON_MAX_
     O.setdiag(0)
     O.eliminate_zeros()
     return O
+
+
+def co_users_per_kind(projection: Projection) -> dict[str, np.ndarray]:
+    """``lnk_co_users_{kind}``: per user, the other users of its shared identifiers of each kind
+    (counted once per identifier)."""
+    B = projection.shared
+    co = np.maximum(projection.ident_degree.astype(np.float64) - 1, 0)
+    out = {}
+    for kind, idents in projection.shared_kinds:
+        mask = np.zeros(projection.n_idents)
+        mask[idents] = 1.0
+        out[f"lnk_co_users_{kind}"] = B @ (mask * co)
+    return out
 
 
 def co_user_sharing(projection: Projection, co_users: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
