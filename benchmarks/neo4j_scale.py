@@ -9,9 +9,11 @@ personalized PageRank end to end from Neo4j against OpenGDS.
    the same id scheme, so many touch existing users) online, through the store.
 3. Reads the graph out of Neo4j for a projection, each way in turn (``--repeat`` runs each, the
    median reported): the canonical tables (``read_tables`` then ``encode``, as before), the
-   integer read (:meth:`Neo4jStore.stored_graph`) in 1, 2 and 4 parts, the same with the
-   driver's Rust extension switched off, and the kept encoded graph (a second
-   ``store.projection`` at the same snapshot).
+   integer read by Cypher (:meth:`Neo4jStore.stored_graph` with ``packed_read=False``) in 1, 2
+   and 4 parts, the same with the driver's Rust extension switched off, the packed read
+   (``socialrisk.encodedEdges``, the server's procedure: what a store uses where the server has
+   it) in 1, 2 and 4 parts, and the kept encoded graph (a second ``store.projection`` at the
+   same snapshot).
 4. Personalized PageRank from 1,000 seed users on the unweighted, undirected graph of users
    and identifiers: socialrisk end to end (read, matrix, iterate) against GDS's
    ``gds.graph.project`` + ``gds.pageRank.stream`` with ``sourceNodes`` on the same graph (GDS
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from graph import GraphConfig
@@ -150,39 +153,49 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-7)
     parser.add_argument("--max-iter", type=int, default=100)
     parser.add_argument("--no-gds", action="store_true", help="Leave OpenGDS out (a server without it).")
+    parser.add_argument("--reads", default="all",
+                        help="Comma-separated reads to measure (tables, integer, rust, packed, kept), or 'all'.")
+    parser.add_argument("--reuse", action="store_true",
+                        help="A probe: skip the loads and read the graph the database holds (results written to a -probe file).")
     args = parser.parse_args()
+    wanted = {"tables", "integer", "rust", "packed", "kept"} if args.reads == "all" else set(args.reads.split(","))
     os.environ.setdefault("SOCIALRISK_PSEUDONYM_KEY", KEY)
     server = neo4j_server.server_settings()
     peaks = Peaks(server)
     out: dict[str, Any] = {"users": args.users, "load_average_before": os.getloadavg()}
 
-    # 1. bulk first load
-    peaks("generate")
-    frames = generate(n_users=args.users, seed=0)
-    frames.pop("truth")
-    rows = {name: len(f) for name, f in frames.items()}
-    print(f"{args.users:,} users: {rows} = {sum(rows.values()):,} rows", flush=True)
-    with tempfile.TemporaryDirectory() as ws:
-        if neo4j_server.status(server)["running"]:
-            with open_neo4j() as store:
-                store.clear()  # an emptied database; the import writes over its files anyway
-        peaks("bulk_load")
-        report, bulk_s = timed(lambda: bulk_load_into(frames, Settings(), ws, progress=lambda m: print(f"  {time.strftime('%H:%M:%S')} {m}", flush=True)))
-    out["bulk_load"] = {"rows": sum(rows.values()), "rows_by_table": rows, "wall_s": round(bulk_s, 1),
-                        "rows_per_s": round(sum(rows.values()) / bulk_s), "added": report.added}
-    print(f"bulk load: {bulk_s:.1f} s, {sum(rows.values()) / bulk_s:,.0f} rows/s", flush=True)
+    if args.reuse:
+        store = open_neo4j()
+        user_ids = store._read("MATCH (u:User) WHERE u._seq IS NOT NULL RETURN collect(u.id) AS ids")[0]["ids"]
+        frames = {"users": pd.DataFrame({"user_id": sorted(user_ids)})}
+    else:
+        # 1. bulk first load
+        peaks("generate")
+        frames = generate(n_users=args.users, seed=0)
+        frames.pop("truth")
+        rows = {name: len(f) for name, f in frames.items()}
+        print(f"{args.users:,} users: {rows} = {sum(rows.values()):,} rows", flush=True)
+        with tempfile.TemporaryDirectory() as ws:
+            if neo4j_server.status(server)["running"]:
+                with open_neo4j() as store:
+                    store.clear()  # an emptied database; the import writes over its files anyway
+            peaks("bulk_load")
+            report, bulk_s = timed(lambda: bulk_load_into(frames, Settings(), ws, progress=lambda m: print(f"  {time.strftime('%H:%M:%S')} {m}", flush=True)))
+        out["bulk_load"] = {"rows": sum(rows.values()), "rows_by_table": rows, "wall_s": round(bulk_s, 1),
+                            "rows_per_s": round(sum(rows.values()) / bulk_s), "added": report.added}
+        print(f"bulk load: {bulk_s:.1f} s, {sum(rows.values()) / bulk_s:,.0f} rows/s", flush=True)
 
-    # 2. online load of more rows after it
-    extra = more_rows(args.users, args.online_rows, seed=1)
-    n_extra = sum(len(f) for f in extra.values())
-    store = open_neo4j()
-    peaks("online_load")
-    online, online_s = timed(lambda: load(extra, store, key=KEY.encode()))
-    relationships = sum(online.added.values())
-    out["online_load"] = {"rows": n_extra, "relationships_added": relationships, "wall_s": round(online_s, 1),
-                          "rows_per_s": round(n_extra / online_s), "relationships_per_s": round(relationships / online_s),
-                          "added": online.added, "unchanged": online.unchanged}
-    print(f"online load of {n_extra:,} rows: {online_s:.1f} s, {n_extra / online_s:,.0f} rows/s", flush=True)
+        # 2. online load of more rows after it
+        extra = more_rows(args.users, args.online_rows, seed=1)
+        n_extra = sum(len(f) for f in extra.values())
+        store = open_neo4j()
+        peaks("online_load")
+        online, online_s = timed(lambda: load(extra, store, key=KEY.encode()))
+        relationships = sum(online.added.values())
+        out["online_load"] = {"rows": n_extra, "relationships_added": relationships, "wall_s": round(online_s, 1),
+                              "rows_per_s": round(n_extra / online_s), "relationships_per_s": round(relationships / online_s),
+                              "added": online.added, "unchanged": online.unchanged}
+        print(f"online load of {n_extra:,} rows: {online_s:.1f} s, {n_extra / online_s:,.0f} rows/s", flush=True)
 
     # 3. reading the graph out
     config = GraphConfig()
@@ -201,23 +214,36 @@ def main() -> None:
         return project_encoded(encode(store.read_tables()), config)
 
     store.stored_graph()  # warm-up: the server's page cache after the load
-    measure("tables_then_encode", tables)
-    for parts in (1, 2, 4):
-        measure(f"integer_read_{parts}_parts", lambda p=parts: project_encoded(encode_stored(store.stored_graph(parts=p)), config))
-    rust_extension(False)
-    measure("integer_read_2_parts_without_rust_extension", lambda: project_encoded(encode_stored(store.stored_graph(parts=2)), config))
-    rust_extension(True)
-    with tempfile.TemporaryDirectory() as cache:
-        kept = open_neo4j(cache_dir=cache)
-        kept.projection(config)  # read once, kept
-        kept.close()
-        def kept_projection() -> Any:
-            with open_neo4j(cache_dir=cache) as again:
-                return again.projection(config)
+    if not store.packed_read():
+        raise SystemExit("the server has no socialrisk.encodedEdges procedure: start it with 'socialrisk neo4j start'")
+    cypher = open_neo4j(packed_read=False)
+    if "tables" in wanted:
+        measure("tables_then_encode", tables)
+    if "integer" in wanted:
+        for parts in (1, 2, 4):
+            measure(f"integer_read_{parts}_parts", lambda p=parts: project_encoded(encode_stored(cypher.stored_graph(parts=p)), config))
+    if "rust" in wanted:
+        rust_extension(False)
+        measure("integer_read_2_parts_without_rust_extension", lambda: project_encoded(encode_stored(cypher.stored_graph(parts=2)), config))
+        rust_extension(True)
+    cypher.close()
+    if "packed" in wanted:
+        for parts in (1, 2, 4):
+            measure(f"packed_read_{parts}_parts", lambda p=parts: project_encoded(encode_stored(store.stored_graph(parts=p)), config))
+    if "kept" in wanted:
+        with tempfile.TemporaryDirectory() as cache:
+            kept = open_neo4j(cache_dir=cache)
+            kept.projection(config)  # read once, kept
+            kept.close()
+            def kept_projection() -> Any:
+                with open_neo4j(cache_dir=cache) as again:
+                    return again.projection(config)
 
-        measure("kept_at_same_snapshot", kept_projection)
-    out["read"] = {"edges": edges, **reads, "speedup_best_cold_over_tables": round(
-        reads["tables_then_encode"]["median_s"] / min(v["median_s"] for k, v in reads.items() if k.startswith("integer_read") and "without" not in k), 2)}
+            measure("kept_at_same_snapshot", kept_projection)
+    out["read"] = {"edges": edges, **reads}
+    cold = [v["median_s"] for k, v in reads.items() if k.startswith(("integer_read", "packed_read")) and "without" not in k]
+    if "tables_then_encode" in reads and cold:
+        out["read"]["speedup_best_cold_over_tables"] = round(reads["tables_then_encode"]["median_s"] / min(cold), 2)
 
     # 4. PageRank end to end against GDS
     rng = np.random.default_rng(0)
@@ -264,6 +290,9 @@ def main() -> None:
     }
     out["date"] = time.strftime("%Y-%m-%d")
     path = ROOT / "benchmarks" / "results" / f"neo4j-scale-{args.users}.json"
+    if args.reuse:  # a probe is not a result
+        path = ROOT / "benchmarks" / "out" / f"neo4j-scale-{args.users}-probe.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
 

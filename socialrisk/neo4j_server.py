@@ -24,6 +24,10 @@ __all__ = ["NEO4J_VERSION", "ServerSettings", "server_settings", "provision", "s
 
 NEO4J_VERSION = "5.26.30"
 POM = Path(__file__).resolve().parents[1] / "neo4j" / "pom.xml"
+#: socialrisk's own procedures (``socialrisk.encodedEdges``, the packed read of the graph), built
+#: from source by ``mvn package`` against the same server version.
+PROCEDURES = POM.parent / "procedures"
+PROCEDURES_JAR = "socialrisk-neo4j-procedures.jar"
 ENV_HOME = "SOCIALRISK_NEO4J_HOME"
 ENV_PORT = "SOCIALRISK_NEO4J_PORT"
 ENV_PASSWORD = "SOCIALRISK_NEO4J_PASSWORD"
@@ -130,6 +134,7 @@ def provision(settings: ServerSettings, *, log: callable | None = None) -> Path:
     _require_java()
     marker = settings.lib / f".neo4j-{NEO4J_VERSION}"
     if marker.exists():
+        _provision_procedures(settings)
         if settings.gds:
             _provision_gds(settings)
         return settings.lib
@@ -146,9 +151,44 @@ def provision(settings: ServerSettings, *, log: callable | None = None) -> Path:
     if done.returncode != 0:
         raise StoreError(f"Maven could not fetch Neo4j {NEO4J_VERSION}: {(done.stdout + done.stderr).strip()[-800:]}")
     marker.write_text(NEO4J_VERSION)
+    _provision_procedures(settings)
     if settings.gds:
         _provision_gds(settings)
     return settings.lib
+
+
+def _procedures_digest() -> str:
+    """A digest of the procedures' sources: a changed source is built again."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted([PROCEDURES / "pom.xml", *(PROCEDURES / "src").rglob("*.java")]):
+        h.update(path.relative_to(PROCEDURES).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _provision_procedures(settings: ServerSettings) -> None:
+    """Build socialrisk's procedures (once per source) and put the jar into both plugin
+    directories (with and without OpenGDS)."""
+    digest = _procedures_digest()
+    built = settings.home / "procedures" / digest / PROCEDURES_JAR
+    if not built.exists():
+        target = settings.home / "procedures" / digest
+        done = subprocess.run(
+            [shutil.which("mvn") or "mvn", "-q", "-B", "-f", str(PROCEDURES / "pom.xml"), "package", f"-Dsocialrisk.build={target}"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0 or not built.exists():
+            raise StoreError(f"Maven could not build socialrisk's Neo4j procedures: {(done.stdout + done.stderr).strip()[-800:]}")
+        for old in (settings.home / "procedures").iterdir():
+            if old.name != digest:
+                shutil.rmtree(old, ignore_errors=True)
+    for plugins in (settings.home / "plugins", settings.home / "plugins-without-gds"):
+        plugins.mkdir(parents=True, exist_ok=True)
+        if not (plugins / PROCEDURES_JAR).exists() or (plugins / PROCEDURES_JAR).read_bytes() != built.read_bytes():
+            shutil.copy2(built, plugins / PROCEDURES_JAR)
 
 
 def _provision_gds(settings: ServerSettings) -> None:
@@ -218,7 +258,7 @@ server.memory.pagecache.size={settings.pagecache}
 dbms.security.auth_enabled=true
 """
     if settings.gds:
-        conf += "dbms.security.procedures.unrestricted=gds.*\ndbms.security.procedures.allowlist=gds.*\n"
+        conf += "dbms.security.procedures.unrestricted=gds.*\ndbms.security.procedures.allowlist=gds.*,socialrisk.*\n"
     (h / "conf" / "neo4j.conf").write_text(conf)
 
 

@@ -226,10 +226,11 @@ def test_the_encoded_graph_is_kept_by_the_change_counters(neo4j_store, tmp_path:
     snapshot it comes from disk, after flags alone only the flagged users are read, after new
     relations the graph is read again; each time it equals the encoding of the tables."""
     from graph.projection import encode
-    from graph.store.neo4j import ENCODED_LINKS, FLAGGED_USERS
+    from graph.store.neo4j import FLAGGED_USERS, PACKED_EDGES
     from socialrisk.workflow import open_neo4j
     from tests.graph.test_neo4j_read import _same
 
+    ENCODED_LINKS = PACKED_EDGES  # the edges' read: the server here has the packed read
     load(tiny_frames(), neo4j_store, key=KEY)
     store = open_neo4j(cache_dir=tmp_path / "cache")
     sent: list[str] = []
@@ -288,3 +289,44 @@ def test_an_online_load_reads_only_the_rows_it_touches(neo4j_store, tmp_path: Pa
     neo4j_store._read = read
     _same_tables(embedded.read_tables(), neo4j_store.read_tables())
     assert neo4j_store.metadata()["counts"] == embedded.metadata()["counts"]
+
+
+def test_the_packed_read_sends_what_the_cypher_read_does(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    """``socialrisk.encodedEdges`` (the server's procedure, installed by ``socialrisk neo4j
+    start``) returns the edges Cypher's columnar read returns, value for value, missing weights
+    and times included, in one part and in several, in batches smaller than the graph."""
+    from graph.store.neo4j import NULL_MS, PACKED_EDGES
+    from socialrisk.workflow import open_neo4j
+
+    frames = tiny_frames()
+    frames["links"]["weight"] = [None, 2.0, 1.5, 1.0, 1.0, 1.0, 1.0]
+    frames["links"].loc[1, "last_seen"] = None
+    frames["relations"].loc[0, "ts"] = None
+    load(frames, neo4j_store, key=KEY)
+    assert neo4j_store.packed_read(), "the CI server must have socialrisk's procedures (socialrisk neo4j start installs them)"
+    cypher = open_neo4j(packed_read=False)
+    try:
+        assert not cypher.packed_read()
+        for parts in (1, 3):
+            a, b = neo4j_store.stored_graph(parts=parts), cypher.stored_graph(parts=parts)
+            for table, columns in (("link", ("user", "ident", "weight", "seen")), ("rel", ("src", "dst", "kind", "weight", "ts"))):
+                order_a, order_b = np.argsort(getattr(a, f"{table}_seq")), np.argsort(getattr(b, f"{table}_seq"))
+                np.testing.assert_array_equal(getattr(a, f"{table}_seq")[order_a], getattr(b, f"{table}_seq")[order_b])
+                for c in columns:
+                    np.testing.assert_array_equal(getattr(a, f"{table}_{c}")[order_a], getattr(b, f"{table}_{c}")[order_b], err_msg=f"{table}_{c}")
+        assert np.isnan(a.link_weight).any() and (a.rel_ts == NULL_MS).any()  # the missing values crossed as missing
+        # batches of one edge: every batch carries its own kind codes
+        one = neo4j_store._read(PACKED_EDGES.replace("$null_ms)", "$null_ms, 1)"), type="relations", part=0, parts=1, null_ms=0)
+        assert len(one) == len(frames["relations"]) and all(len(r["kinds"]) == 1 for r in one)
+        with pytest.raises(Exception, match="type must be 'links' or 'relations'"):
+            neo4j_store._read(PACKED_EDGES, type="flags", part=0, parts=1, null_ms=0)
+    finally:
+        cypher.close()
+
+
+def test_packed_read_must_be_true_false_or_none(neo4j_store) -> None:  # type: ignore[no-untyped-def]
+    from loaders.errors import ParameterError
+    from socialrisk.workflow import open_neo4j
+
+    with pytest.raises(ParameterError, match="'packed_read' parameter of Neo4jStore must be True, False or None"):
+        open_neo4j(packed_read="yes")

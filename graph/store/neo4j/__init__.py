@@ -77,6 +77,8 @@ from graph.store.neo4j.queries import (  # noqa: F401 - the package's names, as 
 from graph.store.neo4j.read import (  # noqa: F401 - the package's names, as before the split
     ENCODED_FLAGS,
     ENCODED_LINKS,
+    PACKED_EDGES,
+    PACKED_READ,
     ENCODED_RELATIONS,
     ENCODED_SHARED,
     ENCODED_USERS,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from graph.projection import NAT, EncodedGraph, complete_arrays, load_encoded, save_encoded, shared_links
 from graph.store.merge import row_hash
-from loaders.errors import ParameterError
+from loaders.errors import ParameterError, StoreError
 from loaders.schema import TABLE_NAMES, Tables, empty_tables
 
 __all__ = ["READ_PARTS", "READ_USERS", "NULL_MS", "READ_LINKS", "READ_RELATIONS", "READ_RELATIONS_PLAIN", "READ_USER_NIDS", "READ_FLAGS", "READ_USER_IDS", "KNOWN_AMONG",
@@ -88,6 +88,14 @@ ENCODED_SHARED = """
 MATCH (i:Identifier) WHERE COUNT { (i)<-[:USES]-() } >= 2
 RETURN collect(id(i)) AS nid, collect(i.kind) AS kind, collect(i.key) AS key
 """
+#: The server-side read of the edges (``neo4j/procedures``), used where the server has it.
+PACKED_READ = "socialrisk.encodedEdges"
+HAS_PACKED_READ = "SHOW PROCEDURES YIELD name WHERE name = 'socialrisk.encodedEdges' RETURN count(*) AS n"
+PACKED_EDGES = """
+CALL socialrisk.encodedEdges($type, $part, $parts, $null_ms)
+YIELD rows, seq, src, dst, weight, time, kind, kinds
+RETURN seq, src, dst, weight, time, kind, kinds
+"""
 FLAGGED_USERS = "MATCH (u:User)-[:HAS_FLAG]->(f:Flag) RETURN collect(f._seq) AS seq, collect(u.id) AS user_id"
 ENCODED_FLAGS = "MATCH (u:User)-[:HAS_FLAG]->(f:Flag) RETURN collect(f._seq) AS seq, collect(id(u)) AS user"
 #: The stored rows an online load merges with (:meth:`_Reads._read_stored` with ``among``): those
@@ -133,6 +141,8 @@ class _Reads:
     _driver: Any
     _tables: Tables | None
     cache_dir: Path | None
+    _packed: bool | None
+    _packed_wanted: bool | None
 
     # -- tables -----------------------------------------------------------------------------
 
@@ -314,18 +324,30 @@ class _Reads:
         """
         if not isinstance(parts, int) or parts < 1:
             raise ParameterError(f"The 'parts' parameter of stored_graph must be an integer >= 1. Got {parts!r} instead.")
+        packed = self.packed_read()
         with ThreadPoolExecutor(max_workers=2 * parts + 3) as pool:
-            links = [pool.submit(self._read, ENCODED_LINKS, null_ms=NULL_MS, parts=parts, part=k) for k in range(parts)]
-            rels = [pool.submit(self._read, ENCODED_RELATIONS, null_ms=NULL_MS, parts=parts, part=k) for k in range(parts)]
+            if packed:
+                links = [pool.submit(self._read_packed, "links", parts=parts, part=k) for k in range(parts)]
+                rels = [pool.submit(self._read_packed, "relations", parts=parts, part=k) for k in range(parts)]
+            else:
+                links = [pool.submit(self._read, ENCODED_LINKS, null_ms=NULL_MS, parts=parts, part=k) for k in range(parts)]
+                rels = [pool.submit(self._read, ENCODED_RELATIONS, null_ms=NULL_MS, parts=parts, part=k) for k in range(parts)]
             users = pool.submit(self._read, ENCODED_USERS)
             shared = pool.submit(self._read, ENCODED_SHARED)
             flags = pool.submit(self._read, ENCODED_FLAGS)
-            lk = _concat_columns([f.result()[0] for f in links])
-            rl = _concat_columns([f.result()[0] for f in rels])
+            if packed:
+                lk = _concat_packed([f.result() for f in links])
+                rl = _concat_packed([f.result() for f in rels])
+            else:
+                lk = _concat_columns([f.result()[0] for f in links])
+                rl = _concat_columns([f.result()[0] for f in rels])
             us, sh, fl = users.result()[0], shared.result()[0], flags.result()[0]
         ints = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
         floats = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
         objects = lambda v: np.asarray(v, dtype=object)  # noqa: E731
+        if packed:
+            lk = {"seq": lk["seq"], "user": lk["src"], "ident": lk["dst"], "weight": lk["weight"], "seen": lk["time"]}
+            rl = {**rl, "ts": rl["time"]}
         return StoredGraph(
             user_nid=ints(us["nid"]), user_id=objects(us["id"]), user_seq=ints(us["seq"]),
             link_seq=ints(lk["seq"]), link_user=ints(lk["user"]), link_ident=ints(lk["ident"]),
@@ -335,6 +357,50 @@ class _Reads:
             flag_seq=ints(fl["seq"]), flag_user=ints(fl["user"]),
             shared_nid=ints(sh["nid"]), shared_kind=objects(sh["kind"]), shared_key=objects(sh["key"]),
         )
+
+    def packed_read(self) -> bool:
+        """Whether :meth:`stored_graph` reads the edges through the server's
+        ``socialrisk.encodedEdges`` procedure (``neo4j/procedures``: each column of a batch one
+        packed byte array) rather than by Cypher (one Bolt value per edge and column).
+
+        Decided once per store by ``packed_read`` (:class:`Neo4jStore`): True requires the
+        procedure, False never uses it, None uses it where the server has it and says so in the
+        log where it has not.
+
+        Raises
+        ------
+        StoreError
+            ``packed_read=True`` and the server has no such procedure.
+        """
+        if self._packed is None:
+            found = bool(self._read(HAS_PACKED_READ)[0]["n"])
+            if self._packed_wanted is True and not found:
+                raise StoreError(
+                    f"Neo4j at {self.uri} has no procedure {PACKED_READ!r}, and packed_read=True requires it: put "
+                    "socialrisk-neo4j-procedures.jar (built from neo4j/procedures by 'mvn package'; 'socialrisk neo4j start' "
+                    "does it) into the server's plugins directory and restart it, or pass packed_read=None to read by Cypher."
+                )
+            if self._packed_wanted is None and not found:
+                log.warning(
+                    "Neo4j at %s has no procedure %s: the graph is read by Cypher, several times slower (docs/stores.md says how "
+                    "to install it; packed_read=False silences this)", self.uri, PACKED_READ,
+                )
+            self._packed = found and self._packed_wanted is not False
+        return self._packed
+
+    def _read_packed(self, table: str, *, parts: int, part: int) -> dict[str, np.ndarray]:
+        """One part of one edge table through ``socialrisk.encodedEdges``, as arrays."""
+        records = self._read(PACKED_EDGES, type=table, part=part, parts=parts, null_ms=NULL_MS)
+        out: dict[str, list[np.ndarray]] = {k: [] for k in ("seq", "src", "dst", "weight", "time", "kind")}
+        for rec in records:
+            for k in ("seq", "src", "dst", "time"):
+                out[k].append(np.frombuffer(rec[k], dtype="<i8"))
+            out["weight"].append(np.frombuffer(rec["weight"], dtype="<f8"))
+            if table == "relations":
+                # codes are per batch: each batch's own kinds
+                out["kind"].append(np.asarray(list(rec["kinds"]), dtype=object)[np.frombuffer(rec["kind"], dtype="<i4")])
+        return {k: (np.concatenate(v) if v else np.empty(0, dtype=object if k == "kind" else np.float64 if k == "weight" else np.int64))
+                for k, v in out.items()}
 
     def encoded(self) -> EncodedGraph:
         """The stored graph as integer codes (:class:`~graph.projection.EncodedGraph`).
@@ -403,6 +469,11 @@ def _concat_columns(records: list[Any]) -> dict[str, list[Any]]:
         for k, v in dict(rec).items():
             out[k].extend(v)
     return out
+
+
+def _concat_packed(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Columns of several parts of a packed read, end to end."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def _in_seq_order(record: Any) -> dict[str, list[Any]]:

@@ -43,7 +43,7 @@ from graph.store.neo4j.writes import (
     _plain,
     _Writes,
 )
-from loaders.errors import ConfigError, NotFoundError, StoreError, TransientStoreError
+from loaders.errors import ConfigError, NotFoundError, ParameterError, StoreError, TransientStoreError
 from loaders.schema import Tables
 
 __all__ = ["Neo4jStore"]
@@ -74,6 +74,11 @@ class Neo4jStore(_Writes, _Reads, _Queries, GraphStore):
         Where to keep the last encoded graph and projections read from this database (in a
         directory per graph, named by its ``store_id``), so that a propagation at an unchanged
         snapshot reads nothing from the server; None keeps nothing.
+    packed_read : bool or None
+        Read the graph's edges through the server's ``socialrisk.encodedEdges`` procedure
+        (``neo4j/procedures``, installed by ``socialrisk neo4j start``): True requires it, False
+        reads by Cypher, None (default) uses it where the server has it
+        (:meth:`~graph.store.neo4j.read._Reads.packed_read`).
     """
 
     def __init__(
@@ -87,6 +92,7 @@ class Neo4jStore(_Writes, _Reads, _Queries, GraphStore):
         workers: int = 2,
         progress: Callable[[str, int, int], None] | None = None,
         cache_dir: str | Path | None = None,
+        packed_read: bool | None = None,
     ) -> None:
         from neo4j import GraphDatabase
 
@@ -97,6 +103,10 @@ class Neo4jStore(_Writes, _Reads, _Queries, GraphStore):
         self.progress = progress
         self._cache_root = None if cache_dir is None else Path(cache_dir)
         self._cache_seen: Path | None = None
+        if packed_read not in (None, True, False):
+            raise ParameterError(f"The 'packed_read' parameter of Neo4jStore must be True, False or None. Got {packed_read!r} instead.")
+        self._packed_wanted = packed_read
+        self._packed: bool | None = None
         # "label does not exist" notices on an empty database are not problems worth logging
         self._driver = GraphDatabase.driver(uri, auth=(user, password), notifications_min_severity="OFF")
         self._tables: Tables | None = None
