@@ -322,11 +322,16 @@ def _read_raw(source: Source, progress: Progress | None) -> dict[str, RawTable]:
 
 
 def _check_flag_users(tables: Tables, raw: RawTable, known: pd.Index | KnownAmong | None) -> None:
-    others = pd.concat(
-        [tables.users["user_id"], tables.links["user_id"], tables.relations["src"], tables.relations["dst"]],
-        ignore_index=True,
-    )
-    unknown = ~tables.flags["user_id"].isin(pd.Index(others.unique()))
+    # table by table, and only for the flagged users not found yet: most are in the users table,
+    # and a column of millions is scanned against the few left rather than hashed whole
+    flagged = tables.flags["user_id"]
+    unknown = ~flagged.isin(pd.Index(tables.users["user_id"].unique()))
+    for column in (tables.links["user_id"], tables.relations["src"], tables.relations["dst"]):
+        if not bool(unknown.any()):
+            break
+        left = pd.unique(flagged[unknown].to_numpy())
+        found = pd.unique(column[column.isin(left)].to_numpy())
+        unknown &= ~flagged.isin(found)
     if known is not None and bool(unknown.any()):
         # only the flagged users this load does not name are looked up in the store
         outside = tables.flags.loc[unknown, "user_id"].astype(str).unique().tolist()

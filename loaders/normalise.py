@@ -323,6 +323,83 @@ def _rules(config: Normalisation) -> dict[str, Callable[[str], str]]:
     }
 
 
+#: A dotted-quad IPv4 address in canonical text (no leading zeros, each part 0-255, nothing
+#: around it): its rule returns it unchanged, so it is not parsed.
+_IPV4_CANONICAL = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+_CARD_DIGITS = r"[0-9]{12,19}"
+
+
+def _luhn_all(digits: np.ndarray) -> np.ndarray:
+    """:func:`luhn_valid` of each string of ASCII digits, vectorised (one group per length)."""
+    out = np.zeros(len(digits), dtype=bool)
+    lengths = np.fromiter((len(d) for d in digits), dtype=np.int64, count=len(digits))
+    for n in np.unique(lengths):
+        at = np.flatnonzero(lengths == n)
+        d = np.frombuffer("".join(digits[at].tolist()).encode("ascii"), dtype=np.uint8).reshape(len(at), n).astype(np.int64) - 48
+        d = d[:, ::-1]
+        doubled = d[:, 1::2] * 2
+        d[:, 1::2] = np.where(doubled > 9, doubled - 9, doubled)
+        out[at] = d.sum(axis=1) % 10 == 0
+    return out
+
+
+def _already_canonical(kind: str, uniques: np.ndarray) -> np.ndarray:
+    """Which distinct values ``kind``'s rule would return unchanged, found without calling it:
+    canonical IPv4 text, and card numbers of digits only that pass the Luhn check. The rest go
+    through the rule (which alone says what was wrong with a bad one)."""
+    if kind not in ("ip", "card") or not len(uniques):
+        return np.zeros(len(uniques), dtype=bool)
+    text = pd.Series(uniques, dtype=object)
+    ascii_ = text.map(str.isascii, na_action="ignore").fillna(False).to_numpy(dtype=bool)
+    shaped = ascii_ & text.str.fullmatch(_IPV4_CANONICAL if kind == "ip" else _CARD_DIGITS).fillna(False).to_numpy(dtype=bool)
+    if kind == "card" and shaped.any():
+        at = np.flatnonzero(shaped)
+        shaped[at] = _luhn_all(uniques[at])
+    return shaped
+
+
+#: Distinct values of one kind from which the rule runs in worker processes, one per core.
+PARALLEL_FROM = 200_000
+
+
+def _apply_rule(args: tuple[str, str | None, dict[str, EmailRule], list[str]]) -> tuple[list[str], list[str]]:
+    """``kind``'s rule (under a default region and email providers) over ``values``: canonical
+    values and, per value, why it failed ("" if not)."""
+    kind, region, providers, values = args
+    rule = _rules(Normalisation(default_region=region, email_providers=providers))[kind]
+    canon, reasons = [], []
+    for raw in values:
+        try:
+            canon.append(rule(raw))
+            reasons.append("")
+        except ValueError as exc:
+            canon.append(raw)
+            reasons.append(str(exc))
+    return canon, reasons
+
+
+def _run_rule(kind: str, config: Normalisation, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_apply_rule` over ``values``, split across processes when there are many."""
+    import os
+
+    workers = min(os.cpu_count() or 1, 8)
+    settings = (config.default_region, dict(config.email_providers))
+    if len(values) < PARALLEL_FROM or workers < 2:
+        canon, reasons = _apply_rule((kind, *settings, values.tolist()))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = np.array_split(values, workers * 4)
+        canon, reasons = [], []
+        # spawned, not forked: the loading process may hold threads (a driver's, a progress bar's)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for c, r in pool.map(_apply_rule, [(kind, *settings, chunk.tolist()) for chunk in chunks]):
+                canon.extend(c)
+                reasons.extend(r)
+    return np.asarray(canon, dtype=object), np.asarray(reasons, dtype=object)
+
+
 @dataclass(frozen=True)
 class Normalised:
     """Canonical values of a column of identifiers.
@@ -365,28 +442,24 @@ def normalise_identifiers(kinds: pd.Series, values: pd.Series, *, config: Normal
     (['+12025550143', '+12025550143', 'dev-9'], [])
     """
     config = config or Normalisation()
-    rules = _rules(config)
     index = values.index
     kind_arr = kinds.astype(str).to_numpy(dtype=object)
     value_arr = values.astype(str).to_numpy(dtype=object)
     out = value_arr.copy()
     failed: list[tuple[str, np.ndarray, str]] = []
     prefixes = np.full(len(value_arr), None, dtype=object) if config.ip_prefix else None
-    for kind, rule in rules.items():
+    for kind in _rules(config):
         rows = np.flatnonzero(kind_arr == kind)
         if not len(rows):
             continue
         codes, uniques = pd.factorize(value_arr[rows])
-        canon = np.empty(len(uniques), dtype=object)
-        bad = np.zeros(len(uniques), dtype=bool)
+        uniques = np.asarray(uniques, dtype=object)
+        canon = uniques.copy()
         reasons = np.full(len(uniques), "", dtype=object)
-        for j, raw in enumerate(uniques.tolist()):
-            try:
-                canon[j] = rule(raw)
-            except ValueError as exc:
-                canon[j] = raw
-                bad[j] = True
-                reasons[j] = str(exc)
+        todo = np.flatnonzero(~_already_canonical(kind, uniques))
+        if len(todo):
+            canon[todo], reasons[todo] = _run_rule(kind, config, uniques[todo])
+        bad = reasons != ""
         out[rows] = canon[codes]
         if bad.any():
             row_reason = reasons[codes]

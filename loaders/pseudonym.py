@@ -70,26 +70,15 @@ def pseudonymise(kinds: pd.Series, values: pd.Series, *, key: bytes) -> pd.Serie
     """
     messages = kinds.astype(str).str.cat(values.astype(str), sep="\x1f")
     codes, uniques = pd.factorize(messages)
-    hashed = np.array(_hmac_hex(key, uniques), dtype=object)
+    hashed = np.array(_hmac_hex(key, uniques.tolist()), dtype=object)
     return pd.Series(hashed[codes], index=values.index, dtype="string")
 
 
 def _hmac_hex(key: bytes, messages: Iterable[str]) -> list[str]:
     """HMAC-SHA256 (RFC 2104) of each message, first ``PSEUDONYM_HEX`` hex characters.
 
-    The key-padded inner and outer hash states are computed once and copied per message,
-    which is twice as fast as ``hmac.new`` per value; the result is the same bytes.
+    :func:`hmac.digest` runs the whole HMAC in OpenSSL, one call per message: twice as fast as
+    copying prepared inner and outer ``hashlib`` states per value, and the same bytes.
     """
-    block = 64
-    k = hashlib.sha256(key).digest() if len(key) > block else key
-    k = k.ljust(block, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in k))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in k))
-    out = []
-    for m in messages:
-        i = inner.copy()
-        i.update(m.encode("utf-8"))
-        o = outer.copy()
-        o.update(i.digest())
-        out.append(o.hexdigest()[:PSEUDONYM_HEX])
-    return out
+    digest = hmac.digest
+    return [digest(key, m.encode("utf-8"), "sha256").hex()[:PSEUDONYM_HEX] for m in messages]

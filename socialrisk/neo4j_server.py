@@ -413,6 +413,21 @@ def finish_import(settings: ServerSettings) -> None:
     settings.import_marker.unlink(missing_ok=True)
 
 
+def _sum_sizes(*sizes: str) -> str:
+    """Memory sizes as Neo4j writes them (``2g``, ``512m``) added up, in megabytes: what the
+    import tool may use outside its heap by default is what the stopped server had (its heap
+    and page cache)."""
+    units = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    total = 0.0
+    for size in sizes:
+        text = str(size).strip().lower().removesuffix("b")
+        if text and text[-1] in units:
+            total += float(text[:-1]) * units[text[-1]]
+        else:
+            total += float(text) / (1024 * 1024)  # bytes
+    return f"{int(total)}m"
+
+
 def bulk_import(settings: ServerSettings, arguments: list[str], *, log: callable | None = None) -> None:  # type: ignore[valid-type]
     """Run ``neo4j-admin`` with ``arguments`` on the server's database, the server stopped:
     leave the marker, stop the server, import, start it again (the marker stays until
@@ -439,7 +454,7 @@ def bulk_import(settings: ServerSettings, arguments: list[str], *, log: callable
     settings.import_marker.write_text(json.dumps({"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "arguments": arguments}))
     if stop(settings):
         say("stopped Neo4j for the import")
-    memory = os.environ.get(ENV_IMPORT_MEMORY, settings.pagecache)
+    memory = os.environ.get(ENV_IMPORT_MEMORY) or _sum_sizes(settings.heap, settings.pagecache)
     command = [java, f"-Xmx{settings.heap}", *JVM_OPTIONS, "-cp", str(settings.lib / "*"), ADMIN_ENTRY_POINT, *arguments[:3],
                f"--max-off-heap-memory={memory}", *arguments[3:]]
     env = {**os.environ, "NEO4J_HOME": str(settings.home), "NEO4J_CONF": str(settings.home / "conf")}

@@ -8,6 +8,7 @@ import hmac
 import os
 import pickle
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -195,15 +196,32 @@ def bulk_load_into(
     if message and notice:
         notice(message)
     directory = server.home / "import" / f"socialrisk-bulk-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    # The server is stopped while the tables are read and written out (the import needs it
+    # stopped, and it takes seconds); a load that fails before the import starts it again.
+    stopping = threading.Thread(target=neo4j_server.stop, args=(server,), name="socialrisk-stop-neo4j")
+    stopping.start()
+    importing = threading.Event()
+
+    def importer(files: Any) -> None:
+        stopping.join()
+        importing.set()
+        neo4j_server.bulk_import(server, import_arguments(files), log=say)
+
     sink = BulkSink(
         directory, meta={"key_fingerprint": key_fingerprint(key), "normalisation": settings.normalise.fingerprint()}, progress=say,
-        importer=lambda files: neo4j_server.bulk_import(server, import_arguments(files), log=say),
+        importer=importer,
     )
     try:
         report = load(
             source, sink, key=key, label_map=settings.label_map, progress=progress, on_error=on_error, rejects_path=rejects_path,
             normalisation=settings.normalise,
         )
+    except BaseException:
+        stopping.join()
+        if not importing.is_set() and interrupted is None:
+            say("starting Neo4j again: nothing was imported")
+            neo4j_server.start(server, log=say)
+        raise
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     say("creating the constraints")

@@ -162,3 +162,19 @@ def test_a_killed_bulk_import_is_never_served(bulk_server, tmp_path: Path) -> No
     report = bulk_load_into(data, Settings(), tmp_path / "ws")  # an unfinished import may be imported over
     with open_neo4j() as store:
         assert len(store.read_tables().links) == 7
+
+
+def test_a_bulk_load_of_bad_data_leaves_the_server_running(bulk_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The server is stopped while the tables are read (the import needs it stopped); a load that
+    fails before the import starts it again, its database as it was."""
+    from loaders import DataError
+    from socialrisk.workflow import bulk_load_into, open_neo4j
+
+    frames = _frames()
+    frames["links"].loc[2, "value"] = "not a phone"
+    data = write_dir(frames, tmp_path / "data")
+    with pytest.raises(DataError, match="phone"):
+        bulk_load_into(data, Settings(), tmp_path / "ws")
+    assert neo4j_server.status(bulk_server)["running"] and neo4j_server.interrupted_import(bulk_server) is None
+    with open_neo4j() as store:
+        assert store.database_contents()[0] == 0  # type: ignore[attr-defined]

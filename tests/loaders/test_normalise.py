@@ -255,3 +255,45 @@ def test_the_application_path_normalises_as_the_loader_does() -> None:
     }
     loaded = read_tables({"links": _links(spellings[:1], "phone")}, key=KEY, normalisation=config).links["ident"].iloc[0]
     assert idents == {loaded}
+
+
+def test_values_found_canonical_without_the_rule_are_what_the_rule_returns() -> None:
+    """The IPv4 and card values :func:`_already_canonical` passes without calling the rule are
+    exactly those the rule returns unchanged (of their shape): leading zeros, parts over 255,
+    spaces, IPv6, separators and Luhn failures all go through the rule."""
+    import numpy as np
+
+    from loaders.normalise import _already_canonical, normalise_card, normalise_ip
+
+    rng = np.random.default_rng(0)
+    ips = [".".join(str(int(p)) for p in rng.integers(0, 256, 4)) for _ in range(300)]
+    ips += ["01.2.3.4", "1.2.3.256", " 1.2.3.4", "1.2.3.4 ", "::1", "::ffff:1.2.3.4", "1.2.3", "1.2.3.4.5", "0.0.0.0", "255.255.255.255",
+            "١.2.3.4", "1.2.3.04", "300.1.1.1"]
+    cards = ["".join(str(int(d)) for d in rng.integers(0, 10, int(rng.integers(10, 22)))) for _ in range(500)]
+    cards += ["4111111111111111", "4111111111111112", "4111 1111 1111 1111", "4111-1111-1111-1111", "٤١١١١١١١١١١١١١١١"]
+    for kind, rule, values in (("ip", normalise_ip, ips), ("card", normalise_card, cards)):
+        fast = _already_canonical(kind, np.asarray(values, dtype=object))
+        for value, passed in zip(values, fast):
+            try:
+                unchanged = rule(value) == value
+            except ValueError:
+                unchanged = False
+            shaped = value.isascii() and (value.replace(".", "").isdigit() if kind == "ip" else value.isdigit())
+            assert passed == (unchanged and shaped), (kind, value, passed)
+        assert fast.sum() >= 20  # the fast path is taken (a tenth of random card numbers pass the Luhn check)
+
+
+def test_many_distinct_values_are_normalised_in_worker_processes_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past :data:`PARALLEL_FROM` distinct values the rules run in worker processes: the same
+    canonical values and the same failures, row for row."""
+    import loaders.normalise as normalise
+
+    values = ["+1 202-555-0143", "+12025550143", "not a phone", "0044 20 7946 0018", "12", "+86 138-0013-8000"] * 5
+    values += [f"+1 202 555 {i:04d}" for i in range(40)]
+    kinds = pd.Series(["phone"] * len(values))
+    serial = normalise_identifiers(kinds, pd.Series(values))
+    monkeypatch.setattr(normalise, "PARALLEL_FROM", 8)
+    parallel = normalise_identifiers(kinds, pd.Series(values))
+    assert parallel.values.tolist() == serial.values.tolist()
+    assert [(k, p.tolist(), r) for k, p, r in parallel.failed] == [(k, p.tolist(), r) for k, p, r in serial.failed]
+    assert serial.failed and serial.values.iloc[1] == "+12025550143"

@@ -79,10 +79,12 @@ class ImportFiles:
     multiline: bool = False
     counts: dict[str, WriteCounts] = field(default_factory=dict)
     rows: int = 0
+    progress: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
 
 def _text(values: Any) -> pa.Array:
-    return pa.array(pd.Series(values, dtype=object).where(pd.notna(pd.Series(values, dtype=object)), None).astype(object), type=pa.string())
+    """Text, with None, NaN and pd.NA as missing (no property)."""
+    return pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
 
 
 def _datetimes(series: pd.Series) -> pa.Array:
@@ -109,6 +111,8 @@ def _write(table: dict[str, pa.Array], path: Path, files: ImportFiles) -> None:
     files.multiline |= any(_breaks(frame[c].combine_chunks()) for c in frame.column_names)
     pacsv.write_csv(frame, path, write_options=pacsv.WriteOptions(quoting_style="all_valid"))
     files.rows += frame.num_rows
+    if files.progress is not None:
+        files.progress(f"wrote {path.name} ({frame.num_rows:,} rows)")
 
 
 def _column_type(series: pd.Series) -> str:
@@ -121,7 +125,9 @@ def _column_type(series: pd.Series) -> str:
     return "string"
 
 
-def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str, Any]) -> ImportFiles:
+def write_import_files(
+    tables: Tables, directory: str | Path, *, meta: dict[str, Any], progress: Callable[[str], None] | None = None,
+) -> ImportFiles:
     """Write the canonical tables as the admin tool's CSV files, with the properties an online
     load (:meth:`Neo4jStore.write_tables` into an empty database) gives each node and
     relationship.
@@ -135,6 +141,8 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
     meta : dict
         Store facts to put on the metadata node besides those of the load (the key
         fingerprint); ``counts``, ``snapshot``, column lists and :data:`BULK_PENDING` are set here.
+    progress : callable, optional
+        Called with a line of text as each file is written.
 
     Returns
     -------
@@ -142,16 +150,22 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    files = ImportFiles(directory=out)
+    files = ImportFiles(directory=out, progress=progress)
     merged: dict[str, pd.DataFrame] = {}
     for name, new in tables:
         merged[name], files.counts[name] = merge_table(name, None, new)
 
+    # Node ids of the import are integers, not the keys: the tool then maps ids by array index
+    # instead of sorting and deduplicating millions of strings, and the files are smaller. The
+    # keys (a user's id, an identifier's or a flag's key) are ordinary properties, as an online
+    # load leaves them; each id space (User, Identifier, Flag, Meta) is numbered from 0.
+
     # users: the users table with its columns (numbers as doubles, text as text), then every
     # other user any table names, bare
     users = merged["users"]
+    user_ids = users["user_id"].astype(str).to_numpy()
     user_columns: dict[str, str] = {}
-    head: dict[str, pa.Array] = {"id:ID(User)": _text(users["user_id"].astype(str).to_numpy()),
+    head: dict[str, pa.Array] = {":ID(User)": pa.array(np.arange(len(users), dtype=np.int64)), "id": _text(user_ids),
                                  "_seq:long": pa.array(np.arange(len(users), dtype=np.int64))}
     for col in users.columns:
         if col == "user_id":
@@ -167,21 +181,28 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
     _write(head, out / "users.csv", files)
     files.nodes.append(("User", out / "users.csv"))
     everyone = Tables(**merged).all_user_ids().astype(str)
-    bare = everyone[~everyone.isin(users["user_id"].astype(str))]
-    _write({"id:ID(User)": _text(bare.to_numpy())}, out / "users-bare.csv", files)
+    bare = everyone[~everyone.isin(user_ids)].to_numpy()
+    _write({":ID(User)": pa.array(np.arange(len(users), len(users) + len(bare), dtype=np.int64)), "id": _text(bare)},
+           out / "users-bare.csv", files)
     files.nodes.append(("User", out / "users-bare.csv"))
+    user_index = pd.Index(np.concatenate([user_ids, bare]).astype(object))
+
+    def user_nid(values: pd.Series) -> pa.Array:
+        return pa.array(user_index.get_indexer(values.astype(str).to_numpy()).astype(np.int64))
 
     # identifiers (their first link names their kind and pseudonym) and links
     links = merged["links"]
     kinds = links["kind"].astype(str)
     idents = links["ident"].astype(str)
     keys = kinds + ":" + idents
+    ident_nid, ident_keys = pd.factorize(keys.to_numpy(), sort=False)  # numbered in order of first use
     first = ~keys.duplicated()
     label = kinds[first].map(lambda k: "Identifier;" + IDENTIFIER_LABELS[k] if k in IDENTIFIER_LABELS else "Identifier")
-    _write({"key:ID(Identifier)": _text(keys[first].to_numpy()), ":LABEL": _text(label.to_numpy()),
-            "kind": _text(kinds[first].to_numpy()), "ident": _text(idents[first].to_numpy())}, out / "identifiers.csv", files)
+    _write({":ID(Identifier)": pa.array(np.arange(len(ident_keys), dtype=np.int64)), "key": _text(keys[first].to_numpy()),
+            ":LABEL": _text(label.to_numpy()), "kind": _text(kinds[first].to_numpy()), "ident": _text(idents[first].to_numpy())},
+           out / "identifiers.csv", files)
     files.nodes.append(("", out / "identifiers.csv"))
-    _write({":START_ID(User)": _text(links["user_id"].astype(str).to_numpy()), ":END_ID(Identifier)": _text(keys.to_numpy()),
+    _write({":START_ID(User)": user_nid(links["user_id"]), ":END_ID(Identifier)": pa.array(ident_nid.astype(np.int64)),
             "first_seen:datetime": _datetimes(links["first_seen"]), "last_seen:datetime": _datetimes(links["last_seen"]),
             "weight:double": _floats(links["weight"].to_numpy(dtype=np.float64)),
             "_seq:long": pa.array(np.arange(len(links), dtype=np.int64))}, out / "uses.csv", files)
@@ -192,7 +213,7 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
     relation_columns: dict[str, str] = {}
     weight = rel["weight"].to_numpy(dtype=np.float64)
     body: dict[str, pa.Array] = {
-        ":START_ID(User)": _text(rel["src"].astype(str).to_numpy()), ":END_ID(User)": _text(rel["dst"].astype(str).to_numpy()),
+        ":START_ID(User)": user_nid(rel["src"]), ":END_ID(User)": user_nid(rel["dst"]),
         "kind": _text(rel["kind"].astype(str).to_numpy()),
         # an online load keeps a missing weight as NaN, which the tool reads as Java spells it
         "weight:double": pa.array(weight, type=pa.float64()) if not np.isnan(weight).any()
@@ -218,7 +239,8 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
     # flags: a node each, keyed by content and occurrence, and the user's HAS_FLAG
     flags = merged["flags"]
     fkey = pd.Series(flags["_key"].to_numpy(dtype=np.uint64).view(np.int64)).astype(str) + ":" + flags["_occ"].astype(np.int64).astype(str).to_numpy()
-    _write({"key:ID(Flag)": _text(fkey.to_numpy()), "label": _text(flags["label"].astype(str).to_numpy()),
+    flag_nid = pa.array(np.arange(len(flags), dtype=np.int64))
+    _write({":ID(Flag)": flag_nid, "key": _text(fkey.to_numpy()), "label": _text(flags["label"].astype(str).to_numpy()),
             "severity:double": pa.array(flags["severity"].to_numpy(dtype=np.float64), type=pa.float64()),
             "source": _text(flags["source"].fillna("").astype(str).to_numpy()),
             "_key:long": pa.array(flags["_key"].to_numpy(dtype=np.uint64).view(np.int64)),
@@ -226,8 +248,7 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
             "_seq:long": pa.array(np.arange(len(flags), dtype=np.int64)), "ts:datetime": _datetimes(flags["ts"])},
            out / "flags.csv", files)
     files.nodes.append(("Flag", out / "flags.csv"))
-    _write({":START_ID(User)": _text(flags["user_id"].astype(str).to_numpy()), ":END_ID(Flag)": _text(fkey.to_numpy())},
-           out / "has-flag.csv", files)
+    _write({":START_ID(User)": user_nid(flags["user_id"]), ":END_ID(Flag)": flag_nid}, out / "has-flag.csv", files)
     files.relationships.append(("HAS_FLAG", out / "has-flag.csv"))
 
     # the metadata node, as an online load leaves it, marked unfinished
@@ -242,7 +263,7 @@ def write_import_files(tables: Tables, directory: str | Path, *, meta: dict[str,
         props["links_snapshot"] = 1
     if files.counts["users"].added or files.counts["links"].added or files.counts["relations"].added:
         props["graph_snapshot"] = 1
-    columns: dict[str, pa.Array] = {"id:ID(Meta)": pa.array(["meta"])}
+    columns: dict[str, pa.Array] = {":ID(Meta)": pa.array([0], type=pa.int64()), "id": pa.array(["meta"])}
     for k, v in props.items():
         typed = f"{k}:long" if isinstance(v, int) and not isinstance(v, bool) else k
         columns[typed] = pa.array([v])
@@ -256,7 +277,7 @@ def import_arguments(files: ImportFiles, *, database: str = "neo4j", report: str
     import over whatever the database's directory holds."""
     # the database first: --nodes and --relationships take any number of files, and would take
     # a name after them for one
-    args = ["database", "import", "full", database, "--overwrite-destination=true", "--id-type=string", "--array-delimiter=;",
+    args = ["database", "import", "full", database, "--overwrite-destination=true", "--id-type=integer", "--array-delimiter=;",
             f"--report-file={report or files.directory / 'import.report'}"]
     if files.multiline:
         args.append("--multiline-fields=true")
@@ -304,7 +325,7 @@ class BulkSink:
     def write_tables(self, tables: Tables) -> dict[str, WriteCounts]:
         if self.progress:
             self.progress(f"writing the import files to {self.directory}")
-        self.files = write_import_files(tables, self.directory, meta=self.meta)
+        self.files = write_import_files(tables, self.directory, meta=self.meta, progress=self.progress)
         if self.progress:
             self.progress(f"importing {self.files.rows:,} nodes and relationships with neo4j-admin")
         self.importer(self.files)
