@@ -14,7 +14,7 @@ import pandas as pd
 from loaders.errors import DataError, ParameterError
 from loaders.normalise import Normalisation
 from loaders.read import RawTable, find_tables, read_frame, read_table
-from loaders.schema import TABLE_NAMES, Tables, empty_tables
+from loaders.schema import TABLE_NAMES, Tables, empty_tables, is_in
 from loaders.validate import validate_flags, validate_links, validate_relations, validate_users
 
 __all__ = ["Source", "TableSink", "WriteCounts", "LoadReport", "read_tables", "load"]
@@ -173,7 +173,7 @@ def _read_validated(
                 tables = dataclasses.replace(tables, flags=tables.flags.loc[keep].reset_index(drop=True))
     frame = pd.DataFrame(rejects, columns=REJECT_COLUMNS)
     # a derived row carries the input row it comes from: the repeats of a row number
-    derived = {n: int(len(r) - len(np.unique(r))) for n, r in rows.items()}
+    derived = {n: _repeats(r) for n, r in rows.items()}
     return tables, frame, {n: len(r.frame) for n, r in raws.items()}, derived
 
 
@@ -321,24 +321,30 @@ def _read_raw(source: Source, progress: Progress | None) -> dict[str, RawTable]:
     return raws
 
 
+def _repeats(rows: np.ndarray) -> int:
+    """Rows that repeat an input row number (derived rows carry the row they come from)."""
+    if len(rows) < 2 or bool((np.diff(rows) > 0).all()):
+        return 0
+    return int(len(rows) - len(np.unique(rows)))
+
+
 def _check_flag_users(tables: Tables, raw: RawTable, known: pd.Index | KnownAmong | None) -> None:
     # table by table, and only for the flagged users not found yet: most are in the users table,
     # and a column of millions is scanned against the few left rather than hashed whole
     flagged = tables.flags["user_id"]
-    unknown = ~flagged.isin(pd.Index(tables.users["user_id"].unique()))
+    unknown = ~is_in(flagged, tables.users["user_id"])
     for column in (tables.links["user_id"], tables.relations["src"], tables.relations["dst"]):
         if not bool(unknown.any()):
             break
-        left = pd.unique(flagged[unknown].to_numpy())
-        found = pd.unique(column[column.isin(left)].to_numpy())
-        unknown &= ~flagged.isin(found)
+        found = column[is_in(column, flagged[unknown])]
+        unknown &= ~is_in(flagged, found)
     if known is not None and bool(unknown.any()):
         # only the flagged users this load does not name are looked up in the store
         outside = tables.flags.loc[unknown, "user_id"].astype(str).unique().tolist()
         held = known(outside) if callable(known) else set(outside) & set(pd.Index(known).astype(str))
-        unknown &= ~tables.flags["user_id"].isin(list(held))
+        unknown &= ~tables.flags["user_id"].isin(list(held)).to_numpy()
     if bool(unknown.any()):
-        positions = unknown.to_numpy().nonzero()[0]
+        positions = unknown.nonzero()[0]
         pos = int(positions[0])
         raise DataError(
             source=raw.source,

@@ -45,6 +45,7 @@ import pandas as pd
 import phonenumbers
 
 from loaders.errors import ConfigError
+from loaders.parallel import map_chunks
 
 __all__ = [
     "NORMALISATION_VERSION",
@@ -358,46 +359,28 @@ def _already_canonical(kind: str, uniques: np.ndarray) -> np.ndarray:
     return shaped
 
 
-#: Distinct values of one kind from which the rule runs in worker processes, one per core.
-PARALLEL_FROM = 200_000
-
-
-def _apply_rule(args: tuple[str, str | None, dict[str, EmailRule], list[str]]) -> tuple[list[str], list[str]]:
-    """``kind``'s rule (under a default region and email providers) over ``values``: canonical
-    values and, per value, why it failed ("" if not)."""
-    kind, region, providers, values = args
+def _apply_rule(values: list[str], kind: str, region: str | None, providers: dict[str, EmailRule]) -> list[tuple[str, str]]:
+    """``kind``'s rule (under a default region and email providers) over ``values``: per value,
+    its canonical text and why it failed ("" if it did not)."""
     rule = _rules(Normalisation(default_region=region, email_providers=providers))[kind]
-    canon, reasons = [], []
+    out = []
     for raw in values:
         try:
-            canon.append(rule(raw))
-            reasons.append("")
+            out.append((rule(raw), ""))
         except ValueError as exc:
-            canon.append(raw)
-            reasons.append(str(exc))
-    return canon, reasons
+            out.append((raw, str(exc)))
+    return out
 
 
 def _run_rule(kind: str, config: Normalisation, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_apply_rule` over ``values``, split across processes when there are many."""
-    import os
-
-    workers = min(os.cpu_count() or 1, 8)
-    settings = (config.default_region, dict(config.email_providers))
-    if len(values) < PARALLEL_FROM or workers < 2:
-        canon, reasons = _apply_rule((kind, *settings, values.tolist()))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        chunks = np.array_split(values, workers * 4)
-        canon, reasons = [], []
-        # spawned, not forked: the loading process may hold threads (a driver's, a progress bar's)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for c, r in pool.map(_apply_rule, [(kind, *settings, chunk.tolist()) for chunk in chunks]):
-                canon.extend(c)
-                reasons.extend(r)
-    return np.asarray(canon, dtype=object), np.asarray(reasons, dtype=object)
+    """:func:`_apply_rule` over ``values``, on every core when there are many
+    (:func:`loaders.parallel.map_chunks`)."""
+    done = map_chunks(_apply_rule, values, kind, config.default_region, dict(config.email_providers))
+    canon = np.empty(len(done), dtype=object)
+    reasons = np.empty(len(done), dtype=object)
+    canon[:] = [c for c, _ in done]
+    reasons[:] = [r for _, r in done]
+    return canon, reasons
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from loaders.errors import ConfigError
+from loaders.parallel import map_chunks
 
 __all__ = ["PSEUDONYM_HEX", "new_key", "parse_key", "key_fingerprint", "pseudonymise"]
 
@@ -70,8 +71,12 @@ def pseudonymise(kinds: pd.Series, values: pd.Series, *, key: bytes) -> pd.Serie
     """
     messages = kinds.astype(str).str.cat(values.astype(str), sep="\x1f")
     codes, uniques = pd.factorize(messages)
-    hashed = np.array(_hmac_hex(key, uniques.tolist()), dtype=object)
+    hashed = np.array(map_chunks(_hmac_chunk, uniques.tolist(), key), dtype=object)
     return pd.Series(hashed[codes], index=values.index, dtype="string")
+
+
+def _hmac_chunk(messages: list[str], key: bytes) -> list[str]:
+    return _hmac_hex(key, messages)
 
 
 def _hmac_hex(key: bytes, messages: Iterable[str]) -> list[str]:

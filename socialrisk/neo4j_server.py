@@ -172,9 +172,12 @@ def _provision_procedures(settings: ServerSettings) -> None:
     """Build socialrisk's procedures (once per source) and put the jar into both plugin
     directories (with and without OpenGDS)."""
     digest = _procedures_digest()
-    built = settings.home / "procedures" / digest / PROCEDURES_JAR
+    # kept beside the server classpath (outside the 'lib/*' it puts on the class path), which
+    # homes that share one classpath share too
+    kept = settings.lib / ".socialrisk-procedures"
+    built = kept / digest / PROCEDURES_JAR
     if not built.exists():
-        target = settings.home / "procedures" / digest
+        target = kept / digest
         done = subprocess.run(
             [shutil.which("mvn") or "mvn", "-q", "-B", "-f", str(PROCEDURES / "pom.xml"), "package", f"-Dsocialrisk.build={target}"],
             capture_output=True,
@@ -182,7 +185,7 @@ def _provision_procedures(settings: ServerSettings) -> None:
         )
         if done.returncode != 0 or not built.exists():
             raise StoreError(f"Maven could not build socialrisk's Neo4j procedures: {(done.stdout + done.stderr).strip()[-800:]}")
-        for old in (settings.home / "procedures").iterdir():
+        for old in kept.iterdir():
             if old.name != digest:
                 shutil.rmtree(old, ignore_errors=True)
     for plugins in (settings.home / "plugins", settings.home / "plugins-without-gds"):

@@ -284,16 +284,20 @@ def test_values_found_canonical_without_the_rule_are_what_the_rule_returns() -> 
 
 
 def test_many_distinct_values_are_normalised_in_worker_processes_alike(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past :data:`PARALLEL_FROM` distinct values the rules run in worker processes: the same
-    canonical values and the same failures, row for row."""
-    import loaders.normalise as normalise
+    """Past :data:`loaders.parallel.PARALLEL_FROM` distinct values the rules run in worker
+    processes, and so does the hashing: the same canonical values, failures and pseudonyms, row
+    for row."""
+    import loaders.parallel as parallel
+    from loaders.pseudonym import pseudonymise
 
     values = ["+1 202-555-0143", "+12025550143", "not a phone", "0044 20 7946 0018", "12", "+86 138-0013-8000"] * 5
     values += [f"+1 202 555 {i:04d}" for i in range(40)]
     kinds = pd.Series(["phone"] * len(values))
     serial = normalise_identifiers(kinds, pd.Series(values))
-    monkeypatch.setattr(normalise, "PARALLEL_FROM", 8)
-    parallel = normalise_identifiers(kinds, pd.Series(values))
-    assert parallel.values.tolist() == serial.values.tolist()
-    assert [(k, p.tolist(), r) for k, p, r in parallel.failed] == [(k, p.tolist(), r) for k, p, r in serial.failed]
+    hashed = pseudonymise(kinds, serial.values, key=b"0123456789abcdef")
+    monkeypatch.setattr(parallel, "PARALLEL_FROM", 8)
+    spread = normalise_identifiers(kinds, pd.Series(values))
+    assert spread.values.tolist() == serial.values.tolist()
+    assert [(k, p.tolist(), r) for k, p, r in spread.failed] == [(k, p.tolist(), r) for k, p, r in serial.failed]
     assert serial.failed and serial.values.iloc[1] == "+12025550143"
+    assert pseudonymise(kinds, spread.values, key=b"0123456789abcdef").tolist() == hashed.tolist()

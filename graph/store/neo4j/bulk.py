@@ -38,7 +38,7 @@ from graph.store.neo4j.writes import (
 )
 from loaders.errors import StoreError
 from loaders.load import WriteCounts
-from loaders.schema import TABLE_NAMES, Tables
+from loaders.schema import TABLE_NAMES, Tables, is_in
 
 __all__ = ["BULK_PENDING", "ImportFiles", "BulkSink", "write_import_files", "import_arguments", "DATABASE_CONTENTS"]
 
@@ -88,11 +88,15 @@ def _text(values: Any) -> pa.Array:
 
 
 def _datetimes(series: pd.Series) -> pa.Array:
-    """Times as ISO 8601 in UTC with milliseconds, as ``datetime.fromepochmillis`` stores them."""
+    """Times as ISO 8601 in UTC with milliseconds (``2026-01-05T10:00:00.000Z``), as
+    ``datetime.fromepochmillis`` stores them. Arrow's cast of a timestamp to text, with the
+    ``T`` put in, is three times faster than its strftime (millions of values per load)."""
     values = pd.to_datetime(series, utc=True)
+    missing = values.isna().to_numpy()
     ns = values.to_numpy(dtype="datetime64[ns]").view(np.int64)
-    ms = pa.array(ns // 1_000_000, type=pa.int64(), mask=values.isna().to_numpy()).cast(pa.timestamp("ms", tz="UTC"))
-    return pa.compute.strftime(ms, format="%Y-%m-%dT%H:%M:%SZ")  # %S of a ms timestamp: seconds.milliseconds
+    ms = pa.array(ns // 1_000_000, type=pa.int64(), mask=missing).cast(pa.timestamp("ms"))
+    text = pa.compute.replace_substring(ms.cast(pa.string()), " ", "T", max_replacements=1)
+    return pa.compute.binary_join_element_wise(text, pa.scalar("Z"), "")
 
 
 def _floats(values: Any) -> pa.Array:
@@ -180,8 +184,8 @@ def write_import_files(
             head[col] = _text([None if v is None or v is pd.NA else str(v) for v in users[col].astype(object).tolist()])
     _write(head, out / "users.csv", files)
     files.nodes.append(("User", out / "users.csv"))
-    everyone = Tables(**merged).all_user_ids().astype(str)
-    bare = everyone[~everyone.isin(user_ids)].to_numpy()
+    everyone = pd.Series(Tables(**merged).all_user_ids(), dtype=object)
+    bare = everyone[~is_in(everyone, pd.Series(user_ids, dtype=object))].to_numpy(dtype=object)
     _write({":ID(User)": pa.array(np.arange(len(users), len(users) + len(bare), dtype=np.int64)), "id": _text(bare)},
            out / "users-bare.csv", files)
     files.nodes.append(("User", out / "users-bare.csv"))
@@ -197,7 +201,8 @@ def write_import_files(
     keys = kinds + ":" + idents
     ident_nid, ident_keys = pd.factorize(keys.to_numpy(), sort=False)  # numbered in order of first use
     first = ~keys.duplicated()
-    label = kinds[first].map(lambda k: "Identifier;" + IDENTIFIER_LABELS[k] if k in IDENTIFIER_LABELS else "Identifier")
+    labels = {k: "Identifier;" + IDENTIFIER_LABELS[k] if k in IDENTIFIER_LABELS else "Identifier" for k in pd.unique(kinds.to_numpy())}
+    label = kinds[first].map(labels)
     _write({":ID(Identifier)": pa.array(np.arange(len(ident_keys), dtype=np.int64)), "key": _text(keys[first].to_numpy()),
             ":LABEL": _text(label.to_numpy()), "kind": _text(kinds[first].to_numpy()), "ident": _text(idents[first].to_numpy())},
            out / "identifiers.csv", files)
