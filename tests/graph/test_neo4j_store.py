@@ -230,7 +230,6 @@ def test_the_encoded_graph_is_kept_by_the_change_counters(neo4j_store, tmp_path:
     from socialrisk.workflow import open_neo4j
     from tests.graph.test_neo4j_read import _same
 
-    ENCODED_LINKS = PACKED_EDGES  # the edges' read: the server here has the packed read
     load(tiny_frames(), neo4j_store, key=KEY)
     store = open_neo4j(cache_dir=tmp_path / "cache")
     sent: list[str] = []
@@ -238,24 +237,24 @@ def test_the_encoded_graph_is_kept_by_the_change_counters(neo4j_store, tmp_path:
     store._read = lambda query, **params: (sent.append(query), read(query, **params))[1]
     first = store.encoded()
     _same(first, encode(store.read_tables()))
-    assert ENCODED_LINKS in sent
+    assert PACKED_EDGES in sent
     kept = list((tmp_path / "cache").iterdir())
     assert len(kept) == 1 and kept[0].name == store.metadata()["store_id"]
     sent.clear()
     _same(store.encoded(), first)
-    assert ENCODED_LINKS not in sent and FLAGGED_USERS not in sent
+    assert PACKED_EDGES not in sent and FLAGGED_USERS not in sent
 
     flags = {"flags": pd.DataFrame({"user_id": ["c"], "label": ["fraud"], "severity": [1.0], "ts": ["2026-03-04"]})}
     load(flags, store, key=KEY)
     sent.clear()
     _same(store.encoded(), encode(store.read_tables()))
-    assert FLAGGED_USERS in sent and ENCODED_LINKS not in sent
+    assert FLAGGED_USERS in sent and PACKED_EDGES not in sent
 
     more = {"relations": pd.DataFrame({"src": ["z"], "dst": ["newcomer"], "kind": ["transfer"], "weight": [2.0], "ts": ["2026-03-05"]})}
     load(more, store, key=KEY)
     sent.clear()
     after = store.encoded()
-    assert ENCODED_LINKS in sent and "newcomer" in set(after.user_ids)
+    assert PACKED_EDGES in sent and "newcomer" in set(after.user_ids)
     _same(after, encode(store.read_tables()))
     assert len(list((tmp_path / "cache" / store.metadata()["store_id"]).glob("encoded-*"))) == 1  # older ones dropped
     store._read = read

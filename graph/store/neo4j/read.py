@@ -382,7 +382,7 @@ class _Reads:
                 )
             if self._packed_wanted is None and not found:
                 log.warning(
-                    "Neo4j at %s has no procedure %s: the graph is read by Cypher, several times slower (docs/stores.md says how "
+                    "Neo4j at %s has no procedure %s: the graph is read by Cypher, several times slower (docs/operations/neo4j.md says how "
                     "to install it; packed_read=False silences this)", self.uri, PACKED_READ,
                 )
             self._packed = found and self._packed_wanted is not False
